@@ -1,0 +1,93 @@
+"""The `tokenaddons` command: gathers options and starts things; no logic of its own."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from tokenaddons.store import DEFAULT_PATH
+
+DEFAULT_PORT = 7677
+
+
+def launcher_path() -> str:
+    return str(Path(__file__).with_name("launcher.py"))
+
+
+def mitmdump_args(mode: str, host: str, port: int, store: str | None, sets: tuple[str, ...]) -> list[str]:
+    args = ["-s", launcher_path(), "--mode", mode, "--listen-host", host, "-p", str(port)]
+    if store:
+        args += ["--set", f"store_path={store}"]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+@click.group()
+def main() -> None:
+    """tokenaddons: cheaper, safer, visible LLM calls through mitmproxy."""
+
+
+@main.command()
+@click.option("--upstream", default="https://api.anthropic.com", show_default=True,
+              help="Reverse-proxy to this provider URL.")
+@click.option("--regular", is_flag=True, help="Explicit proxy mode (system-wide, with the CA) instead of reverse.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", "-p", default=DEFAULT_PORT, show_default=True)
+@click.option("--store", default=None, help=f"Event store (default {DEFAULT_PATH}).")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Any mitmproxy/tokenaddons option.")
+def run(upstream: str, regular: bool, host: str, port: int, store: str | None, sets: tuple[str, ...]) -> None:
+    """Run the proxy (mitmdump with the tokenaddons bundle)."""
+    from mitmproxy.tools.main import mitmdump
+
+    mode = "regular" if regular else f"reverse:{upstream}"
+    sys.exit(mitmdump(mitmdump_args(mode, host, port, store, sets)))
+
+
+@main.command("script-path")
+def script_path() -> None:
+    """Print the launcher's path, for `mitmdump -s`."""
+    click.echo(launcher_path())
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", "-p", default=7678, show_default=True)
+def sim(host: str, port: int) -> None:
+    """Run the local provider simulator (Anthropic, OpenAI, Gemini wire formats)."""
+    from tokenaddons.sim import serve
+
+    serve(host, port)
+
+
+@main.command()
+@click.option("--store", default=DEFAULT_PATH, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of tables.")
+def report(store: str, as_json: bool) -> None:
+    """Totals, per model and per project, from the event store."""
+    from tokenaddons import queries
+    from tokenaddons.store import connect
+
+    path = Path(store).expanduser()
+    if not path.exists():
+        raise click.ClickException(f"no event store at {path}")
+    with connect(path, readonly=True) as conn:
+        data = queries.report(conn)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        from tokenaddons.tui import render_report
+
+        render_report(data)
+
+
+@main.command()
+@click.option("--store", default=None, help="Event store for the demo (default: a fresh temporary file).")
+@click.option("--requests", "count", default=24, show_default=True, help="How many demo requests to send.")
+def demo(store: str | None, count: int) -> None:
+    """Run the proxy against the bundled simulator with generated traffic, then report."""
+    from tokenaddons.demo import run_demo
+
+    run_demo(store, count)

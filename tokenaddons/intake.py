@@ -1,0 +1,129 @@
+"""The Exchange's way in and out.
+
+`Intake` (first in the bundle) recognizes the API, parses the JSON body once,
+reads the project tag and starts the stream pump; `Outlet` (last in the
+request phase) serializes the body back once, and only if an addon changed it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+
+from mitmproxy import ctx, http
+
+from tokenaddons import providers
+from tokenaddons.exchange import Exchange, Tap
+from tokenaddons.providers.sse import is_sse
+
+log = logging.getLogger(__name__)
+
+PROJECT_HEADER = "x-tokenaddons-project"
+AUTH_HEADERS = ("x-api-key", "authorization", "x-goog-api-key", "api-key")
+
+
+def auth_identity(flow: http.HTTPFlow) -> str | None:
+    """A short hash naming the caller's credential (the credential itself is never kept)."""
+    for name in AUTH_HEADERS:
+        if value := flow.request.headers.get(name):
+            return hashlib.sha256(f"{name}:{value}".encode()).hexdigest()[:16]
+    if key := flow.request.query.get("key"):  # Gemini's ?key=
+        return hashlib.sha256(f"key:{key}".encode()).hexdigest()[:16]
+    return None
+
+
+class StreamPump:
+    """`flow.response.stream` for an SSE answer: every chunk passes the taps in
+    stage order as it arrives; nothing is buffered here."""
+
+    def __init__(self, exchange: Exchange):
+        self.exchange = exchange
+        self.ended = False
+
+    def __call__(self, chunk: bytes) -> bytes:
+        ex = self.exchange
+        if chunk and ex.first_byte is None:
+            ex.first_byte = time.time()
+        if not chunk:  # mitmproxy's end-of-stream call
+            if self.ended:
+                return b""
+            self.ended = True
+        out = chunk
+        for _, tap in list(ex.taps):
+            out = self._run(tap, out, end=not chunk)
+        return out
+
+    def _run(self, tap: Tap, data: bytes, end: bool) -> bytes:
+        try:
+            out = tap.feed(data) if data else b""
+            return out + tap.end() if end else out
+        except Exception:
+            # A broken tap must not break the stream: drop it, pass bytes on.
+            log.exception("tokenaddons: stream tap %r failed; bypassing it", tap)
+            self.exchange.taps = [(s, t) for s, t in self.exchange.taps if t is not tap]
+            return data
+
+
+class Intake:
+    def load(self, loader) -> None:
+        loader.add_option("intake_max_body", int, 64 * 1024 * 1024,
+                          "Request bodies larger than this many bytes pass through unparsed.")
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if Exchange.of(flow) is not None:
+            return
+        req = flow.request
+        ex = Exchange(api=providers.detect(req.method, req.path))
+        ex.project = req.headers.pop(PROJECT_HEADER, None)
+        ex.client = req.headers.get("user-agent")
+        ex.auth_hash = auth_identity(flow)
+        if ex.api is not None:
+            ex.body = self._parse(req)
+            if not isinstance(ex.body, (dict, list)):
+                ex.api, ex.body = None, None  # not JSON: passes through byte for byte, metered as other
+            else:
+                ex.requested_model = ex.model = ex.api.model(ex.body, req.path)
+                ex.stream = ex.api.is_stream(ex.body, req.path)
+        ex.attach(flow)
+
+    @staticmethod
+    def _parse(req: http.Request):
+        raw = req.raw_content
+        if not raw or len(raw) > ctx.options.intake_max_body:
+            return None
+        try:
+            return json.loads(req.get_content(strict=True))
+        except (ValueError, UnicodeDecodeError) as e:
+            log.info("tokenaddons: %s %s: body is not JSON we can read (%s); passing it through",
+                     req.method, req.path, e.__class__.__name__)
+            return None
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        ex = Exchange.of(flow)
+        if ex is None or ex.answered_by or flow.response is None:
+            return
+        if is_sse(flow.response.headers.get("content-type")):
+            flow.response.stream = StreamPump(ex)
+        elif ex.stream and flow.response.status_code == 200:
+            # A stream that is not SSE (Gemini without alt=sse): pass it on unbuffered.
+            flow.response.stream = True
+
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        # Keep what upstream sent, before any addon rewrites it for the client
+        # (scrub restores real values): stored bodies must be the scrubbed ones.
+        ex = Exchange.of(flow)
+        if ex is not None and flow.response is not None and not flow.response.stream:
+            ex.upstream_body = flow.response.raw_content
+
+
+class Outlet:
+    """Serializes the request body once, at the end of the request phase."""
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        ex = Exchange.of(flow)
+        if ex is None or not ex.dirty or flow.response is not None:
+            return
+        flow.request.content = json.dumps(ex.body, ensure_ascii=False, separators=(",", ":")).encode()
+        ex.dirty = False

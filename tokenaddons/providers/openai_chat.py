@@ -1,0 +1,144 @@
+"""OpenAI Chat Completions (/v1/chat/completions)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from tokenaddons.providers.base import Api, StreamState, TextRef
+from tokenaddons.providers.sse import Event
+from tokenaddons.usage import Usage
+
+ERROR_TYPES = {
+    "invalid_request": "invalid_request_error",
+    "permission": "permission_error",
+    "rate_limit": "rate_limit_exceeded",
+    "overloaded": "server_error",
+    "upstream": "server_error",
+}
+
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+         "tool": "tool", "function": "tool"}
+
+
+def openai_error_body(status: int, kind: str, message: str) -> bytes:
+    """OpenAI's error shape, shared by Chat Completions and Responses."""
+    code = ERROR_TYPES.get(kind, "server_error")
+    return json.dumps({"error": {"message": message, "type": code, "param": None,
+                                 "code": code}}).encode()
+
+
+def openai_error_type(response: Any) -> str | None:
+    if isinstance(response, dict) and isinstance(response.get("error"), dict):
+        err = response["error"]
+        return err.get("code") or err.get("type")
+    return None
+
+
+def usage_of(u: dict | None) -> Usage | None:
+    if not isinstance(u, dict):
+        return None
+    details = u.get("prompt_tokens_details") or {}
+    out_details = u.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=u.get("prompt_tokens") or 0,
+        cache_read_tokens=details.get("cached_tokens") or 0,
+        output_tokens=u.get("completion_tokens") or 0,
+        reasoning_tokens=out_details.get("reasoning_tokens") or 0,
+    )
+
+
+def is_usage_only_chunk(data: Any) -> bool:
+    return isinstance(data, dict) and data.get("choices") == [] and bool(data.get("usage"))
+
+
+class ChatStream(StreamState):
+    def on_event(self, event: Event) -> None:
+        if event.data == "[DONE]":
+            self.complete = True
+            return
+        data = event.json()
+        if not isinstance(data, dict):
+            return
+        if "error" in data:
+            self.error_type = openai_error_type(data) or "error"
+            return
+        self.model = data.get("model") or self.model
+        if data.get("usage"):
+            self.usage = usage_of(data["usage"])
+        for choice in data.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                self.text.append(delta["content"])
+            for call in delta.get("tool_calls") or []:
+                self.text.append((call.get("function") or {}).get("arguments") or "")
+
+
+def _parts(msg: dict, key: str, role: str) -> Iterator[TextRef]:
+    content = msg.get(key)
+    if isinstance(content, str):
+        yield TextRef(msg, key, role)
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                yield TextRef(part, "text", role)
+
+
+class ChatCompletions(Api):
+    name = "openai.chat"
+    provider = "openai"
+
+    def matches(self, method: str, path: str) -> bool:
+        return method == "POST" and path.split("?")[0].rstrip("/").endswith("/chat/completions")
+
+    def usage(self, response: Any) -> Usage | None:
+        return usage_of(response.get("usage")) if isinstance(response, dict) else None
+
+    def stream_state(self) -> StreamState:
+        return ChatStream()
+
+    def prepare_stream_usage(self, body: Any) -> bool:
+        opts = body.get("stream_options")
+        if isinstance(opts, dict) and opts.get("include_usage"):
+            return False
+        body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+        return True
+
+    def hide_usage_event(self, event: Event) -> bool:
+        return is_usage_only_chunk(event.json())
+
+    def error_body(self, status: int, kind: str, message: str) -> bytes:
+        return openai_error_body(status, kind, message)
+
+    def error_type(self, response: Any) -> str | None:
+        return openai_error_type(response)
+
+    def text_refs(self, body: Any) -> Iterator[TextRef]:
+        if not isinstance(body, dict):
+            return
+        for msg in body.get("messages") or []:
+            if not isinstance(msg, dict):
+                continue
+            role = ROLES.get(msg.get("role"), "user")
+            yield from _parts(msg, "content", role)
+            for call in msg.get("tool_calls") or []:
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                    # arguments is JSON text; placeholders are plain words, so it stays valid
+                    yield TextRef(fn, "arguments", "tool_input")
+
+    def response_text_refs(self, response: Any) -> Iterator[TextRef]:
+        if not isinstance(response, dict):
+            return
+        for choice in response.get("choices") or []:
+            msg = choice.get("message") if isinstance(choice, dict) else None
+            if not isinstance(msg, dict):
+                continue
+            yield from _parts(msg, "content", "assistant")
+            for call in msg.get("tool_calls") or []:
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                    yield TextRef(fn, "arguments", "tool_input")
+
+
+CHAT = ChatCompletions()

@@ -1,0 +1,114 @@
+"""OpenAI Responses API (/v1/responses)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from tokenaddons.providers.base import Api, StreamState, TextRef
+from tokenaddons.providers.openai_chat import ROLES, openai_error_body, openai_error_type
+from tokenaddons.providers.sse import Event
+from tokenaddons.usage import Usage
+
+TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
+
+
+def usage_of(u: dict | None) -> Usage | None:
+    if not isinstance(u, dict):
+        return None
+    return Usage(
+        input_tokens=u.get("input_tokens") or 0,
+        cache_read_tokens=(u.get("input_tokens_details") or {}).get("cached_tokens") or 0,
+        output_tokens=u.get("output_tokens") or 0,
+        reasoning_tokens=(u.get("output_tokens_details") or {}).get("reasoning_tokens") or 0,
+    )
+
+
+class ResponsesStream(StreamState):
+    def on_event(self, event: Event) -> None:
+        data = event.json()
+        if not isinstance(data, dict):
+            return
+        kind = data.get("type") or event.event
+        resp = data.get("response")
+        if isinstance(resp, dict):
+            self.model = resp.get("model") or self.model
+            if resp.get("usage"):
+                self.usage = usage_of(resp["usage"])
+        if kind in ("response.output_text.delta", "response.function_call_arguments.delta"):
+            self.text.append(data.get("delta") or "")
+        elif kind == "response.completed":
+            self.complete = True
+        elif kind in ("response.failed", "response.incomplete"):
+            self.complete = True
+            self.error_type = kind.split(".")[1]
+        elif kind == "error":
+            self.error_type = data.get("code") or "error"
+
+
+def _content(item: dict, role: str) -> Iterator[TextRef]:
+    content = item.get("content")
+    if isinstance(content, str):
+        yield TextRef(item, "content", role)
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                yield TextRef(part, "text", role)
+
+
+class Responses(Api):
+    name = "openai.responses"
+    provider = "openai"
+
+    def matches(self, method: str, path: str) -> bool:
+        return method == "POST" and path.split("?")[0].rstrip("/").endswith("/responses")
+
+    def usage(self, response: Any) -> Usage | None:
+        return usage_of(response.get("usage")) if isinstance(response, dict) else None
+
+    def stream_state(self) -> StreamState:
+        return ResponsesStream()
+
+    def error_body(self, status: int, kind: str, message: str) -> bytes:
+        return openai_error_body(status, kind, message)
+
+    def error_type(self, response: Any) -> str | None:
+        return openai_error_type(response)
+
+    def text_refs(self, body: Any) -> Iterator[TextRef]:
+        if not isinstance(body, dict):
+            return
+        if isinstance(body.get("instructions"), str):
+            yield TextRef(body, "instructions", "system")
+        items = body.get("input")
+        if isinstance(items, str):
+            yield TextRef(body, "input", "user")
+            return
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict):
+                continue
+            kind = item.get("type", "message")
+            if kind == "message":
+                yield from _content(item, ROLES.get(item.get("role"), "user"))
+            elif kind in ("function_call", "custom_tool_call") and isinstance(item.get("arguments"), str):
+                yield TextRef(item, "arguments", "tool_input")
+            elif kind in ("function_call_output", "custom_tool_call_output"):
+                if isinstance(item.get("output"), str):
+                    yield TextRef(item, "output", "tool")
+                elif isinstance(item.get("output"), list):
+                    for part in item["output"]:
+                        if isinstance(part, dict) and isinstance(part.get("text"), str):
+                            yield TextRef(part, "text", "tool")
+
+    def response_text_refs(self, response: Any) -> Iterator[TextRef]:
+        if not isinstance(response, dict):
+            return
+        for item in response.get("output") or []:
+            if not isinstance(item, dict):
+                continue
+            if item.get("type") == "message":
+                yield from _content(item, "assistant")
+            elif isinstance(item.get("arguments"), str):
+                yield TextRef(item, "arguments", "tool_input")
+
+
+RESPONSES = Responses()

@@ -1,0 +1,28 @@
+"""Token usage of one exchange, in one shape for every provider."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class Usage:
+    # input_tokens counts ALL prompt tokens, cache reads and writes included, so
+    # totals compare across providers (Anthropic reports them apart, OpenAI and
+    # Gemini include them).
+    input_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0  # already included in output_tokens
+    estimated: bool = False  # counted locally, not reported by the provider
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        return max(0, self.input_tokens - self.cache_read_tokens - self.cache_write_tokens)
+
+    def as_row(self) -> dict:
+        row = asdict(self)
+        row["estimated"] = int(self.estimated)
+        return row
