@@ -1,0 +1,113 @@
+"""`tokenaddons demo`: the proxy in front of the bundled simulator, a little
+generated traffic through it, and the report of what was metered."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from rich.console import Console
+
+from tokenaddons import queries
+from tokenaddons.store import connect
+
+SYSTEM = ("You are a meticulous assistant for a logistics company. " * 160).strip()
+QUESTIONS = [
+    "Where is parcel 1 right now?", "Summarize yesterday's deliveries.",
+    "Which route is fastest from Lyon to Turin?", "Draft a note to the warehouse team.",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"mitmdump exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("mitmdump did not start")
+
+
+def requests_for(i: int) -> tuple[str, dict, dict]:
+    """The i-th demo request: (path, headers, body), cycling over the four APIs."""
+    q = QUESTIONS[i % len(QUESTIONS)]
+    project = ("checkout", "support", "research")[i % 3]
+    headers = {"content-type": "application/json", "x-tokenaddons-project": project}
+    stream = (i // 4) % 2 == 1
+    kind = i % 4
+    if kind == 0:
+        return "/v1/messages", {**headers, "x-api-key": "demo", "anthropic-version": "2023-06-01"}, {
+            "model": "claude-sonnet-4-5", "max_tokens": 300, "stream": stream,
+            "system": [{"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": q}]}
+    if kind == 1:
+        return "/v1/chat/completions", {**headers, "authorization": "Bearer demo"}, {
+            "model": "gpt-4o-mini", "stream": stream,
+            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]}
+    if kind == 2:
+        return "/v1/responses", {**headers, "authorization": "Bearer demo"}, {
+            "model": "gpt-4.1-mini", "stream": stream, "instructions": SYSTEM, "input": q}
+    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    return f"/v1beta/models/gemini-2.5-flash:{method}", {**headers, "x-goog-api-key": "demo"}, {
+        "contents": [{"role": "user", "parts": [{"text": q}]}]}
+
+
+def send(base: str, path: str, headers: dict, body: dict) -> tuple[int, int]:
+    req = urllib.request.Request(base + path, json.dumps(body).encode(), headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, len(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, len(e.read())
+
+
+def run_demo(store: str | None, count: int, console: Console | None = None) -> dict:
+    from tokenaddons.sim import Simulator
+    from tokenaddons.tui import render_report
+
+    console = console or Console()
+    workdir = Path(tempfile.mkdtemp(prefix="tokenaddons-demo-"))
+    store_path = Path(store).expanduser() if store else workdir / "events.db"
+    launcher = Path(__file__).with_name("launcher.py")
+    with Simulator() as sim:
+        port = _free_port()
+        console.print(f"[bold]simulator[/] {sim.url}   [bold]proxy[/] http://127.0.0.1:{port}   "
+                      f"[bold]store[/] {store_path}")
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()",
+             "-s", str(launcher), "--mode", f"reverse:{sim.url}", "--listen-host", "127.0.0.1",
+             "-p", str(port), "--set", f"store_path={store_path}",
+             "--set", f"confdir={workdir / 'mitmproxy'}", "--set", "flow_detail=0"],
+            stdout=open(workdir / "mitmdump.log", "wb"), stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            _wait(port, proc)
+            for i in range(count):
+                path, headers, body = requests_for(i % 16)  # repeats after 16: cache hits
+                status, size = send(f"http://127.0.0.1:{port}", path, headers, body)
+                console.print(f"  {status}  {path.split('?')[0]:<52} {size:>6} bytes"
+                              f"{'  (stream)' if body.get('stream') or 'stream' in path else ''}")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(20)
+    with connect(store_path, readonly=True) as conn:
+        data = queries.report(conn)
+    render_report(data, console)
+    console.print(f"\nJSON: tokenaddons report --store {store_path} --json")
+    return data
