@@ -3,19 +3,15 @@ generated traffic through it, and the report of what was metered."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 from rich.console import Console
 
 from tokenaddons import queries
+from tokenaddons.process import Mitmdump
 from tokenaddons.store import connect
 
 SYSTEM = ("You are a meticulous assistant for a logistics company. " * 160).strip()
@@ -23,25 +19,6 @@ QUESTIONS = [
     "Where is parcel 1 right now?", "Summarize yesterday's deliveries.",
     "Which route is fastest from Lyon to Turin?", "Draft a note to the warehouse team.",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"mitmdump exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("mitmdump did not start")
 
 
 def requests_for(i: int) -> tuple[str, dict, dict]:
@@ -84,28 +61,13 @@ def run_demo(store: str | None, count: int, console: Console | None = None) -> d
     console = console or Console()
     workdir = Path(tempfile.mkdtemp(prefix="tokenaddons-demo-"))
     store_path = Path(store).expanduser() if store else workdir / "events.db"
-    launcher = Path(__file__).with_name("launcher.py")
-    with Simulator() as sim:
-        port = _free_port()
-        console.print(f"[bold]simulator[/] {sim.url}   [bold]proxy[/] http://127.0.0.1:{port}   "
-                      f"[bold]store[/] {store_path}")
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()",
-             "-s", str(launcher), "--mode", f"reverse:{sim.url}", "--listen-host", "127.0.0.1",
-             "-p", str(port), "--set", f"store_path={store_path}",
-             "--set", f"confdir={workdir / 'mitmproxy'}", "--set", "flow_detail=0"],
-            stdout=open(workdir / "mitmdump.log", "wb"), stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            _wait(port, proc)
-            for i in range(count):
-                path, headers, body = requests_for(i % 16)  # repeats after 16: cache hits
-                status, size = send(f"http://127.0.0.1:{port}", path, headers, body)
-                console.print(f"  {status}  {path.split('?')[0]:<52} {size:>6} bytes"
-                              f"{'  (stream)' if body.get('stream') or 'stream' in path else ''}")
-        finally:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(20)
+    with Simulator() as sim, Mitmdump(sim.url, workdir, {"store_path": store_path}) as proxy:
+        console.print(f"[bold]simulator[/] {sim.url}   [bold]proxy[/] {proxy.url}   [bold]store[/] {store_path}")
+        for i in range(count):
+            path, headers, body = requests_for(i % 16)  # repeats after 16: cache hits
+            status, size = send(proxy.url, path, headers, body)
+            console.print(f"  {status}  {path.split('?')[0]:<52} {size:>6} bytes"
+                          f"{'  (stream)' if body.get('stream') or 'stream' in path else ''}")
     with connect(store_path, readonly=True) as conn:
         data = queries.report(conn)
     render_report(data, console)
