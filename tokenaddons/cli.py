@@ -83,6 +83,17 @@ def report(store: str, as_json: bool) -> None:
         render_report(data)
 
 
+@main.command("import-vcr")
+@click.argument("cassettes", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="mitmproxy flow file to write.")
+def import_vcr(cassettes: tuple[str, ...], out: str) -> None:
+    """Convert VCR YAML cassettes into a mitmproxy flow file (replay it with mitmdump -r)."""
+    from tokenaddons.vcr import convert
+
+    n = convert([Path(c) for c in cassettes], Path(out))
+    click.echo(f"{n} flows written to {out}")
+
+
 @main.command()
 @click.option("--store", default=None, help="Event store for the demo (default: a fresh temporary file).")
 @click.option("--requests", "count", default=24, show_default=True, help="How many demo requests to send.")

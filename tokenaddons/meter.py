@@ -15,7 +15,7 @@ from mitmproxy import ctx, http
 from tokenaddons import pricing, tokens
 from tokenaddons.exchange import FILTER, OBSERVE, Exchange, handled
 from tokenaddons.providers.base import StreamState
-from tokenaddons.providers.sse import SSEParser
+from tokenaddons.providers.sse import SSEParser, is_sse
 from tokenaddons.store import Store
 from tokenaddons.usage import Usage
 
@@ -106,11 +106,7 @@ class Meter:
         if ex.answered_by:  # answered here (cache hit, refusal): nothing billed
             ex.usage = ex.usage or Usage()
             ex.complete = resp is not None and resp.status_code < 400
-        elif isinstance(ex.state.get("meter"), UsageTap):
-            tap: UsageTap = ex.state["meter"]
-            if not tap.fed and resp is not None and resp.raw_content:
-                tap.feed(resp.content or b"")  # answered whole (a replayed flow, no live stream)
-            state = tap.state
+        elif (state := self._stream_state(flow, ex)) is not None:
             ex.usage = state.usage
             ex.served_model = state.model
             ex.complete = state.complete and flow.error is None
@@ -129,6 +125,21 @@ class Meter:
             ex.usage = self._estimate(ex)
         if ex.usage is not None and not ex.answered_by:
             ex.cost_usd = pricing.price(ex.provider, ex.served_model or ex.model or "", ex.usage)
+
+    @staticmethod
+    def _stream_state(flow: http.HTTPFlow, ex: Exchange) -> StreamState | None:
+        """The followed stream's state; a stream that arrived whole (a replayed
+        capture, `mitmdump -r`) is parsed now."""
+        tap = ex.state.get("meter")
+        resp = flow.response
+        whole = resp is not None and bool(resp.raw_content) and is_sse(resp.headers.get("content-type"))
+        if not isinstance(tap, UsageTap):
+            if not (whole and ex.stream):
+                return None
+            tap = ex.state["meter"] = UsageTap(ex.api.stream_state())
+        if not tap.fed and whole:
+            tap.feed(resp.content or b"")
+        return tap.state
 
     @staticmethod
     def _estimate(ex: Exchange) -> Usage:
