@@ -70,6 +70,14 @@ class Intake:
         loader.add_option("intake_max_body", int, 64 * 1024 * 1024,
                           "Request bodies larger than this many bytes pass through unparsed.")
 
+    def running(self) -> None:
+        # mitmproxy's default "eager" strategy connects upstream when a client
+        # connects, before any request exists: an unreachable provider would then
+        # drop clients unmetered, and no addon could answer or reroute in time.
+        if ctx.options.connection_strategy == "eager":
+            ctx.options.connection_strategy = "lazy"
+            log.info("tokenaddons: connection_strategy set to lazy (connect upstream per request)")
+
     def request(self, flow: http.HTTPFlow) -> None:
         if Exchange.of(flow) is not None:
             return
