@@ -13,3 +13,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+
+# Real agent clients for the end-to-end tests (skipped where npm is missing).
+if command -v npm >/dev/null 2>&1 && [ ! -x .tools/node_modules/.bin/claude ]; then
+  npm install --silent --no-audit --no-fund --prefix .tools @anthropic-ai/claude-code@2.1.197 >/dev/null \
+    || echo "setup: could not install Claude Code; its end-to-end test will be skipped" >&2
+fi
