@@ -30,7 +30,7 @@ def genai_cost(provider: str, model: str, row: dict) -> float | None:
         price = calc_price(GPUsage(
             input_tokens=row["input_tokens"], cache_read_tokens=row["cache_read_tokens"],
             cache_write_tokens=row["cache_write_tokens"], output_tokens=row["output_tokens"]),
-            model_ref=model, provider_id=provider if provider != "gemini" else "google")
+            model_ref=model.removeprefix("models/"), provider_id=provider if provider != "gemini" else "google")
     except LookupError:
         return None
     return float(price.total_price)

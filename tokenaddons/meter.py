@@ -130,14 +130,13 @@ class Meter:
     def _stream_state(flow: http.HTTPFlow, ex: Exchange) -> StreamState | None:
         """The followed stream's state; a stream that arrived whole (a replayed
         capture, `mitmdump -r`) is parsed now."""
-        tap = ex.state.get("meter")
         resp = flow.response
-        whole = resp is not None and bool(resp.raw_content) and is_sse(resp.headers.get("content-type"))
+        if resp is None or not is_sse(resp.headers.get("content-type")):
+            return None  # asked for a stream, answered in JSON (an error, usually)
+        tap = ex.state.get("meter")
         if not isinstance(tap, UsageTap):
-            if not (whole and ex.stream):
-                return None
             tap = ex.state["meter"] = UsageTap(ex.api.stream_state())
-        if not tap.fed and whole:
+        if not tap.fed and resp.raw_content:
             tap.feed(resp.content or b"")
         return tap.state
 
