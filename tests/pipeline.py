@@ -36,9 +36,10 @@ def run_flow(addons, flow: http.HTTPFlow, stream_chunks: int | None = None) -> h
     call(addons, "responseheaders", flow)
     if stream_chunks and callable(flow.response.stream):
         size = max(1, len(body) // stream_chunks)
-        out = b"".join(flow.response.stream(body[i:i + size]) for i in range(0, len(body), size))
-        out += flow.response.stream(b"")
-        flow.metadata["client_saw"] = out
+        sent = [flow.response.stream(body[i:i + size]) for i in range(0, len(body), size)]
+        assert all(piece != b"" for piece in sent), "an empty chunk mid-stream ends an HTTP/1.1 body"
+        out = b"".join(p if isinstance(p, bytes) else b"".join(p) for p in sent)
+        flow.metadata["client_saw"] = out + flow.response.stream(b"")
     elif stream_chunks:
         flow.response.content = body
     call(addons, "response", flow)

@@ -213,5 +213,5 @@ def test_a_broken_tap_does_not_break_the_stream(pipe):
     f.response = recorded
     body = recorded.content
     addons[1].responseheaders(f)
-    out = f.response.stream(body) + f.response.stream(b"")
+    out = bytes(f.response.stream(body)) + f.response.stream(b"")
     assert out == body

@@ -41,7 +41,7 @@ class StreamPump:
         self.exchange = exchange
         self.ended = False
 
-    def __call__(self, chunk: bytes) -> bytes:
+    def __call__(self, chunk: bytes) -> bytes | list[bytes]:
         ex = self.exchange
         if chunk and ex.first_byte is None:
             ex.first_byte = time.time()
@@ -52,7 +52,9 @@ class StreamPump:
         out = chunk
         for _, tap in list(ex.taps):
             out = self._run(tap, out, end=not chunk)
-        return out
+        # An empty bytes object mid-stream would go out as HTTP/1.1's last chunk
+        # and end the client's response early: send nothing instead.
+        return out if out or not chunk else []
 
     def _run(self, tap: Tap, data: bytes, end: bool) -> bytes:
         try:

@@ -100,15 +100,11 @@ def _strings(value: Any, out: list[str]) -> None:
             _strings(v, out)
 
 
-def estimate_input_tokens(api, body: Any, model: str | None = None) -> int:
-    """An estimate of a request's prompt tokens, for any of the four wire formats.
-
-    Counts every string the prompt carries (messages, system, tool results and
-    tool schemas) plus per-message framing; base64 media is left out.
-    """
+def prompt_text(body: Any) -> tuple[str, int]:
+    """The prompt's text (every string it carries, tool schemas as JSON, no
+    base64 media) and its number of messages."""
     if not isinstance(body, (dict, list)):
-        return 0
-    model = model or (api.model(body, "") if api is not None and isinstance(body, dict) else None)
+        return "", 0
     strings: list[str] = []
     messages = 0
     if isinstance(body, dict):
@@ -124,4 +120,12 @@ def estimate_input_tokens(api, body: Any, model: str | None = None) -> int:
                 _strings(value, strings)
     else:
         _strings(body, strings)
-    return count_text("\n".join(strings), model) + MESSAGE_OVERHEAD * messages
+    return "\n".join(strings), messages
+
+
+def estimate_input_tokens(api, body: Any, model: str | None = None) -> int:
+    """An estimate of a request's prompt tokens, for any of the four wire formats:
+    the prompt's text plus per-message framing."""
+    model = model or (api.model(body, "") if api is not None and isinstance(body, dict) else None)
+    text, messages = prompt_text(body)
+    return count_text(text, model) + MESSAGE_OVERHEAD * messages
