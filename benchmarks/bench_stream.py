@@ -2,7 +2,7 @@
 stream: direct to the simulator, through bare mitmdump, and through mitmdump
 with the tokenaddons bundle, in the same run.
 
-    .venv/bin/python scripts/bench_stream.py [--runs 5] [--delay-ms 200] [--events 10]
+    .venv/bin/python benchmarks/bench_stream.py [--runs 5] [--delay-ms 200] [--events 10]
 """
 from __future__ import annotations
 
