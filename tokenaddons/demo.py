@@ -66,8 +66,8 @@ def run_demo(store: str | None, count: int, console: Console | None = None) -> d
         for i in range(count):
             path, headers, body = requests_for(i % 16)  # repeats after 16: cache hits
             status, size = send(proxy.url, path, headers, body)
-            console.print(f"  {status}  {path.split('?')[0]:<52} {size:>6} bytes"
-                          f"{'  (stream)' if body.get('stream') or 'stream' in path else ''}")
+            kind = "stream" if body.get("stream") or "stream" in path else "json"
+            console.print(f"  {status} {kind:<6} {path.split('?')[0][:46]:<46} {size:>6} B", highlight=False)
     with connect(store_path, readonly=True) as conn:
         data = queries.report(conn)
     render_report(data, console)

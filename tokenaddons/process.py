@@ -47,11 +47,15 @@ class Mitmdump:
         self.port = free_port()
         self.log = self.workdir / "mitmdump.log"
         args = [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()",
-                "--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1", "-p", str(self.port),
-                "--set", f"confdir={self.workdir / 'mitmproxy'}", "--set", "flow_detail=0"]
+                "--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1", "-p", str(self.port)]
+        options = {"confdir": self.workdir / "mitmproxy", "flow_detail": 0}
         if script:
-            args += ["-s", str(launcher), "--set", f"store_path={self.store}"]
-        for k, v in (sets or {}).items():
+            args += ["-s", str(launcher)]
+            options["store_path"] = self.store
+        options.update(sets or {})
+        self.store = Path(options.get("store_path", self.store))
+        # each option once: mitmproxy silently drops a script option given twice
+        for k, v in options.items():
             args += ["--set", f"{k}={v}"]
         self.proc = subprocess.Popen(args, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
                                      cwd=self.workdir, env={**os.environ, "PYTHONUNBUFFERED": "1"})

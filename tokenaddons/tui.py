@@ -18,7 +18,7 @@ TOKEN_COLUMNS = ("requests", "input_tokens", "cache_read_tokens", "cache_write_t
 
 def usage_table(title: str, key: str, rows: list[dict]) -> Table:
     table = Table(title=title, title_justify="left", expand=False)
-    table.add_column(key)
+    table.add_column(key, no_wrap=True)
     for col in ("req", "input", "cache rd", "cache wr", "output", "cost", "errors"):
         table.add_column(col, justify="right")
     for r in rows:
