@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import sqlite3
 
 import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
-from pipeline import run_flow
+from pipeline import make_flow, rows, run_flow, sse_response
 from tokenaddons.exchange import Exchange
 from tokenaddons.intake import Intake, Outlet
 from tokenaddons.meter import Meter
@@ -25,32 +24,6 @@ def pipe(tmp_path):
         tctx.configure(store, store_path=str(tmp_path / "events.db"))
         yield addons, store
     store.done()
-
-
-def rows(store: Store) -> list[dict]:
-    store.events.flush()
-    conn = sqlite3.connect(store.events.path)
-    conn.row_factory = sqlite3.Row
-    out = [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY id")]
-    conn.close()
-    return out
-
-
-def make_flow(path: str, body, headers=None, response: http.Response | None = None) -> http.HTTPFlow:
-    f = tflow.tflow(resp=False)
-    f.request.method = "POST"
-    f.request.path = path
-    f.request.headers.clear()
-    for k, v in (headers or {"content-type": "application/json"}).items():
-        f.request.headers[k] = v
-    # raw: a body given with a content-encoding header is already encoded
-    f.request.raw_content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    f.response = response
-    return f
-
-
-def sse_response(events: list[bytes]) -> http.Response:
-    return http.Response.make(200, b"".join(events), {"content-type": "text/event-stream"})
 
 
 ANTHROPIC_STREAM = [

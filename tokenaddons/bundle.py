@@ -1,10 +1,12 @@
 """The pipeline: every addon instance, in the order mitmproxy calls them.
 
 Request phase top to bottom; an addon that answers a request itself sets
-flow.response and every later addon skips that flow.
+flow.response and every later addon skips that flow. The response phase runs
+in the same order, so what must see the meter's accounting sits after it.
 """
 from __future__ import annotations
 
+from tokenaddons.cache import Cache, CacheFill
 from tokenaddons.intake import Intake, Outlet
 from tokenaddons.meter import Meter
 from tokenaddons.store import Store
@@ -12,9 +14,12 @@ from tokenaddons.store import Store
 
 def addons() -> list:
     store = Store()
+    cache = Cache(store)
     return [
-        store,           # the event store every other addon writes through
-        Intake(),        # detect the API, parse the body once, project tag
-        Meter(store),    # usage, cost, savings: one event row per exchange
-        Outlet(),        # serialize the body once, if anything changed it
+        store,            # the event store every other addon writes through
+        Intake(),         # detect the API, parse the body once, project tag
+        cache,            # exact-match lookup (after scrub: the key is what would be sent)
+        Meter(store),     # usage, cost, savings: one event row per exchange
+        CacheFill(cache), # store complete answers with what they were billed
+        Outlet(),         # serialize the body once, if anything changed it
     ]
