@@ -99,7 +99,14 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("sim: " + fmt, *args)
 
     def do_GET(self) -> None:
+        self.sim.record(Received(self.command, self.path, dict(self.headers.items()), None, b""))
         self._json(404, {"error": {"message": f"no such endpoint: {self.path}", "type": "not_found"}})
+
+    def do_HEAD(self) -> None:  # clients probe connectivity with HEAD /
+        self.sim.record(Received(self.command, self.path, dict(self.headers.items()), None, b""))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
