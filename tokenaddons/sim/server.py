@@ -93,6 +93,7 @@ class Simulator:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
     sim: Simulator
 
     def log_message(self, fmt: str, *args) -> None:
