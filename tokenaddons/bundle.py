@@ -6,20 +6,26 @@ in the same order, so what must see the meter's accounting sits after it.
 """
 from __future__ import annotations
 
+from tokenaddons.budget import Budget, BudgetSettle
 from tokenaddons.cache import Cache, CacheFill
 from tokenaddons.intake import Intake, Outlet
 from tokenaddons.meter import Meter
+from tokenaddons.ratelimit import RateLimit
 from tokenaddons.store import Store
 
 
 def addons() -> list:
     store = Store()
     cache = Cache(store)
+    budget = Budget(store)
     return [
         store,            # the event store every other addon writes through
         Intake(),         # detect the API, parse the body once, project tag
         cache,            # exact-match lookup (after scrub: the key is what would be sent)
+        RateLimit(),      # requests and input tokens per minute, per provider and project
+        budget,           # spend caps: reserve the worst case before sending
         Meter(store),     # usage, cost, savings: one event row per exchange
         CacheFill(cache), # store complete answers with what they were billed
+        BudgetSettle(budget),  # trade each reservation for the billed cost
         Outlet(),         # serialize the body once, if anything changed it
     ]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from mitmproxy import ctx, http
 
 from tokenaddons.exchange import RECORD, Exchange, handled
+from tokenaddons.options import check, number
 from tokenaddons.store import Store, connect, migrate
 from tokenaddons.usage import Usage
 
@@ -211,10 +212,11 @@ class Cache:
         loader.add_option("cache_memory_bytes", int, 64 << 20, "Bytes of cached answers kept in memory.")
         loader.add_option("cache_max_bytes", int, 1 << 30, "Bytes of cached answers kept on disk (LRU eviction).")
         loader.add_option("cache_max_entry_bytes", int, 8 << 20, "Answers larger than this are not cached.")
-        loader.add_option("cache_wait_s", float, 120.0,
+        loader.add_option("cache_wait_s", str, "120",
                           "How long a request waits for an identical one already in flight.")
 
     def configure(self, updated) -> None:
+        check("cache_wait_s")
         self.tiers.memory_max = ctx.options.cache_memory_bytes
         self.tiers.disk_max = ctx.options.cache_max_bytes
         if "store_path" in updated or self.tiers.store is None:
@@ -264,7 +266,7 @@ class Cache:
 
     async def _wait(self, future: asyncio.Future) -> Entry | None:
         try:
-            return await asyncio.wait_for(asyncio.shield(future), ctx.options.cache_wait_s)
+            return await asyncio.wait_for(asyncio.shield(future), number("cache_wait_s"))
         except (asyncio.TimeoutError, asyncio.CancelledError):
             return None
 

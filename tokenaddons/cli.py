@@ -83,6 +83,27 @@ def report(store: str, as_json: bool) -> None:
         render_report(data)
 
 
+@main.command()
+@click.option("--store", default=DEFAULT_PATH, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+def budget(store: str, as_json: bool) -> None:
+    """Each budget window's spend, limit and reset time."""
+    from tokenaddons.budget import status
+    from tokenaddons.store import connect
+
+    path = Path(store).expanduser()
+    if not path.exists():
+        raise click.ClickException(f"no event store at {path}")
+    with connect(path, readonly=True) as conn:
+        windows = status(conn)
+    if as_json:
+        click.echo(json.dumps(windows, indent=2))
+    else:
+        from tokenaddons.tui import render_budget
+
+        render_budget(windows)
+
+
 @main.command("import-vcr")
 @click.argument("cassettes", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="mitmproxy flow file to write.")

@@ -39,3 +39,25 @@ def render_report(data: dict, console: Console | None = None) -> None:
         if s["usd_saved"] or s["tokens_saved"]:
             console.print(f"{addon} saved [green]{fmt_usd(s['usd_saved'])}[/] "
                           f"({fmt_int(s['tokens_saved'])} tokens)")
+
+
+def budget_table(windows: list[dict]) -> Table:
+    table = Table(title="Budgets", title_justify="left")
+    for col, justify in (("scope", "left"), ("window", "left"), ("spent", "right"), ("limit", "right"),
+                         ("used", "right"), ("resets in", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for w in windows:
+        colour = "red" if w["percent"] >= 100 else "yellow" if w["percent"] >= 80 else "green"
+        hours, rest = divmod(int(w["resets_in_s"]), 3600)
+        table.add_row(w["scope"], w["window"], fmt_usd(w["spent_usd"]), fmt_usd(w["limit_usd"]),
+                      f"[{colour}]{w['percent']:.0f}%[/]", f"{hours}h{rest // 60:02d}m")
+    return table
+
+
+def render_budget(windows: list[dict], console: Console | None = None) -> None:
+    console = console or Console()
+    if not windows:
+        console.print("No budget is set (options budget_hourly_usd, budget_daily_usd, budget_monthly_usd, "
+                      "budget_project_*_usd).")
+        return
+    console.print(budget_table(windows))

@@ -1,0 +1,299 @@
+"""Budgets and rate limits: units with an injected clock (no sleeps), then a real
+mitmdump with the SDKs for the sequential, concurrent and restart cases."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import sqlite3
+import time
+from datetime import datetime, timezone
+
+import anthropic
+import openai
+import pytest
+from click.testing import CliRunner
+from mitmproxy import http
+from mitmproxy.test import taddons
+
+from pipeline import arun_flow, make_flow, rows
+from tokenaddons import pricing, tokens
+from tokenaddons.budget import Budget, BudgetSettle, output_cap, window_bounds
+from tokenaddons.cli import main
+from tokenaddons.intake import Intake, Outlet
+from tokenaddons.meter import Meter
+from tokenaddons.providers import BY_NAME
+from tokenaddons.ratelimit import RateLimit
+from tokenaddons.store import Store
+
+T0 = datetime(2026, 11, 24, 22, 30, tzinfo=timezone.utc).timestamp()
+BODY = {"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "hello"}]}
+ANSWER = {"model": "claude-sonnet-4-5", "content": [{"type": "text", "text": "hi"}],
+          "usage": {"input_tokens": 10, "output_tokens": 50}}
+COST = pricing.price("anthropic", "claude-sonnet-4-5", __import__("tokenaddons.usage").usage.Usage(
+    input_tokens=10, output_tokens=50))
+NEED = (tokens.estimate_input_tokens(BY_NAME["anthropic.messages"], BODY) * 3e-6 + 100 * 15e-6)
+
+
+class Clock:
+    def __init__(self, now=T0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def pipe(tmp_path):
+    clock = Clock()
+    store = Store()
+    budget = Budget(store, clock=clock)
+    addons = [store, Intake(), budget, Meter(store), BudgetSettle(budget), Outlet()]
+    with taddons.context(*addons) as tctx:
+        tctx.configure(store, store_path=str(tmp_path / "events.db"))
+        yield addons, store, budget, clock, tctx
+    store.done()
+
+
+def ok():
+    return http.Response.make(200, json.dumps(ANSWER).encode(), {"content-type": "application/json"})
+
+
+def send(addons, project=None, body=BODY, response=None):
+    headers = {"content-type": "application/json"}
+    if project:
+        headers["x-tokenaddons-project"] = project
+    return asyncio.run(arun_flow(addons, make_flow("/v1/messages", body, headers, response or ok())))
+
+
+def test_calendar_windows_in_a_time_zone():
+    from zoneinfo import ZoneInfo
+
+    utc, paris = ZoneInfo("UTC"), ZoneInfo("Europe/Paris")
+    assert window_bounds("hourly", T0, utc) == (T0 - 1800, T0 + 1800)
+    start, end = window_bounds("daily", T0, paris)  # 23:30 in Paris: the day ends in 30 minutes
+    assert end - T0 == 1800 and end - start == 86400
+    start, end = window_bounds("monthly", T0, utc)
+    assert datetime.fromtimestamp(start, utc).day == 1 and datetime.fromtimestamp(end, utc).month == 12
+    assert output_cap({"max_output_tokens": 7}) == 7
+    assert output_cap({"generationConfig": {"maxOutputTokens": 9}}) == 9
+
+
+def test_requests_pass_until_the_next_would_exceed_the_cap(pipe):
+    addons, store, budget, clock, tctx = pipe
+    tctx.options.budget_daily_usd = str(3.5 * COST + NEED)  # room for 4 billed answers
+    statuses = [send(addons).response.status_code for _ in range(6)]
+    assert statuses == [200, 200, 200, 200, 429, 429]
+    refused = send(addons)
+    body = json.loads(refused.response.content)
+    assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
+    assert "daily budget" in body["error"]["message"] and "resets at" in body["error"]["message"]
+    assert refused.response.headers["x-tokenaddons-budget"] == "global daily"
+    assert int(refused.response.headers["retry-after"]) == 5400  # 22:30 -> midnight UTC
+    assert budget.spent[("global", "daily", T0 - 22.5 * 3600)] == pytest.approx(4 * COST)
+    assert not any(budget.reserved.values())  # every reservation settled
+
+
+def test_a_new_window_starts_from_zero(pipe):
+    addons, store, budget, clock, tctx = pipe
+    tctx.options.budget_hourly_usd = str(COST + NEED)
+    assert [send(addons).response.status_code for _ in range(3)] == [200, 200, 429]
+    clock.now += 1800  # the next hour
+    assert send(addons).response.status_code == 200
+
+
+def test_project_caps_apply_to_each_project(pipe):
+    addons, store, budget, clock, tctx = pipe
+    tctx.options.budget_project_daily_usd = str(COST + NEED)
+    assert [send(addons, "a").response.status_code for _ in range(3)] == [200, 200, 429]
+    assert send(addons, "b").response.status_code == 200
+    assert send(addons).response.status_code == 200  # untagged traffic has no project cap
+
+
+def test_reservations_make_concurrent_requests_wait_their_turn(pipe):
+    addons, store, budget, clock, tctx = pipe
+    tctx.options.budget_daily_usd = str(5.5 * NEED)
+    flows = [make_flow("/v1/messages", BODY, {"content-type": "application/json"}) for _ in range(20)]
+    for f in flows:  # all twenty in flight at once: none has an answer yet
+        addons[1].request(f)
+        budget.request(f)
+    passed = [f for f in flows if f.response is None]
+    assert len(passed) == 5
+    for f in passed:  # answers come back; the real cost replaces each reservation
+        f.response = ok()
+        for a in addons[3:]:
+            getattr(a, "response", lambda _: None)(f)
+    assert not any(budget.reserved.values())
+
+
+def test_alerts_once_per_window(pipe):
+    addons, store, budget, clock, tctx = pipe
+    tctx.options.budget_daily_usd = str(4 * COST + NEED)
+    codes = [send(addons).response.status_code for _ in range(7)]
+    assert codes == [200] * 5 + [429] * 2  # the refusal is the 100 % mark; reported once
+    store.events.flush()
+    conn = sqlite3.connect(store.events.path)
+    alerts = [json.loads(d)["percent"] for (d,) in conn.execute(
+        "SELECT detail FROM decisions WHERE addon='budget' AND action='alert' ORDER BY id")]
+    assert alerts == [50, 80, 100]
+
+
+def test_restart_rebuilds_spend_from_the_store(tmp_path):
+    clock = Clock()
+    for round_ in range(2):
+        store = Store()
+        budget = Budget(store, clock=clock)
+        addons = [store, Intake(), budget, Meter(store), BudgetSettle(budget), Outlet()]
+        with taddons.context(*addons) as tctx:
+            tctx.configure(store, store_path=str(tmp_path / "events.db"))
+            tctx.options.budget_daily_usd = str(2.5 * COST + NEED)
+            codes = [send(addons).response.status_code for _ in range(2)]
+            # metered rows carry real timestamps: put them in the simulated day
+            store.events.submit(lambda c: c.execute("UPDATE requests SET ts = ?", (T0,)))
+            store.events.flush()
+        store.done()
+        if round_ == 0:
+            assert codes == [200, 200]
+        else:
+            assert codes == [200, 429]  # one more fits after the restart, not two
+
+
+def test_budget_cli_shows_windows(pipe):
+    addons, store, budget, clock, tctx = pipe
+    tctx.options.budget_daily_usd = str(1.0)
+    tctx.options.budget_monthly_usd = str(10.0)
+    send(addons)
+    store.events.submit(lambda c: c.execute("UPDATE requests SET ts = ?", (time.time(),)))  # tflow dates from 2000
+    store.events.flush()
+    out = CliRunner().invoke(main, ["budget", "--store", str(store.events.path), "--json"])
+    windows = {w["window"]: w for w in json.loads(out.output)}
+    assert set(windows) == {"daily", "monthly"}
+    assert windows["daily"]["limit_usd"] == 1.0 and windows["daily"]["spent_usd"] == pytest.approx(COST)
+    table = CliRunner().invoke(main, ["budget", "--store", str(store.events.path)])
+    assert "daily" in table.output and "$1.00" in table.output
+
+
+# ---------------------------------------------------------------- rate limits
+
+class FakeSleep:
+    def __init__(self, clock):
+        self.clock, self.slept = clock, []
+
+    async def __call__(self, seconds):
+        self.slept.append(seconds)
+        self.clock.now += seconds
+
+
+@pytest.fixture
+def limiter():
+    clock = Clock()
+    sleep = FakeSleep(clock)
+    rl = RateLimit(clock=clock, sleep=sleep)
+    with taddons.context(Intake(), rl) as tctx:
+        yield rl, clock, sleep, tctx
+
+
+async def one(rl, project=None, body=BODY):
+    headers = {"content-type": "application/json"}
+    if project:
+        headers["x-tokenaddons-project"] = project
+    f = make_flow("/v1/messages", body, headers)
+    Intake().request(f)
+    await rl.request(f)
+    return f
+
+
+async def test_burst_waits_for_room_then_is_refused(limiter):
+    rl, clock, sleep, tctx = limiter
+    tctx.options.ratelimit_rpm = 60  # one per second
+    tctx.options.ratelimit_max_wait_s = str(2.5)
+    flows = [await one(rl) for _ in range(60)]
+    assert all(f.response is None for f in flows) and sleep.slept == []  # a full bucket at first
+    waited = [await one(rl) for _ in range(2)]
+    assert all(f.response is None for f in waited) and sleep.slept == [pytest.approx(1.0)] * 2
+    clock.now -= 0  # no refill: the next needs a full second, fine; three in a row without time passing:
+    tctx.options.ratelimit_max_wait_s = str(0.5)
+    refused = await one(rl)
+    assert refused.response.status_code == 429
+    assert "rate limit" in json.loads(refused.response.content)["error"]["message"]
+    assert refused.response.headers["retry-after"] == "1"
+
+
+async def test_input_tokens_per_minute_per_project(limiter):
+    rl, clock, sleep, tctx = limiter
+    n = tokens.estimate_input_tokens(BY_NAME["anthropic.messages"], BODY)
+    tctx.options.ratelimit_project_itpm = 3 * n
+    tctx.options.ratelimit_max_wait_s = str(0)
+    assert [(await one(rl, "p")).response for _ in range(3)] == [None] * 3
+    assert (await one(rl, "p")).response.status_code == 429
+    assert (await one(rl, "q")).response is None
+
+
+async def test_upstream_429_pauses_the_provider(limiter):
+    rl, clock, sleep, tctx = limiter
+    tctx.options.ratelimit_max_wait_s = str(60)
+    f = await one(rl)
+    f.response = http.Response.make(429, b"{}", {"retry-after": "7"})
+    rl.response(f)
+    start = clock.now
+    assert (await one(rl)).response is None
+    assert clock.now - start == pytest.approx(7)  # it waited out the provider's pause
+    tctx.options.ratelimit_max_wait_s = str(1)
+    f = await one(rl)
+    f.response = http.Response.make(529, b"{}", {"retry-after": "30"})
+    rl.response(f)
+    assert (await one(rl)).response.status_code == 429
+
+
+# ---------------------------------------------------------------- end to end
+
+BUDGET_BODY = dict(model="claude-sonnet-4-5", max_tokens=60, messages=[{"role": "user", "content": "spend"}])
+
+
+def worst_case() -> float:
+    return tokens.estimate_input_tokens(BY_NAME["anthropic.messages"], BUDGET_BODY) * 3e-6 + 60 * 15e-6
+
+
+@pytest.mark.integration
+def test_e2e_sequential_until_the_cap_then_the_sdk_raises_rate_limit(make_proxy, sim):
+    cap = 0.003
+    proxy = make_proxy(sim.url, {"budget_daily_usd": cap})
+    c = anthropic.Anthropic(base_url=proxy.url, api_key="k", max_retries=0)
+    passed = 0
+    with pytest.raises(anthropic.RateLimitError) as err:
+        for i in range(20):
+            c.messages.create(**{**BUDGET_BODY, "messages": [{"role": "user", "content": f"spend {i}"}]})
+            passed += 1
+    assert "tokenaddons budget" in str(err.value) and "daily budget" in str(err.value)
+    assert err.value.response.headers["x-tokenaddons-budget"] == "global daily"
+    assert passed >= 3
+    spent = sum(r["cost_usd"] for r in proxy.rows(passed + 1))
+    assert spent <= cap and spent + worst_case() > cap  # refused only when the next could exceed
+    o = openai.OpenAI(base_url=proxy.url + "/v1", api_key="k", max_retries=0)
+    with pytest.raises(openai.RateLimitError):
+        o.chat.completions.create(model="gpt-4o", max_tokens=4000, messages=[{"role": "user", "content": "x"}])
+    # a restart keeps the day's spend
+    proxy.stop()
+    again = make_proxy(sim.url, {"budget_daily_usd": cap}, workdir=proxy.workdir)
+    with pytest.raises(anthropic.RateLimitError):
+        anthropic.Anthropic(base_url=again.url, api_key="k", max_retries=0).messages.create(**BUDGET_BODY)
+
+
+@pytest.mark.integration
+def test_e2e_twenty_concurrent_under_a_cap_worth_five(make_proxy, sim):
+    proxy = make_proxy(sim.url, {"budget_daily_usd": 5.5 * worst_case()})
+    c = anthropic.Anthropic(base_url=proxy.url, api_key="k", max_retries=0)
+
+    def call(i):
+        try:
+            c.messages.create(**{**BUDGET_BODY, "messages": [{"role": "user", "content": f"spend {i:02d}"}]},
+                              extra_headers={"x-sim-fault": "slow:0.5"})
+            return "ok"
+        except anthropic.RateLimitError:
+            return "refused"
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        outcomes = list(pool.map(call, range(20)))
+    assert outcomes.count("ok") <= 6 and outcomes.count("ok") >= 1
+    assert outcomes.count("refused") == 20 - outcomes.count("ok")
+    assert len(sim.requests) == outcomes.count("ok")

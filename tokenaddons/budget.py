@@ -1,0 +1,277 @@
+"""Spend caps per hour, day and month, globally and per project, that concurrency
+cannot overshoot.
+
+Before a request goes upstream, its worst-case cost (input counted locally, plus
+its output cap at the model's output price) is reserved against every window
+that applies, in one step on mitmproxy's event loop (no await between check and
+reserve); a request whose reservation does not fit is refused with the
+provider's own 429. When the answer ends (or fails), `BudgetSettle`, placed
+after the meter, swaps the reservation for the real billed cost. Spend is
+rebuilt from the event store on start, so a restart keeps the day's spend.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from mitmproxy import ctx, exceptions, http
+
+from tokenaddons import pricing, tokens
+from tokenaddons.errors import refuse
+from tokenaddons.exchange import Exchange, handled
+from tokenaddons.options import check, number
+from tokenaddons.store import Store, connect, migrate
+
+log = logging.getLogger(__name__)
+
+WINDOWS = ("hourly", "daily", "monthly")
+ALERTS = (0.5, 0.8, 1.0)
+DEFAULT_OUTPUT_TOKENS = 4096  # when a request sets no output cap
+MIGRATIONS = [
+    """
+    CREATE TABLE budget_limits (scope TEXT, window TEXT, limit_usd REAL, timezone TEXT,
+                                PRIMARY KEY (scope, window));
+    """,
+]
+
+
+def window_bounds(window: str, now: float, tz: ZoneInfo) -> tuple[float, float]:
+    """Start and end (unix seconds) of the calendar window holding `now`."""
+    t = datetime.fromtimestamp(now, tz)
+    if window == "hourly":
+        start = t.replace(minute=0, second=0, microsecond=0)
+        end = start + timedelta(hours=1)
+    elif window == "daily":
+        start = t.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = start + timedelta(days=1)
+    else:
+        start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = (start + timedelta(days=32)).replace(day=1)
+    return start.timestamp(), end.timestamp()
+
+
+def output_cap(body) -> int | None:
+    """The request's own limit on output tokens, in any of the four wire formats."""
+    if not isinstance(body, dict):
+        return None
+    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+        if isinstance(body.get(key), int):
+            return body[key]
+    cfg = body.get("generationConfig") or body.get("generation_config") or {}
+    value = cfg.get("maxOutputTokens") if isinstance(cfg, dict) else None
+    return value if isinstance(value, int) else None
+
+
+@dataclass
+class Window:
+    scope: str  # "global" or "project:NAME"
+    name: str  # hourly | daily | monthly
+    limit: float
+    start: float
+    end: float
+
+    @property
+    def key(self) -> tuple[str, str, float]:
+        return self.scope, self.name, self.start
+
+    def describe(self) -> str:
+        who = "" if self.scope == "global" else f" for project {self.scope.split(':', 1)[1]}"
+        return f"{self.name} budget{who}"
+
+
+class Budget:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.clock = clock
+        self.spent: dict[tuple, float] = defaultdict(float)  # window key -> billed USD
+        self.reserved: dict[tuple, float] = defaultdict(float)  # window key -> USD held by requests in flight
+        self.alerted: set[tuple] = set()
+        self._rebuilt_for: str | None = None
+
+    def load(self, loader) -> None:
+        for w in WINDOWS:
+            loader.add_option(f"budget_{w}_usd", str, "0",
+                              f"Spend cap per {w} window in US dollars, over all traffic (0 = off).")
+            loader.add_option(f"budget_project_{w}_usd", str, "0",
+                              f"Spend cap per {w} window for each project (X-Tokenaddons-Project; 0 = off).")
+        loader.add_option("budget_timezone", str, "UTC", "Time zone of the budget windows' calendar.")
+        loader.add_option("budget_expected_output_tokens", int, 0,
+                          "Output tokens to reserve per request instead of its max_tokens (0 = its max_tokens).")
+
+    def configure(self, updated) -> None:
+        check(*(f"budget_{p}{w}_usd" for p in ("", "project_") for w in WINDOWS))
+        try:
+            ZoneInfo(ctx.options.budget_timezone)
+        except (ValueError, KeyError) as e:
+            raise exceptions.OptionsError(f"budget_timezone: unknown time zone {ctx.options.budget_timezone!r}") from e
+        events = self.store.events
+        if events is None:
+            return
+        if self._rebuilt_for != str(events.path):
+            self._rebuilt_for = str(events.path)
+            self._rebuild(events.path)
+        limits = [(scope, w, number(f"budget_{'project_' if scope == 'project' else ''}{w}_usd"),
+                   ctx.options.budget_timezone) for scope in ("global", "project") for w in WINDOWS]
+
+        def save(conn: sqlite3.Connection) -> None:
+            migrate(conn, MIGRATIONS, version_table="budget_schema")
+            conn.execute("DELETE FROM budget_limits")
+            conn.executemany("INSERT INTO budget_limits VALUES (?,?,?,?)", limits)
+
+        events.submit(save)
+
+    def _rebuild(self, path) -> None:
+        """Spend of the current windows, from the metered requests."""
+        self.spent.clear()
+        tz = ZoneInfo(ctx.options.budget_timezone)
+        now = self.clock()
+        try:
+            conn = connect(path, readonly=True)
+        except sqlite3.Error:
+            return
+        with conn:
+            for name in WINDOWS:
+                start, _ = window_bounds(name, now, tz)
+                for project, usd in conn.execute(
+                        "SELECT project, SUM(cost_usd) FROM requests WHERE ts >= ? AND cost_usd > 0 "
+                        "GROUP BY project", (start,)):
+                    self.spent[("global", name, start)] += usd or 0.0
+                    if project is not None:
+                        self.spent[(f"project:{project}", name, start)] += usd or 0.0
+
+    def windows(self, project: str | None, now: float) -> list[Window]:
+        tz = ZoneInfo(ctx.options.budget_timezone)
+        out = []
+        for name in WINDOWS:
+            scopes = [("global", number(f"budget_{name}_usd"))]
+            if project is not None:
+                scopes.append((f"project:{project}", number(f"budget_project_{name}_usd")))
+            for scope, limit in scopes:
+                if limit > 0:
+                    out.append(Window(scope, name, limit, *window_bounds(name, now, tz)))
+        return out
+
+    def estimate(self, ex: Exchange) -> float:
+        """Worst-case USD of a request before it is sent."""
+        prices = pricing.unit_prices(ex.provider, ex.model or "")
+        if prices is None:
+            return 0.0
+        expected = ctx.options.budget_expected_output_tokens or output_cap(ex.body) or DEFAULT_OUTPUT_TOKENS
+        return (tokens.estimate_input_tokens(ex.api, ex.body, ex.model) * prices.input
+                + expected * prices.output)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        ex = Exchange.of(flow)
+        if ex is None or ex.api is None or handled(flow):
+            return
+        now = self.clock()
+        windows = self.windows(ex.project, now)
+        if not windows:
+            return
+        need = self.estimate(ex)
+        # check every window, then reserve in all: nothing awaits in between
+        for w in windows:
+            spent = self.spent[w.key] + self.reserved[w.key]
+            if spent + need > w.limit:
+                return self._refuse(flow, ex, w, spent, need, now)
+        for w in windows:
+            self.reserved[w.key] += need
+        ex.state["budget"] = ([w.key for w in windows], need)
+
+    def _refuse(self, flow: http.HTTPFlow, ex: Exchange, w: Window, spent: float, need: float, now: float) -> None:
+        reset = datetime.fromtimestamp(w.end, ZoneInfo(ctx.options.budget_timezone)).isoformat()
+        message = (f"the {w.describe()} of ${w.limit:.2f} is used up: ${spent:.4f} spent or reserved, this request "
+                   f"may cost up to ${need:.4f}; it resets at {reset}")
+        refuse(flow, "budget", "rate_limit", message, retry_after=w.end - now,
+               headers={"x-tokenaddons-budget": f"{w.scope} {w.name}"})
+        ex.decide("budget", "refused", scope=w.scope, window=w.name, limit_usd=w.limit,
+                  spent_usd=round(spent, 6), needed_usd=round(need, 6))
+        for threshold in ALERTS:
+            self._alert(ex, w, threshold)
+        log.warning("tokenaddons budget: refused %s: %s", flow.request.path, message)
+
+    def settle(self, flow: http.HTTPFlow) -> None:
+        ex = Exchange.of(flow)
+        held = ex.state.pop("budget", None) if ex is not None else None
+        if held is None:
+            return
+        keys, need = held
+        cost = ex.cost_usd or 0.0
+        for key in keys:
+            left = self.reserved[key] - need
+            if left > 1e-12:
+                self.reserved[key] = left
+            else:  # float residue of many holds and releases
+                self.reserved.pop(key, None)
+            self.spent[key] += cost
+        self._alerts(ex)
+
+    def _alerts(self, ex: Exchange) -> None:
+        for w in self.windows(ex.project, self.clock()):
+            for threshold in ALERTS:
+                if self.spent[w.key] >= threshold * w.limit:
+                    self._alert(ex, w, threshold)
+
+    def _alert(self, ex: Exchange, w: Window, threshold: float) -> None:
+        """Once per window and threshold: a decision row and a warning. A refusal
+        counts as reaching 100 %: the window has no room left."""
+        mark = (*w.key, threshold)
+        if mark in self.alerted:
+            return
+        self.alerted.add(mark)
+        spent = self.spent[w.key]
+        log.warning("tokenaddons budget: %s at %d%% ($%.4f of $%.2f)", w.describe(), int(threshold * 100),
+                    spent, w.limit)
+        events = self.store.events
+        if events is not None:
+            events.put_decision({
+                "exchange_id": None, "ts": self.clock(), "addon": "budget", "action": "alert",
+                "detail": json.dumps({"scope": w.scope, "window": w.name, "percent": int(threshold * 100),
+                                      "spent_usd": round(spent, 6), "limit_usd": w.limit, "resets": w.end}),
+                "project": ex.project, "provider": ex.provider, "model": ex.model})
+
+
+class BudgetSettle:
+    """After the meter: trade each reservation for what the request really cost."""
+
+    def __init__(self, budget: Budget):
+        self.budget = budget
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.budget.settle(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.budget.settle(flow)
+
+
+def status(conn: sqlite3.Connection, now: float | None = None) -> list[dict]:
+    """Each configured window's spend, limit and reset time, from the store
+    (for `tokenaddons budget` and the stats view)."""
+    now = time.time() if now is None else now
+    try:
+        limits = conn.execute("SELECT scope, window, limit_usd, timezone FROM budget_limits "
+                              "WHERE limit_usd > 0").fetchall()
+    except sqlite3.OperationalError:
+        return []
+    out = []
+    for scope, window, limit, tz_name in limits:
+        start, end = window_bounds(window, now, ZoneInfo(tz_name))
+        if scope == "global":
+            rows = [(None, conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE ts >= ?",
+                                        (start,)).fetchone()[0])]
+        else:
+            rows = conn.execute("SELECT project, COALESCE(SUM(cost_usd), 0) FROM requests WHERE ts >= ? "
+                                "AND project IS NOT NULL GROUP BY project", (start,)).fetchall()
+        for project, spent in rows:
+            out.append({"scope": scope if project is None else f"project:{project}", "window": window,
+                        "limit_usd": limit, "spent_usd": spent, "percent": 100 * spent / limit,
+                        "resets_at": datetime.fromtimestamp(end, ZoneInfo(tz_name)).isoformat(),
+                        "resets_in_s": end - now})
+    return out
