@@ -59,11 +59,13 @@ def ok():
     return http.Response.make(200, json.dumps(ANSWER).encode(), {"content-type": "application/json"})
 
 
-def send(addons, project=None, body=BODY, response=None):
+def send(addons, project=None, body=BODY, response=None, ts=T0):
     headers = {"content-type": "application/json"}
     if project:
         headers["x-tokenaddons-project"] = project
-    return asyncio.run(arun_flow(addons, make_flow("/v1/messages", body, headers, response or ok())))
+    flow = make_flow("/v1/messages", body, headers, response or ok())
+    flow.request.timestamp_start = ts  # the metered row's time, in the simulated day
+    return asyncio.run(arun_flow(addons, flow))
 
 
 def test_calendar_windows_in_a_time_zone():
@@ -148,8 +150,6 @@ def test_restart_rebuilds_spend_from_the_store(tmp_path):
             tctx.configure(store, store_path=str(tmp_path / "events.db"))
             tctx.options.budget_daily_usd = str(2.5 * COST + NEED)
             codes = [send(addons).response.status_code for _ in range(2)]
-            # metered rows carry real timestamps: put them in the simulated day
-            store.events.submit(lambda c: c.execute("UPDATE requests SET ts = ?", (T0,)))
             store.events.flush()
         store.done()
         if round_ == 0:
@@ -162,8 +162,7 @@ def test_budget_cli_shows_windows(pipe):
     addons, store, budget, clock, tctx = pipe
     tctx.options.budget_daily_usd = str(1.0)
     tctx.options.budget_monthly_usd = str(10.0)
-    send(addons)
-    store.events.submit(lambda c: c.execute("UPDATE requests SET ts = ?", (time.time(),)))  # tflow dates from 2000
+    send(addons, ts=time.time())
     store.events.flush()
     out = CliRunner().invoke(main, ["budget", "--store", str(store.events.path), "--json"])
     windows = {w["window"]: w for w in json.loads(out.output)}
@@ -297,3 +296,19 @@ def test_e2e_twenty_concurrent_under_a_cap_worth_five(make_proxy, sim):
     assert outcomes.count("ok") <= 6 and outcomes.count("ok") >= 1
     assert outcomes.count("refused") == 20 - outcomes.count("ok")
     assert len(sim.requests) == outcomes.count("ok")
+
+
+@pytest.mark.integration
+def test_e2e_burst_against_a_rate_limit(make_proxy, sim):
+    proxy = make_proxy(sim.url, {"ratelimit_rpm": 5, "ratelimit_max_wait_s": "0"})
+    c = openai.OpenAI(base_url=proxy.url + "/v1", api_key="k", max_retries=0)
+    outcomes = []
+    for i in range(10):
+        try:
+            c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"burst {i}"}])
+            outcomes.append("ok")
+        except openai.RateLimitError as e:
+            assert "rate limit reached" in str(e) and e.response.headers["retry-after"] == "12"
+            outcomes.append("429")
+    assert outcomes == ["ok"] * 5 + ["429"] * 5
+    assert len(sim.requests) == 5

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from mitmproxy import ctx, exceptions, http
 
-from tokenaddons import pricing, tokens
+from tokenaddons import pricing, queries, tokens
 from tokenaddons.errors import refuse
 from tokenaddons.exchange import Exchange, handled
 from tokenaddons.options import check, number
@@ -139,12 +139,10 @@ class Budget:
         with conn:
             for name in WINDOWS:
                 start, _ = window_bounds(name, now, tz)
-                for project, usd in conn.execute(
-                        "SELECT project, SUM(cost_usd) FROM requests WHERE ts >= ? AND cost_usd > 0 "
-                        "GROUP BY project", (start,)):
-                    self.spent[("global", name, start)] += usd or 0.0
+                for project, usd in queries.spend_by_project_since(conn, start).items():
+                    self.spent[("global", name, start)] += usd
                     if project is not None:
-                        self.spent[(f"project:{project}", name, start)] += usd or 0.0
+                        self.spent[(f"project:{project}", name, start)] += usd
 
     def windows(self, project: str | None, now: float) -> list[Window]:
         tz = ZoneInfo(ctx.options.budget_timezone)
@@ -264,11 +262,9 @@ def status(conn: sqlite3.Connection, now: float | None = None) -> list[dict]:
     for scope, window, limit, tz_name in limits:
         start, end = window_bounds(window, now, ZoneInfo(tz_name))
         if scope == "global":
-            rows = [(None, conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE ts >= ?",
-                                        (start,)).fetchone()[0])]
+            rows = [(None, queries.spend_since(conn, start))]
         else:
-            rows = conn.execute("SELECT project, COALESCE(SUM(cost_usd), 0) FROM requests WHERE ts >= ? "
-                                "AND project IS NOT NULL GROUP BY project", (start,)).fetchall()
+            rows = [(p, usd) for p, usd in queries.spend_by_project_since(conn, start).items() if p is not None]
         for project, spent in rows:
             out.append({"scope": scope if project is None else f"project:{project}", "window": window,
                         "limit_usd": limit, "spent_usd": spent, "percent": 100 * spent / limit,
