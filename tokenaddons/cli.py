@@ -68,12 +68,12 @@ def sim(host: str, port: int) -> None:
 def report(store: str, as_json: bool) -> None:
     """Totals, per model and per project, from the event store."""
     from tokenaddons import queries
-    from tokenaddons.store import connect
+    from tokenaddons.store import open_for_reading
 
     path = Path(store).expanduser()
     if not path.exists():
         raise click.ClickException(f"no event store at {path}")
-    with connect(path, readonly=True) as conn:
+    with open_for_reading(path) as conn:
         data = queries.report(conn)
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -85,16 +85,39 @@ def report(store: str, as_json: bool) -> None:
 
 @main.command()
 @click.option("--store", default=DEFAULT_PATH, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
-def budget(store: str, as_json: bool) -> None:
-    """Each budget window's spend, limit and reset time."""
-    from tokenaddons.budget import status
-    from tokenaddons.store import connect
+@click.option("--window", type=click.Choice(["h", "d", "m"]), default="d", show_default=True,
+              help="h: last hour, d: today, m: this month (switch live with the keys h, d, m).")
+@click.option("--once", is_flag=True, help="Print one frame and exit.")
+@click.option("--width", type=int, default=None, help="Render at this many columns.")
+def stats(store: str, window: str, once: bool, width: int | None) -> None:
+    """The live stats view over the event store."""
+    from rich.console import Console
+
+    from tokenaddons.tui import StatsView
 
     path = Path(store).expanduser()
     if not path.exists():
         raise click.ClickException(f"no event store at {path}")
-    with connect(path, readonly=True) as conn:
+    view = StatsView(path, window)
+    console = Console(width=width)
+    if once:
+        view.once(console)
+    else:
+        view.live(console)
+
+
+@main.command()
+@click.option("--store", default=DEFAULT_PATH, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+def budget(store: str, as_json: bool) -> None:
+    """Each budget window's spend, limit and reset time."""
+    from tokenaddons.budget import status
+    from tokenaddons.store import open_for_reading
+
+    path = Path(store).expanduser()
+    if not path.exists():
+        raise click.ClickException(f"no event store at {path}")
+    with open_for_reading(path) as conn:
         windows = status(conn)
     if as_json:
         click.echo(json.dumps(windows, indent=2))

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from tokenaddons import queries
 from tokenaddons.process import Mitmdump
-from tokenaddons.store import connect
+from tokenaddons.store import open_for_reading
 
 SYSTEM = ("You are a meticulous assistant for a logistics company. " * 160).strip()
 QUESTIONS = [
@@ -68,7 +68,7 @@ def run_demo(store: str | None, count: int, console: Console | None = None) -> d
             status, size = send(proxy.url, path, headers, body)
             kind = "stream" if body.get("stream") or "stream" in path else "json"
             console.print(f"  {status} {kind:<6} {path.split('?')[0][:46]:<46} {size:>6} B", highlight=False)
-    with connect(store_path, readonly=True) as conn:
+    with open_for_reading(store_path) as conn:
         data = queries.report(conn)
     render_report(data, console)
     console.print(f"\nJSON: tokenaddons report --store {store_path} --json")

@@ -126,6 +126,19 @@ def connect(path: str | Path, *, readonly: bool = False, timeout: float = 10.0) 
     return conn
 
 
+def open_for_reading(path: str | Path) -> sqlite3.Connection:
+    """A read-only connection for reports and views; a store written by an
+    older version is brought up to the current schema first."""
+    conn = connect(path, readonly=True)
+    if conn.execute("PRAGMA user_version").fetchone()[0] < len(MIGRATIONS):
+        conn.close()
+        rw = connect(path)
+        migrate(rw)
+        rw.close()
+        conn = connect(path, readonly=True)
+    return conn
+
+
 def migrate(conn: sqlite3.Connection, migrations: list[str] = MIGRATIONS,
             version_table: str | None = None) -> int:
     """Bring a database up to the newest schema; returns the version.
