@@ -1,104 +1,129 @@
 """Read-side queries over the event store, shared by `report`, `stats` and `budget`.
 
-Sums come from the per-minute rollup tables the writer's triggers keep (see
-store.py), so they cost the same on a store of a million rows as on ten.
-Latency percentiles are computed exactly over the most recent
-`PERCENTILE_SAMPLE` requests of the window (an index walk, not a scan).
+Sums come from the per-hour rollup tables the writer's triggers keep (see
+store.py); a window that starts inside an hour adds that partial hour from the
+raw rows (an index range, not a scan). Both parts are exact, and a refresh costs
+about the same on a million rows as on ten. Latency percentiles are computed
+exactly over the most recent `PERCENTILE_SAMPLE` requests of the window.
 """
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from typing import Any
 
-from tokenaddons.store import ROLLUP_SUMS
+from tokenaddons.store import ERROR_EXPR, ROLLUP_SUMS
 
 PERCENTILE_SAMPLE = 20_000
 SUMS = ("requests",) + ROLLUP_SUMS + ("errors", "cache_hits")
-SAVING_SOURCES = {"cache": "cache hits", "compress": "compression", "route": "routing"}
-
-
-def _minutes(since: float | None, until: float | None) -> tuple[str, list]:
-    clauses, args = [], []
-    if since is not None:
-        clauses.append("minute >= ?")
-        args.append(int(since // 60))
-    if until is not None:
-        clauses.append("minute < ?")
-        args.append(int(until // 60))
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+# the same sums over raw request rows, for the partial hour at a window's start
+RAW_SUMS = ("COUNT(*)",) + tuple(f"COALESCE(SUM({c}), 0)" for c in ROLLUP_SUMS) + (
+    f"SUM({ERROR_EXPR})", "SUM(CASE WHEN cache_status = 'HIT' THEN 1 ELSE 0 END)")
+DECISION_SUMS = ("count", "tokens_saved", "usd_saved")
+RAW_DECISION_SUMS = ("COUNT(*)", "COALESCE(SUM(tokens_saved), 0)", "COALESCE(SUM(usd_saved), 0)")
 
 
 def _none(value: Any) -> Any:
     return None if value == "" else value
 
 
+def _aggregate(conn: sqlite3.Connection, keys: tuple[str, ...], since: float | None, until: float | None,
+               rollup: str = "rollup_requests", raw: str = "requests", sums=SUMS, raw_sums=RAW_SUMS,
+               where: str = "", args: tuple = ()) -> dict[tuple, list]:
+    """Sums grouped by `keys` over [since, until): whole hours from the rollup,
+    partial hours at either end from the raw rows."""
+    first = None if since is None else math.ceil(since / 3600)
+    last = None if until is None else math.floor(until / 3600)
+    parts = []
+    clauses, params = ([where], list(args)) if where else ([], [])
+    if first is not None:
+        clauses.append("hour >= ?")
+        params.append(first)
+    if last is not None:
+        clauses.append("hour < ?")
+        params.append(last)
+    cond = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    group = f" GROUP BY {', '.join(keys)}" if keys else ""
+    sel = ", ".join(keys + tuple(f"SUM({c})" for c in sums))
+    parts.append((f"SELECT {sel} FROM {rollup}{cond}{group}", params))
+    raw_keys = tuple(f"COALESCE({k}, '')" for k in keys)
+    raw_sel = ", ".join(raw_keys + raw_sums)
+    raw_group = f" GROUP BY {', '.join(raw_keys)}" if keys else ""
+    for lo, hi in ((since, None if first is None else first * 3600), (None if last is None else last * 3600, until)):
+        if lo is None or hi is None or lo >= hi:
+            continue
+        raw_clauses = ([where] if where else []) + ["ts >= ?", "ts < ?"]
+        parts.append((f"SELECT {raw_sel} FROM {raw} WHERE {' AND '.join(raw_clauses)}{raw_group}",
+                      list(args) + [lo, hi]))
+    out: dict[tuple, list] = {}
+    for sql, params in parts:
+        for row in conn.execute(sql, params):
+            key, values = tuple(row[:len(keys)]), row[len(keys):]
+            if not keys and all(v is None for v in values):
+                continue
+            acc = out.setdefault(key, [0] * len(sums))
+            for i, v in enumerate(values):
+                acc[i] += v or 0
+    return out
+
+
 def totals(conn: sqlite3.Connection, since: float | None = None, until: float | None = None) -> dict:
-    where, args = _minutes(since, until)
-    row = conn.execute(f"SELECT {', '.join(f'COALESCE(SUM({c}), 0)' for c in SUMS)} FROM rollup_requests{where}",
-                       args).fetchone()
-    return dict(zip(SUMS, row))
+    found = _aggregate(conn, (), since, until).get((), [0] * len(SUMS))
+    return dict(zip(SUMS, found))
 
 
 def breakdown(conn: sqlite3.Connection, by: str, since: float | None = None,
               until: float | None = None) -> list[dict]:
     """Totals grouped by 'model' (with its provider), 'project' or 'provider'."""
     keys = {"model": ("provider", "model"), "project": ("project",), "provider": ("provider",)}[by]
-    where, args = _minutes(since, until)
-    cols = ", ".join(keys)
     out = []
-    for row in conn.execute(f"SELECT {cols}, {', '.join(f'SUM({c})' for c in SUMS)} FROM rollup_requests{where} "
-                            f"GROUP BY {cols} ORDER BY SUM(cost_usd) DESC, SUM(requests) DESC", args):
-        item = {k: _none(v) for k, v in zip(keys, row)}
-        item.update(zip(SUMS, row[len(keys):]))
+    for key, values in _aggregate(conn, keys, since, until).items():
+        item = {k: _none(v) for k, v in zip(keys, key)}
+        item.update(zip(SUMS, values))
         out.append(item)
+    out.sort(key=lambda r: (-r["cost_usd"], -r["requests"]))
     return out
 
 
 def savings(conn: sqlite3.Connection, since: float | None = None, until: float | None = None,
             by: str | None = None) -> dict:
     """Tokens and dollars saved per addon (cache, compress, route...), optionally per model or project."""
-    where, args = _minutes(since, until)
-    group = f", {by}" if by else ""
+    keys = ("addon", by) if by else ("addon",)
     out: dict = {}
-    for row in conn.execute(f"SELECT addon{group}, SUM(tokens_saved), SUM(usd_saved), SUM(count) "
-                            f"FROM rollup_decisions{where} GROUP BY addon{group}", args):
-        entry = {"tokens_saved": row[-3] or 0, "usd_saved": row[-2] or 0.0, "count": row[-1]}
+    for key, (count, tokens_saved, usd_saved) in _aggregate(
+            conn, keys, since, until, "rollup_decisions", "decisions", DECISION_SUMS, RAW_DECISION_SUMS).items():
+        entry = {"tokens_saved": tokens_saved, "usd_saved": usd_saved, "count": count}
         if by:
-            out.setdefault(_none(row[1]), {})[row[0]] = entry
+            out.setdefault(_none(key[1]), {})[key[0]] = entry
         else:
-            out[row[0]] = entry
+            out[key[0]] = entry
     return out
 
 
 def decision_counts(conn: sqlite3.Connection, addon: str, since: float | None = None) -> dict[str, int]:
-    where, args = _minutes(since, None)
-    where = (where + " AND" if where else " WHERE") + " addon = ?"
-    return {a: n for a, n in conn.execute(f"SELECT action, SUM(count) FROM rollup_decisions{where} GROUP BY action",
-                                          args + [addon])}
-
-
-def spend_per_minute(conn: sqlite3.Connection, since: float, until: float) -> list[float]:
-    """Dollars per minute from `since` to `until`, zero-filled."""
-    first, last = int(since // 60), int(until // 60)
-    spend = dict(conn.execute("SELECT minute, SUM(cost_usd) FROM rollup_requests WHERE minute >= ? AND minute <= ? "
-                              "GROUP BY minute", (first, last)).fetchall())
-    return [spend.get(m, 0.0) for m in range(first, last + 1)]
+    found = _aggregate(conn, ("action",), since, None, "rollup_decisions", "decisions", DECISION_SUMS,
+                       RAW_DECISION_SUMS, where="addon = ?", args=(addon,))
+    return {key[0]: values[0] for key, values in found.items()}
 
 
 def spend_since(conn: sqlite3.Connection, since: float, project: str | None = None) -> float:
-    sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM rollup_requests WHERE minute >= ?"
-    args: list = [int(since // 60)]
-    if project is not None:
-        sql += " AND project = ?"
-        args.append(project)
-    return conn.execute(sql, args).fetchone()[0]
+    if project is None:
+        return totals(conn, since)["cost_usd"]
+    found = _aggregate(conn, (), since, None, where="project = ?", args=(project,))
+    return found.get((), [0] * len(SUMS))[SUMS.index("cost_usd")]
 
 
 def spend_by_project_since(conn: sqlite3.Connection, since: float) -> dict[str | None, float]:
-    return {_none(p): usd for p, usd in conn.execute(
-        "SELECT project, SUM(cost_usd) FROM rollup_requests WHERE minute >= ? GROUP BY project",
-        (int(since // 60),))}
+    return {r["project"]: r["cost_usd"] for r in breakdown(conn, "project", since)}
+
+
+def spend_per_minute(conn: sqlite3.Connection, since: float, until: float) -> list[float]:
+    """Dollars per minute from `since` to `until` (meant for the last hour: it reads raw rows)."""
+    first, last = int(since // 60), int(until // 60)
+    spend = dict(conn.execute("SELECT CAST(ts / 60 AS INTEGER), SUM(cost_usd) FROM requests WHERE ts >= ? "
+                              "AND ts < ? GROUP BY 1", (first * 60, (last + 1) * 60)).fetchall())
+    return [spend.get(m, 0.0) or 0.0 for m in range(first, last + 1)]
 
 
 def _percentile(values: list[float], p: float) -> float | None:

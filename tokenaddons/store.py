@@ -28,7 +28,7 @@ REQUEST_COLUMNS = (
 DECISION_COLUMNS = ("exchange_id", "ts", "addon", "action", "detail", "tokens_saved",
                     "usd_saved", "project", "provider", "model")
 
-# Summed per minute by the rollup (the last two are dollars).
+# Summed per hour by the rollup (the last two are dollars).
 ROLLUP_SUMS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_5m_tokens",
                "cache_write_1h_tokens", "output_tokens", "reasoning_tokens", "estimated",
                "cost_usd", "prompt_cache_saved_usd")
@@ -62,48 +62,48 @@ MIGRATIONS: list[str] = [
     CREATE INDEX decisions_ts ON decisions(ts);
     CREATE INDEX decisions_exchange ON decisions(exchange_id);
     """,
-    # Per-minute rollups kept by triggers, so the stats view, reports and budget
+    # Per-hour rollups kept by triggers, so the stats view, reports and budget
     # windows never scan the raw rows. NULL keys are stored as '' (a primary key
     # with NULLs would not be unique).
     f"""
     CREATE TABLE rollup_requests (
-        minute INTEGER NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL, project TEXT NOT NULL,
+        hour INTEGER NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL, project TEXT NOT NULL,
         requests INTEGER NOT NULL, {", ".join(f"{c} INTEGER NOT NULL" for c in ROLLUP_SUMS[:-2])},
         cost_usd REAL NOT NULL, prompt_cache_saved_usd REAL NOT NULL,
         errors INTEGER NOT NULL, cache_hits INTEGER NOT NULL,
-        PRIMARY KEY (minute, provider, model, project)
+        PRIMARY KEY (hour, provider, model, project)
     ) WITHOUT ROWID;
     CREATE TRIGGER requests_rollup AFTER INSERT ON requests BEGIN
         INSERT INTO rollup_requests VALUES (
-            CAST(NEW.ts / 60 AS INTEGER), COALESCE(NEW.provider, ''), COALESCE(NEW.model, ''),
+            CAST(NEW.ts / 3600 AS INTEGER), COALESCE(NEW.provider, ''), COALESCE(NEW.model, ''),
             COALESCE(NEW.project, ''), 1, {", ".join(f"COALESCE(NEW.{c}, 0)" for c in ROLLUP_SUMS)},
             {ERROR_EXPR.replace("error_type", "NEW.error_type").replace("status", "NEW.status")},
             CASE WHEN NEW.cache_status = 'HIT' THEN 1 ELSE 0 END)
-        ON CONFLICT (minute, provider, model, project) DO UPDATE SET requests = requests + 1,
+        ON CONFLICT (hour, provider, model, project) DO UPDATE SET requests = requests + 1,
             {", ".join(f"{c} = {c} + excluded.{c}" for c in ROLLUP_SUMS)},
             errors = errors + excluded.errors, cache_hits = cache_hits + excluded.cache_hits;
     END;
     INSERT INTO rollup_requests
-        SELECT CAST(ts / 60 AS INTEGER), COALESCE(provider, ''), COALESCE(model, ''), COALESCE(project, ''),
+        SELECT CAST(ts / 3600 AS INTEGER), COALESCE(provider, ''), COALESCE(model, ''), COALESCE(project, ''),
                COUNT(*), {", ".join(f"COALESCE(SUM({c}), 0)" for c in ROLLUP_SUMS)},
                SUM({ERROR_EXPR}), SUM(CASE WHEN cache_status = 'HIT' THEN 1 ELSE 0 END)
         FROM requests GROUP BY 1, 2, 3, 4;
     CREATE TABLE rollup_decisions (
-        minute INTEGER NOT NULL, addon TEXT NOT NULL, action TEXT NOT NULL, provider TEXT NOT NULL,
+        hour INTEGER NOT NULL, addon TEXT NOT NULL, action TEXT NOT NULL, provider TEXT NOT NULL,
         model TEXT NOT NULL, project TEXT NOT NULL, count INTEGER NOT NULL,
         tokens_saved INTEGER NOT NULL, usd_saved REAL NOT NULL,
-        PRIMARY KEY (minute, addon, action, provider, model, project)
+        PRIMARY KEY (hour, addon, action, provider, model, project)
     ) WITHOUT ROWID;
     CREATE TRIGGER decisions_rollup AFTER INSERT ON decisions BEGIN
         INSERT INTO rollup_decisions VALUES (
-            CAST(NEW.ts / 60 AS INTEGER), COALESCE(NEW.addon, ''), COALESCE(NEW.action, ''),
+            CAST(NEW.ts / 3600 AS INTEGER), COALESCE(NEW.addon, ''), COALESCE(NEW.action, ''),
             COALESCE(NEW.provider, ''), COALESCE(NEW.model, ''), COALESCE(NEW.project, ''), 1,
             COALESCE(NEW.tokens_saved, 0), COALESCE(NEW.usd_saved, 0))
-        ON CONFLICT (minute, addon, action, provider, model, project) DO UPDATE SET count = count + 1,
+        ON CONFLICT (hour, addon, action, provider, model, project) DO UPDATE SET count = count + 1,
             tokens_saved = tokens_saved + excluded.tokens_saved, usd_saved = usd_saved + excluded.usd_saved;
     END;
     INSERT INTO rollup_decisions
-        SELECT CAST(ts / 60 AS INTEGER), COALESCE(addon, ''), COALESCE(action, ''), COALESCE(provider, ''),
+        SELECT CAST(ts / 3600 AS INTEGER), COALESCE(addon, ''), COALESCE(action, ''), COALESCE(provider, ''),
                COALESCE(model, ''), COALESCE(project, ''), COUNT(*), COALESCE(SUM(tokens_saved), 0),
                COALESCE(SUM(usd_saved), 0)
         FROM decisions GROUP BY 1, 2, 3, 4, 5, 6;
