@@ -11,6 +11,7 @@ from tokenaddons.cache import Cache, CacheFill
 from tokenaddons.intake import Intake, Outlet
 from tokenaddons.meter import Meter
 from tokenaddons.ratelimit import RateLimit
+from tokenaddons.scrub import Scrub
 from tokenaddons.store import Store
 
 
@@ -21,6 +22,7 @@ def addons() -> list:
     return [
         store,            # the event store every other addon writes through
         Intake(),         # detect the API, parse the body once, project tag
+        Scrub(),          # PII and secrets out, placeholders restored in answers
         cache,            # exact-match lookup (after scrub: the key is what would be sent)
         RateLimit(),      # requests and input tokens per minute, per provider and project
         budget,           # spend caps: reserve the worst case before sending

@@ -21,6 +21,7 @@ class TextRef:
     container: Any  # dict or list holding the string
     key: Any  # key or index in the container
     role: str
+    json_text: bool = False  # the string is itself JSON (OpenAI tool-call arguments)
 
     @property
     def text(self) -> str:

@@ -125,7 +125,7 @@ class ChatCompletions(Api):
                 fn = call.get("function") if isinstance(call, dict) else None
                 if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
                     # arguments is JSON text; placeholders are plain words, so it stays valid
-                    yield TextRef(fn, "arguments", "tool_input")
+                    yield TextRef(fn, "arguments", "tool_input", json_text=True)
 
     def response_text_refs(self, response: Any) -> Iterator[TextRef]:
         if not isinstance(response, dict):
@@ -138,7 +138,7 @@ class ChatCompletions(Api):
             for call in msg.get("tool_calls") or []:
                 fn = call.get("function") if isinstance(call, dict) else None
                 if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-                    yield TextRef(fn, "arguments", "tool_input")
+                    yield TextRef(fn, "arguments", "tool_input", json_text=True)
 
 
 CHAT = ChatCompletions()

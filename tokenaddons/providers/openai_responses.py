@@ -90,7 +90,7 @@ class Responses(Api):
             if kind == "message":
                 yield from _content(item, ROLES.get(item.get("role"), "user"))
             elif kind in ("function_call", "custom_tool_call") and isinstance(item.get("arguments"), str):
-                yield TextRef(item, "arguments", "tool_input")
+                yield TextRef(item, "arguments", "tool_input", json_text=True)
             elif kind in ("function_call_output", "custom_tool_call_output"):
                 if isinstance(item.get("output"), str):
                     yield TextRef(item, "output", "tool")
@@ -108,7 +108,7 @@ class Responses(Api):
             if item.get("type") == "message":
                 yield from _content(item, "assistant")
             elif isinstance(item.get("arguments"), str):
-                yield TextRef(item, "arguments", "tool_input")
+                yield TextRef(item, "arguments", "tool_input", json_text=True)
 
 
 RESPONSES = Responses()

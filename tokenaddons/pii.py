@@ -1,0 +1,162 @@
+"""Finding PII and secrets in text: presidio-analyzer, offline, fast on agent traffic.
+
+presidio runs on a blank spaCy English pipeline (its pattern recognizers need no
+model) and tldextract on its bundled public-suffix snapshot, so nothing is
+downloaded. Secrets are found by recognizers of our own.
+
+Speed: agent requests repeat their whole history every turn, so results are
+remembered per text (by content hash) and a text is never scanned twice. A
+first scan sends presidio only short windows around candidates that a cheap
+regex finds (an @, a run of digits, an IBAN-like or secret-like token), not the
+whole text.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PRESIDIO_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS")
+
+# (entity, pattern, score). Prefixes are the providers' documented key formats.
+SECRETS = (
+    ("ANTHROPIC_KEY", r"\bsk-ant-[A-Za-z0-9_\-]{20,}", 0.95),
+    ("OPENAI_KEY", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}", 0.9),
+    ("AWS_ACCESS_KEY", r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b", 0.95),
+    ("AWS_SECRET_KEY", r"(?i)aws.{0,20}?(?:secret|private)?.{0,20}?['\"=:\s]\s*([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])",
+     0.9),
+    ("GITHUB_TOKEN", r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,}\b|\bgithub_pat_[A-Za-z0-9_]{60,}\b", 0.95),
+    ("SLACK_TOKEN", r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b", 0.95),
+    ("GOOGLE_API_KEY", r"\bAIza[0-9A-Za-z_\-]{35}\b", 0.95),
+    ("STRIPE_KEY", r"\b(?:sk|rk)_live_[0-9A-Za-z]{20,}\b", 0.95),
+    ("PRIVATE_KEY", r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]+?-----END (?:[A-Z]+ )?PRIVATE KEY-----", 1.0),
+    ("JWT", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\b", 0.9),
+    ("PASSWORD", r"(?i)\b(?:password|passwd|pwd|secret|api[_-]?key|token)\b\s*[:=]\s*['\"]?([^\s'\",;]{6,})", 0.8),
+)
+SECRET_ENTITIES = tuple(name for name, _, _ in SECRETS)
+ALL_ENTITIES = PRESIDIO_ENTITIES + SECRET_ENTITIES
+
+# Cheap candidates for presidio's entities: an @, a run of digits, an IBAN-like token.
+CANDIDATE = re.compile(r"@|\d[\d \-().+/]{5,}\d|\b[A-Z]{2}\d{2}[A-Z0-9 ]{10,}|\b\d{1,3}(?:\.\d{1,3}){3}\b")
+CONTEXT = 60  # characters of context each side of a candidate (presidio scores with context words)
+
+
+@dataclass(frozen=True)
+class Finding:
+    start: int
+    end: int
+    entity: str
+    score: float
+
+
+def _spacy_blank_path() -> str:
+    import spacy
+
+    path = Path("~/.cache/tokenaddons/spacy-blank-en").expanduser()
+    if not (path / "config.cfg").exists():
+        path.mkdir(parents=True, exist_ok=True)
+        spacy.blank("en").to_disk(path)
+    return str(path)
+
+
+def _offline_tldextract() -> None:
+    """presidio's email recognizer calls tldextract.extract(), whose default
+    extractor fetches the public suffix list: use the bundled snapshot instead."""
+    import tldextract
+    import tldextract.tldextract as impl
+
+    extractor = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    impl.TLD_EXTRACTOR = extractor
+    tldextract.extract = extractor
+
+
+class Detector:
+    """Thread-safe, memoized detection over a fixed entity list and threshold."""
+
+    def __init__(self, entities: tuple[str, ...] = ALL_ENTITIES, threshold: float = 0.5, memo_size: int = 50_000):
+        unknown = set(entities) - set(ALL_ENTITIES)
+        if unknown:
+            raise ValueError(f"unknown entity types: {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(ALL_ENTITIES)})")
+        self.entities = tuple(entities)
+        self.presidio_entities = [e for e in entities if e in PRESIDIO_ENTITIES]
+        self.secrets = [(n, re.compile(p), s) for n, p, s in SECRETS if n in entities]
+        self.threshold = threshold
+        self.memo: OrderedDict[bytes, tuple[Finding, ...]] = OrderedDict()
+        self.memo_size = memo_size
+        self._lock = threading.Lock()
+        self._analyzer = None
+
+    def analyzer(self):
+        if self._analyzer is None:
+            from presidio_analyzer import AnalyzerEngine
+            from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+            _offline_tldextract()
+            provider = NlpEngineProvider(nlp_configuration={
+                "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": _spacy_blank_path()}]})
+            self._analyzer = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
+        return self._analyzer
+
+    def find(self, text: str) -> tuple[Finding, ...]:
+        """Findings in `text`, sorted, without overlaps (the longer, surer one wins)."""
+        if not text:
+            return ()
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self._lock:
+            if key in self.memo:
+                self.memo.move_to_end(key)
+                return self.memo[key]
+        found = self._scan(text)
+        with self._lock:
+            self.memo[key] = found
+            if len(self.memo) > self.memo_size:
+                self.memo.popitem(last=False)
+        return found
+
+    def _scan(self, text: str) -> tuple[Finding, ...]:
+        results: list[Finding] = []
+        for name, pattern, score in self.secrets:
+            for m in pattern.finditer(text):
+                start, end = (m.start(1), m.end(1)) if m.groups() and m.group(1) else (m.start(), m.end())
+                results.append(Finding(start, end, name, score))
+        if self.presidio_entities:
+            for lo, hi in self._windows(text):
+                for r in self.analyzer().analyze(text[lo:hi], language="en", entities=self.presidio_entities,
+                                                 score_threshold=self.threshold):
+                    results.append(Finding(lo + r.start, lo + r.end, r.entity_type, r.score))
+        return _resolve([r for r in results if r.score >= self.threshold])
+
+    @staticmethod
+    def _windows(text: str) -> list[tuple[int, int]]:
+        windows: list[list[int]] = []
+        for m in CANDIDATE.finditer(text):
+            lo, hi = max(0, m.start() - CONTEXT), min(len(text), m.end() + CONTEXT)
+            if windows and lo <= windows[-1][1]:
+                windows[-1][1] = max(windows[-1][1], hi)
+            else:
+                windows.append([lo, hi])
+        # widen each window to whitespace so no token is cut in half
+        out = []
+        for lo, hi in windows:
+            while lo > 0 and not text[lo - 1].isspace():
+                lo -= 1
+            while hi < len(text) and not text[hi].isspace():
+                hi += 1
+            out.append((lo, hi))
+        return out
+
+
+def _resolve(findings: list[Finding]) -> tuple[Finding, ...]:
+    """Drop findings that overlap a longer (then surer) one."""
+    chosen: list[Finding] = []
+    for f in sorted(findings, key=lambda f: (-(f.end - f.start), -f.score, f.start)):
+        if all(f.end <= c.start or f.start >= c.end for c in chosen):
+            chosen.append(f)
+    return tuple(sorted(chosen, key=lambda f: f.start))

@@ -1,0 +1,327 @@
+"""Scrub: PII and secrets never leave the machine, and come back restored.
+
+Every user- or tool-written string of a request (never JSON structure, media or
+auth headers) is scanned (tokenaddons.pii). Per entity type the action is:
+pseudonymize (default: a stable placeholder such as <EMAIL_1>, the same value
+always the same placeholder, so the provider's prefix cache survives, restored
+to the real value in the answer, streamed or not), redact, hash, log, or block.
+
+A scan failure fails closed (the request is refused, not sent unscanned) unless
+`scrub_fail_open` is set.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from tokenaddons.errors import refuse
+from tokenaddons.exchange import RESTORE, Exchange, handled
+from tokenaddons.options import check, number
+from tokenaddons.pii import ALL_ENTITIES, Detector
+from tokenaddons.providers.sse import SSEParser, frame
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("pseudonymize", "redact", "hash", "log", "block")
+LABELS = {"EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE", "CREDIT_CARD": "CARD", "US_SSN": "SSN",
+          "IBAN_CODE": "IBAN", "IP_ADDRESS": "IP"}
+PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)_(\d+)>")
+PARTIAL = re.compile(r"<[A-Z0-9_]{0,40}$")  # what may be the start of a placeholder cut by a delta
+
+
+class Pseudonyms:
+    """value <-> placeholder, process-wide and stable: the same value always gets
+    the same placeholder, in every request."""
+
+    def __init__(self) -> None:
+        self.by_value: dict[tuple[str, str], str] = {}
+        self.by_placeholder: dict[str, str] = {}
+        self.counters: Counter = Counter()
+        self._lock = threading.Lock()
+
+    def placeholder(self, entity: str, value: str) -> str:
+        label = LABELS.get(entity, entity)
+        with self._lock:
+            found = self.by_value.get((label, value))
+            if found is None:
+                self.counters[label] += 1
+                found = f"<{label}_{self.counters[label]}>"
+                self.by_value[(label, value)] = found
+                self.by_placeholder[found] = value
+            return found
+
+    def restore(self, text: str, escape: bool = False) -> str:
+        """Every known placeholder back to its value (JSON-escaped inside JSON text)."""
+        if "<" not in text:
+            return text
+
+        def real(m: re.Match) -> str:
+            value = self.by_placeholder.get(m.group(0))
+            if value is None:
+                return m.group(0)
+            return json.dumps(value)[1:-1] if escape else value
+
+        return PLACEHOLDER.sub(real, text)
+
+
+def restore_strings(value: Any, pseudonyms: Pseudonyms, escape: bool = False) -> Any:
+    """Restore placeholders in every string of a JSON value; `arguments` fields
+    are JSON text themselves."""
+    if isinstance(value, str):
+        return pseudonyms.restore(value, escape)
+    if isinstance(value, dict):
+        return {k: restore_strings(v, pseudonyms, escape or k == "arguments") for k, v in value.items()}
+    if isinstance(value, list):
+        return [restore_strings(v, pseudonyms, escape) for v in value]
+    return value
+
+
+# A streamed delta: (stream key, the dict holding the text, its field, JSON-escaped?)
+Delta = tuple[tuple, dict, str, bool]
+
+
+def deltas(api_name: str, data: dict) -> list[Delta]:
+    """The incremental text fields of one streamed event, per wire format."""
+    out: list[Delta] = []
+    if api_name == "anthropic.messages":
+        if data.get("type") == "content_block_delta":
+            d = data.get("delta") or {}
+            if d.get("type") == "text_delta":
+                out.append((("block", data.get("index")), d, "text", False))
+            elif d.get("type") == "input_json_delta":
+                out.append((("block", data.get("index")), d, "partial_json", True))
+    elif api_name == "openai.chat":
+        for choice in data.get("choices") or []:
+            d = choice.get("delta") or {}
+            if isinstance(d.get("content"), str):
+                out.append((("choice", choice.get("index"), "content"), d, "content", False))
+            for call in d.get("tool_calls") or []:
+                fn = call.get("function") or {}
+                if isinstance(fn.get("arguments"), str):
+                    out.append((("choice", choice.get("index"), "tool", call.get("index")), fn, "arguments", True))
+    elif api_name == "openai.responses":
+        kind = data.get("type")
+        if kind == "response.output_text.delta":
+            out.append((("item", data.get("item_id"), data.get("content_index")), data, "delta", False))
+        elif kind == "response.function_call_arguments.delta":
+            out.append((("item", data.get("item_id"), None), data, "delta", True))
+    elif api_name == "gemini.generate":
+        for c, cand in enumerate(data.get("candidates") or []):
+            for p, part in enumerate((cand.get("content") or {}).get("parts") or []):
+                if isinstance(part.get("text"), str):
+                    out.append((("cand", c, p), part, "text", False))
+    return out
+
+
+def ends(api_name: str, data: Any, raw_data: str) -> Callable[[tuple], bool] | None:
+    """Which held streams an event closes (their held text must go out before it)."""
+    if raw_data == "[DONE]":
+        return lambda key: True
+    if not isinstance(data, dict):
+        return None
+    if api_name == "anthropic.messages" and data.get("type") in ("content_block_stop", "message_delta", "message_stop"):
+        index = data.get("index")
+        return lambda key: index is None or key[1] == index
+    if api_name == "openai.chat":
+        done = {c.get("index") for c in data.get("choices") or [] if c.get("finish_reason")}
+        return (lambda key: key[1] in done) if done else None
+    if api_name == "openai.responses":
+        kind = data.get("type") or ""
+        if kind.endswith(".done") or kind in ("response.completed", "response.failed", "response.incomplete"):
+            item = data.get("item_id") or (data.get("item") or {}).get("id")
+            return lambda key: item is None or key[1] == item
+    if api_name == "gemini.generate" and any(c.get("finishReason") for c in data.get("candidates") or []):
+        return lambda key: True
+    return None
+
+
+class RestoreTap:
+    """Restores placeholders in a stream as it passes. Only a possible placeholder
+    prefix at the end of a delta is held back, and it goes out with the next
+    delta of the same block (or before the block ends)."""
+
+    def __init__(self, api_name: str, pseudonyms: Pseudonyms):
+        self.api_name = api_name
+        self.pseudonyms = pseudonyms
+        self.parser = SSEParser()
+        self.held: dict[tuple, tuple[str, Callable[[str], bytes]]] = {}
+
+    def feed(self, chunk: bytes) -> bytes:
+        return b"".join(self._event(e) for e in self.parser.feed(chunk))
+
+    def end(self) -> bytes:
+        return self._flush(lambda key: True) + self.parser.rest()
+
+    def _flush(self, which: Callable[[tuple], bool]) -> bytes:
+        out = b""
+        for key in [k for k in self.held if which(k)]:
+            text, make = self.held.pop(key)
+            if text:
+                out += make(text)
+        return out
+
+    def _event(self, event) -> bytes:
+        data = event.json()
+        closing = ends(self.api_name, data, event.data)
+        prefix = self._flush(closing) if closing else b""
+        if not isinstance(data, dict):
+            return prefix + event.raw
+        found = deltas(self.api_name, data)
+        if not found:
+            restored = restore_strings(data, self.pseudonyms)
+            return prefix + (event.raw if restored == data else frame(restored, event.event))
+        changed = False
+        for key, holder, field, escape in found:
+            held, _ = self.held.pop(key, ("", None))
+            text = self.pseudonyms.restore(held + holder[field], escape)
+            cut = PARTIAL.search(text)
+            keep = text[cut.start():] if cut else ""
+            emit = text[:cut.start()] if cut else text
+            if emit != holder[field] or keep:
+                changed = True
+            holder[field] = emit
+            if keep:
+                self.held[key] = (keep, self._maker(data, event.event, holder, field))
+        body = frame(data, event.event) if changed else event.raw
+        # an event that both carries text and ends its block (Gemini's last chunk)
+        return prefix + body + (self._flush(closing) if closing else b"")
+
+    @staticmethod
+    def _maker(data: dict, name: str | None, holder: dict, field: str) -> Callable[[str], bytes]:
+        """An event like `data` carrying only `text` in the held field, to flush it."""
+        original = holder[field]
+
+        def make(text: str) -> bytes:
+            holder[field] = text
+            try:
+                return frame(data, name)
+            finally:
+                holder[field] = original
+
+        return make
+
+
+class Scrub:
+    def __init__(self, detector_factory: Callable[..., Detector] = Detector):
+        self.detector_factory = detector_factory
+        self.detector: Detector | None = None
+        self.pseudonyms = Pseudonyms()
+        self.actions: dict[str, str] = {}
+
+    def load(self, loader) -> None:
+        loader.add_option("scrub_enabled", bool, True, "Scan requests for PII and secrets.")
+        loader.add_option("scrub_entities", str, ",".join(ALL_ENTITIES), "Entity types to find (comma-separated).")
+        loader.add_option("scrub_threshold", str, "0.4", "Minimum detection score (0-1).")
+        loader.add_option("scrub_action", str, "pseudonymize", f"What to do with a finding: {', '.join(ACTIONS)}.")
+        loader.add_option("scrub_actions", str, "",
+                          "Per-type overrides, e.g. 'EMAIL_ADDRESS=redact,AWS_ACCESS_KEY=block'.")
+        loader.add_option("scrub_fail_open", bool, False,
+                          "If scanning fails, send the request unscanned instead of refusing it.")
+
+    def configure(self, updated) -> None:
+        if not updated & {"scrub_entities", "scrub_threshold", "scrub_action", "scrub_actions"} and self.detector:
+            return
+        check("scrub_threshold")
+        entities = tuple(e.strip() for e in ctx.options.scrub_entities.split(",") if e.strip())
+        try:
+            self.detector = self.detector_factory(entities, number("scrub_threshold"))
+        except ValueError as e:
+            raise exceptions.OptionsError(f"scrub_entities: {e}") from None
+        actions = {e: ctx.options.scrub_action for e in entities}
+        for item in filter(None, (x.strip() for x in ctx.options.scrub_actions.split(","))):
+            entity, _, action = item.partition("=")
+            actions[entity.strip()] = action.strip()
+        bad = {a for a in actions.values() if a not in ACTIONS}
+        if bad:
+            raise exceptions.OptionsError(f"scrub actions must be one of {', '.join(ACTIONS)}, not {', '.join(bad)}")
+        self.actions = actions
+
+    def replacement(self, action: str, entity: str, value: str) -> str:
+        label = LABELS.get(entity, entity)
+        if action == "pseudonymize":
+            return self.pseudonyms.placeholder(entity, value)
+        if action == "hash":
+            return f"<{label}_{hashlib.sha256(value.encode()).hexdigest()[:10]}>"
+        return f"<{label}_REDACTED>"
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        ex = Exchange.of(flow)
+        if ex is None or ex.api is None or handled(flow) or not ctx.options.scrub_enabled or self.detector is None:
+            return
+        try:
+            self._scrub(flow, ex)
+        except Exception:
+            log.exception("tokenaddons scrub: scanning %s failed", flow.request.path)
+            if not ctx.options.scrub_fail_open:
+                refuse(flow, "scrub", "upstream", "the request could not be scanned for PII and secrets, so it "
+                       "was not sent (scrub_fail_open=true sends such requests unscanned)", status=500)
+
+    def _scrub(self, flow: http.HTTPFlow, ex: Exchange) -> None:
+        counts: Counter = Counter()
+        blocked: set[str] = set()
+        done: set[str] = set()
+        changed = False
+        for ref in ex.api.text_refs(ex.body):
+            text = ref.text
+            findings = self.detector.find(text)
+            if not findings:
+                continue
+            parts, pos = [], 0
+            for f in findings:
+                action = self.actions.get(f.entity, "log")
+                counts[f.entity] += 1
+                done.add(action)
+                if action == "block":
+                    blocked.add(f.entity)
+                if action in ("block", "log"):
+                    continue
+                value = text[f.start:f.end]
+                parts += [text[pos:f.start], self.replacement(action, f.entity, value)]
+                pos = f.end
+            if parts:
+                new = "".join(parts) + text[pos:]
+                # inside JSON text (tool-call arguments) a placeholder must not break the JSON
+                ref.text = new if not ref.json_text or _valid_json(new) else text
+                changed = changed or ref.text != text
+        if blocked:
+            ex.decide("scrub", "block", counts=dict(counts))
+            refuse(flow, "scrub", "invalid_request",
+                   f"the request contains {', '.join(sorted(blocked))}, which scrub_actions blocks", status=400)
+            return
+        if counts:
+            ex.decide("scrub", "+".join(sorted(done)), counts=dict(counts))
+        if changed:
+            ex.mark_changed()
+        if "pseudonymize" in done:
+            ex.state["scrub"] = True
+            if ex.stream:
+                ex.add_tap(RestoreTap(ex.api.name, self.pseudonyms), RESTORE)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        ex = Exchange.of(flow)
+        resp = flow.response
+        if ex is None or not ex.state.get("scrub") or ex.answered_by or resp is None or resp.stream:
+            return
+        try:
+            data = json.loads(resp.content or b"")
+        except ValueError:
+            return
+        restored = restore_strings(data, self.pseudonyms)
+        if restored != data:
+            resp.content = json.dumps(restored, ensure_ascii=False).encode()
+
+
+def _valid_json(text: str) -> bool:
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        return False
