@@ -37,7 +37,8 @@ SECRETS = (
     ("STRIPE_KEY", r"\b(?:sk|rk)_live_[0-9A-Za-z]{20,}\b", 0.95),
     ("PRIVATE_KEY", r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]+?-----END (?:[A-Z]+ )?PRIVATE KEY-----", 1.0),
     ("JWT", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\b", 0.9),
-    ("PASSWORD", r"(?i)\b(?:password|passwd|pwd|secret|api[_-]?key|token)\b\s*[:=]\s*['\"]?([^\s'\",;]{6,})", 0.8),
+    ("PASSWORD", r"(?i)(?<![a-z])(?:password|passwd|pwd|secret|api[_-]?key|token)\b\s*[:=]\s*['\"]?([^\s'\",;]{6,})",
+     0.8),
 )
 SECRET_ENTITIES = tuple(name for name, _, _ in SECRETS)
 ALL_ENTITIES = PRESIDIO_ENTITIES + SECRET_ENTITIES
@@ -79,7 +80,7 @@ def _offline_tldextract() -> None:
 class Detector:
     """Thread-safe, memoized detection over a fixed entity list and threshold."""
 
-    def __init__(self, entities: tuple[str, ...] = ALL_ENTITIES, threshold: float = 0.5, memo_size: int = 50_000):
+    def __init__(self, entities: tuple[str, ...] = ALL_ENTITIES, threshold: float = 0.4, memo_size: int = 50_000):
         unknown = set(entities) - set(ALL_ENTITIES)
         if unknown:
             raise ValueError(f"unknown entity types: {', '.join(sorted(unknown))} "

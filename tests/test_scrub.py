@@ -1,0 +1,250 @@
+"""Scrub: detection, each action, restoring placeholders (split across stream
+events, inside JSON-escaped tool arguments), and end to end with the SDKs."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import anthropic
+import openai
+import pytest
+from mitmproxy import http
+from mitmproxy.test import taddons
+
+from pipeline import arun_flow, make_flow, sse_response
+from tokenaddons.exchange import Exchange
+from tokenaddons.intake import Intake, Outlet
+from tokenaddons.pii import Detector
+from tokenaddons.providers.sse import SSEParser, frame
+from tokenaddons.scrub import Pseudonyms, RestoreTap, Scrub
+
+PII = {
+    "EMAIL_ADDRESS": "jane.roe@acme.io",
+    "PHONE_NUMBER": "+1 (415) 555-0199",
+    "CREDIT_CARD": "4111 1111 1111 1111",
+    "IBAN_CODE": "DE89 3704 0044 0532 0130 00",
+    "IP_ADDRESS": "10.20.30.40",
+    "AWS_ACCESS_KEY": "AKIAIOSFODNN7EXAMPLE",
+    "ANTHROPIC_KEY": "sk-ant-api03-" + "a1B2c3D4e5" * 4,
+    "GITHUB_TOKEN": "ghp_" + "Ab1" * 12,
+    "SLACK_TOKEN": "xoxb-1234567890-abcdefghij",
+    "GOOGLE_API_KEY": "AIza" + "B" * 35,
+    "STRIPE_KEY": "sk_live_" + "c" * 24,
+    "JWT": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+}
+SENTENCE = " and ".join(f"{k.lower()} {v}" for k, v in PII.items())
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return Detector()
+
+
+def test_every_entity_is_found(detector):
+    found = {f.entity: SENTENCE[f.start:f.end] for f in detector.find(SENTENCE)}
+    for entity, value in PII.items():
+        assert found.get(entity) == value, entity
+
+
+def test_assignments_and_private_keys(detector):
+    text = 'db_password = "Sup3rS3cret!" and\n-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----'
+    kinds = {f.entity: text[f.start:f.end] for f in detector.find(text)}
+    assert kinds["PASSWORD"] == "Sup3rS3cret!"
+    assert kinds["PRIVATE_KEY"].startswith("-----BEGIN RSA PRIVATE KEY-----")
+
+
+def test_plain_code_is_left_alone(detector):
+    code = "def add(a, b):\n    return a + b  # version 3.11, port 8080\nfor i in range(100):\n    print(i)\n"
+    assert detector.find(code) == ()
+
+
+def test_a_text_is_scanned_once(detector):
+    text = "write to bob@example.org " + "filler " * 1000
+    first = detector.find(text)
+    calls = []
+    real = detector._scan
+    detector._scan = lambda t: calls.append(t) or real(t)
+    try:
+        assert detector.find(text) == first and calls == []
+    finally:
+        detector._scan = real
+
+
+@pytest.fixture
+def scrub():
+    s = Scrub(detector_factory=lambda entities, threshold: Detector(entities, threshold))
+    with taddons.context(Intake(), s, Outlet()) as tctx:
+        tctx.configure(s)
+        yield s, tctx
+
+
+def run(scrub, body, response=None, chunks=None, path="/v1/messages"):
+    s, _ = scrub
+    flow = make_flow(path, body, {"content-type": "application/json"}, response)
+    return asyncio.run(arun_flow([Intake(), s, Outlet()], flow, stream_chunks=chunks))
+
+
+def sent(flow) -> str:
+    return flow.request.get_text()
+
+
+def test_pseudonymize_is_stable_and_restored(scrub):
+    body = {"model": "m", "messages": [{"role": "user", "content": f"mail {PII['EMAIL_ADDRESS']} now"}]}
+    answer = {"content": [{"type": "text", "text": "Sent to <EMAIL_1>."},
+                          {"type": "tool_use", "name": "send", "input": {"to": "<EMAIL_1>"}}], "usage": {}}
+    f = run(scrub, body, http.Response.make(200, json.dumps(answer).encode(), {"content-type": "application/json"}))
+    assert PII["EMAIL_ADDRESS"] not in sent(f) and "<EMAIL_1>" in sent(f)
+    out = json.loads(f.response.content)
+    assert out["content"][0]["text"] == f"Sent to {PII['EMAIL_ADDRESS']}."
+    assert out["content"][1]["input"]["to"] == PII["EMAIL_ADDRESS"]
+    again = run(scrub, {**body, "messages": body["messages"] * 2})
+    assert sent(again).count("<EMAIL_1>") == 2  # same value, same placeholder: the prefix stays cacheable
+    assert Exchange.of(f).decisions[0].detail == {"counts": {"EMAIL_ADDRESS": 1}}
+
+
+@pytest.mark.parametrize("action,expect", [("redact", "<EMAIL_REDACTED>"), ("hash", "<EMAIL_"), ("log", None)])
+def test_redact_hash_and_log(scrub, action, expect):
+    s, tctx = scrub
+    tctx.options.scrub_action = action
+    f = run(scrub, {"model": "m", "messages": [{"role": "user", "content": f"mail {PII['EMAIL_ADDRESS']}"}]})
+    if expect is None:
+        assert PII["EMAIL_ADDRESS"] in sent(f)
+    else:
+        assert PII["EMAIL_ADDRESS"] not in sent(f) and expect in sent(f) and "<EMAIL_1>" not in sent(f)
+    assert Exchange.of(f).decisions[0].action == action
+
+
+def test_block_refuses_in_the_providers_shape_without_the_value(scrub):
+    s, tctx = scrub
+    tctx.options.scrub_actions = "AWS_ACCESS_KEY=block"
+    f = run(scrub, {"model": "m", "messages": [{"role": "user", "content": f"key {PII['AWS_ACCESS_KEY']}"}]})
+    assert f.response.status_code == 400
+    err = json.loads(f.response.content)
+    assert err["type"] == "error" and "AWS_ACCESS_KEY" in err["error"]["message"]
+    assert PII["AWS_ACCESS_KEY"] not in f.response.get_text()
+    f = run(scrub, {"model": "gpt-4o", "messages": [{"role": "user", "content": PII["AWS_ACCESS_KEY"]}]},
+            path="/v1/chat/completions")
+    assert json.loads(f.response.content)["error"]["type"] == "invalid_request_error"
+
+
+def test_structure_media_and_auth_are_never_touched(scrub):
+    body = {"model": "m", "metadata": {"user_id": PII["EMAIL_ADDRESS"]},
+            "messages": [{"role": "user", "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "4111111111111111"}},
+                {"type": "text", "text": "hello"}]}]}
+    f = make_flow("/v1/messages", body, {"content-type": "application/json", "x-api-key": PII["ANTHROPIC_KEY"]})
+    asyncio.run(arun_flow([Intake(), scrub[0], Outlet()], f))
+    assert f.request.raw_content == json.dumps(body).encode()
+    assert f.request.headers["x-api-key"] == PII["ANTHROPIC_KEY"]
+
+
+def test_a_scan_failure_fails_closed(scrub):
+    s, tctx = scrub
+    s.detector.find = lambda text: 1 / 0
+    f = run(scrub, {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert f.response.status_code == 500 and "not sent" in json.loads(f.response.content)["error"]["message"]
+    tctx.options.scrub_fail_open = True
+    s.detector.find = lambda text: 1 / 0
+    assert run(scrub, {"model": "m", "messages": [{"role": "user", "content": "hi"}]}).response is None
+
+
+def restore_stream(api: str, events: list[bytes], cut: int) -> bytes:
+    p = Pseudonyms()
+    p.placeholder("EMAIL_ADDRESS", "jane.roe@acme.io")
+    p.placeholder("EMAIL_ADDRESS", 'odd"quote@x.io')
+    tap = RestoreTap(api, p)
+    raw = b"".join(events)
+    return b"".join(tap.feed(raw[i:i + cut]) for i in range(0, len(raw), cut)) + tap.end()
+
+
+def anthropic_text(stream: bytes) -> tuple[str, str]:
+    text, args = "", ""
+    for e in SSEParser().feed(stream):
+        d = e.json() or {}
+        delta = d.get("delta") or {}
+        text += delta.get("text", "") if d.get("type") == "content_block_delta" else ""
+        args += delta.get("partial_json", "") if d.get("type") == "content_block_delta" else ""
+    return text, args
+
+
+@pytest.mark.parametrize("cut", [1, 7, 1000])
+def test_a_placeholder_split_across_events_is_restored(cut):
+    pieces = ["Write to <EMA", "IL_1> an", "d <", "EMAIL_2", "> today <not a placeholder>"]
+    events = [frame({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}},
+                    "content_block_delta") for t in pieces]
+    args = ['{"to": "<EMAIL', '_2>"}']
+    events += [frame({"type": "content_block_stop", "index": 0}, "content_block_stop")]
+    events += [frame({"type": "content_block_delta", "index": 1,
+                      "delta": {"type": "input_json_delta", "partial_json": a}}, "content_block_delta") for a in args]
+    events += [frame({"type": "content_block_stop", "index": 1}, "content_block_stop"),
+               frame({"type": "message_stop"}, "message_stop")]
+    text, partial = anthropic_text(restore_stream("anthropic.messages", events, cut))
+    assert text == 'Write to jane.roe@acme.io and odd"quote@x.io today <not a placeholder>'
+    assert json.loads(partial) == {"to": 'odd"quote@x.io'}  # escaped right inside JSON text
+
+
+def test_held_text_never_waits_longer_than_a_placeholder():
+    p = Pseudonyms()
+    p.placeholder("EMAIL_ADDRESS", "a@b.io")
+    tap = RestoreTap("openai.chat", p)
+    chunk = lambda t, fin=None: frame({"choices": [{"index": 0, "delta": {"content": t}, "finish_reason": fin}]})
+    out = tap.feed(chunk("hello <EMA"))
+    assert json.loads(SSEParser().feed(out)[0].data)["choices"][0]["delta"]["content"] == "hello "
+    out = tap.feed(chunk("IL_1> bye") + chunk("", "stop") + frame("[DONE]"))
+    texts = [(e.json() or {}).get("choices", [{}])[0].get("delta", {}).get("content") for e in SSEParser().feed(out)]
+    assert "".join(t or "" for t in texts) == "a@b.io bye"
+
+
+# ------------------------------------------------------------------ end to end
+
+@pytest.fixture
+def echo(make_proxy):
+    from tokenaddons.sim import Simulator
+
+    with Simulator(echo=True) as sim:
+        proxy = make_proxy(sim.url)
+        proxy.sim = sim
+        yield proxy
+
+
+SECRET_PROMPT = ("Please store these: " + ", ".join(PII[k] for k in (
+    "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "AWS_ACCESS_KEY", "ANTHROPIC_KEY", "GITHUB_TOKEN")))
+
+
+def assert_nothing_leaked(sim):
+    upstream = b"".join(r.raw for r in sim.requests)
+    for k in ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "AWS_ACCESS_KEY", "ANTHROPIC_KEY",
+              "GITHUB_TOKEN"):
+        assert PII[k].encode() not in upstream, k
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("chunk_chars", [None, "1", "3"])
+def test_e2e_anthropic_values_never_reach_upstream_and_come_back(echo, chunk_chars):
+    c = anthropic.Anthropic(base_url=echo.url, api_key="k", max_retries=0)
+    kw = dict(model="claude-sonnet-4-5", max_tokens=500, messages=[{"role": "user", "content": SECRET_PROMPT}])
+    if chunk_chars is None:
+        answer = c.messages.create(**kw).content[0].text
+    else:
+        with c.messages.stream(**kw, extra_headers={"x-sim-chunk-chars": chunk_chars}) as s:
+            answer = s.get_final_message().content[0].text
+    assert answer == SECRET_PROMPT
+    assert_nothing_leaked(echo.sim)
+    assert "<EMAIL_" in echo.sim.requests[0].body["messages"][0]["content"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stream", [False, True])
+def test_e2e_openai_values_never_reach_upstream_and_come_back(echo, stream):
+    c = openai.OpenAI(base_url=echo.url + "/v1", api_key="k", max_retries=0)
+    kw = dict(model="gpt-4o-mini", messages=[{"role": "user", "content": SECRET_PROMPT}])
+    if stream:
+        answer = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+            **kw, stream=True, extra_headers={"x-sim-chunk-chars": "2"}) if ch.choices)
+    else:
+        answer = c.chat.completions.create(**kw).choices[0].message.content
+    assert answer == SECRET_PROMPT
+    assert_nothing_leaked(echo.sim)
+    rows = echo.rows(1, table="decisions", where="addon = 'scrub'")
+    assert json.loads(rows[0]["detail"])["counts"]["EMAIL_ADDRESS"] == 1
+    assert PII["EMAIL_ADDRESS"] not in rows[0]["detail"]
