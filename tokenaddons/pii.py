@@ -12,6 +12,7 @@ whole text.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import re
@@ -46,6 +47,8 @@ ALL_ENTITIES = PRESIDIO_ENTITIES + SECRET_ENTITIES
 # Cheap candidates for presidio's entities: an @, a run of digits, an IBAN-like token.
 CANDIDATE = re.compile(r"@|\d[\d \-().+/]{5,}\d|\b[A-Z]{2}\d{2}[A-Z0-9 ]{10,}|\b\d{1,3}(?:\.\d{1,3}){3}\b")
 CONTEXT = 60  # characters of context each side of a candidate (presidio scores with context words)
+PHONE_REGIONS = ("US", "GB", "DE", "FR")
+SEPARATOR = "\n\n"  # between windows sent to presidio together; no entity spans it
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def _spacy_blank_path() -> str:
     return str(path)
 
 
-def _offline_tldextract() -> None:
+def _offline_tldextract():
     """presidio's email recognizer calls tldextract.extract(), whose default
     extractor fetches the public suffix list: use the bundled snapshot instead."""
     import tldextract
@@ -75,6 +78,7 @@ def _offline_tldextract() -> None:
     extractor = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
     impl.TLD_EXTRACTOR = extractor
     tldextract.extract = extractor
+    return extractor
 
 
 class Detector:
@@ -99,10 +103,17 @@ class Detector:
             from presidio_analyzer import AnalyzerEngine
             from presidio_analyzer.nlp_engine import NlpEngineProvider
 
-            _offline_tldextract()
+            from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+            extract = _offline_tldextract()
+            extract("warm.example.com")  # load the suffix list now, not at the first email found
             provider = NlpEngineProvider(nlp_configuration={
                 "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": _spacy_blank_path()}]})
-            self._analyzer = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
+            analyzer = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
+            # phonenumbers makes one pass per region: keep the regions that matter most
+            analyzer.registry.remove_recognizer("PhoneRecognizer")
+            analyzer.registry.add_recognizer(PhoneRecognizer(supported_regions=PHONE_REGIONS))
+            self._analyzer = analyzer
         return self._analyzer
 
     def find(self, text: str) -> tuple[Finding, ...]:
@@ -127,11 +138,19 @@ class Detector:
             for m in pattern.finditer(text):
                 start, end = (m.start(1), m.end(1)) if m.groups() and m.group(1) else (m.start(), m.end())
                 results.append(Finding(start, end, name, score))
-        if self.presidio_entities:
-            for lo, hi in self._windows(text):
-                for r in self.analyzer().analyze(text[lo:hi], language="en", entities=self.presidio_entities,
-                                                 score_threshold=self.threshold):
-                    results.append(Finding(lo + r.start, lo + r.end, r.entity_type, r.score))
+        windows = self._windows(text) if self.presidio_entities else []
+        if windows:
+            # one presidio call over all windows joined: its per-call cost dominates short windows
+            joined, starts = [], []  # (offset in joined text, offset in text)
+            size = 0
+            for lo, hi in windows:
+                starts.append((size, lo))
+                joined.append(text[lo:hi])
+                size += hi - lo + len(SEPARATOR)
+            for r in self.analyzer().analyze(SEPARATOR.join(joined), language="en",
+                                             entities=self.presidio_entities, score_threshold=self.threshold):
+                at, lo = starts[bisect.bisect_right(starts, (r.start, len(text))) - 1]
+                results.append(Finding(lo + r.start - at, lo + r.end - at, r.entity_type, r.score))
         return _resolve([r for r in results if r.score >= self.threshold])
 
     @staticmethod

@@ -1,0 +1,101 @@
+"""Added latency of the scrubber on agent-shaped requests, in process.
+
+(a) a 200 KB request whose history was already seen (the next turn of an agent
+    loop): only the new message is scanned; target under 5 ms.
+(b) a first-time 100 KB request (nothing remembered); target under 100 ms.
+Baseline in the same run: parsing and serializing the same body (what the proxy
+does anyway), and presidio alone on the whole text.
+
+    .venv/bin/python benchmarks/bench_scrub.py
+"""
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+
+from mitmproxy.test import taddons, tflow
+
+from tokenaddons.exchange import Exchange
+from tokenaddons.intake import Intake
+from tokenaddons.pii import Detector
+from tokenaddons.scrub import Scrub
+
+random.seed(3)
+WORDS = ("the build failed because the config file references a module that was renamed last week so we "
+         "should update the import path run the tests again and check the logs for anything else").split()
+CODE = "def handler(event, context):\n    items = load(event['items'])\n    return [i * 2 for i in items if i > 10]\n"
+
+
+def message(i: int) -> str:
+    """Prose, code and tool output, with a contact detail now and then."""
+    parts = [" ".join(random.choices(WORDS, k=60)), CODE]
+    if i % 7 == 0:
+        parts.append(f"Ping ops-{i}@example.com or call +1 415 555 {1000 + i:04d} if it breaks again.")
+    if i % 11 == 0:
+        parts.append(f"server 10.0.{i % 250}.{i % 200} build 2024.{i % 12}.{i} took 1234 ms")
+    return "\n".join(parts)
+
+
+def body(kb: int, seed: int = 0) -> dict:
+    msgs, size, i = [], 0, seed
+    while size < kb * 1024:
+        text = message(i)
+        msgs.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+        size += len(text)
+        i += 1
+    return {"model": "claude-sonnet-4-5", "max_tokens": 1000, "messages": msgs}
+
+
+def timed(fn, runs: int = 5) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def scrub_once(scrub: Scrub, payload: dict) -> None:
+    flow = tflow.tflow()
+    flow.response = None
+    flow.request.method = "POST"
+    flow.request.path = "/v1/messages"
+    flow.request.content = json.dumps(payload).encode()
+    Intake().request(flow)
+    scrub.request(flow)
+    assert Exchange.of(flow).decisions, "nothing was scanned"
+
+
+def main() -> None:
+    scrub = Scrub()
+    with taddons.context(Intake(), scrub) as tctx:
+        tctx.configure(scrub)
+        scrub.detector.analyzer()  # load presidio once, as the proxy does at its first request
+        history = body(200)
+        parse = timed(lambda: json.dumps(json.loads(json.dumps(history))))
+        scrub_once(scrub, history)  # this turn's history, seen before
+        nxt = {**history, "messages": history["messages"] + [{"role": "user", "content": message(99_999)}]}
+        seen = timed(lambda: scrub_once(scrub, nxt))
+        first_times = []
+        for seed in range(5):
+            fresh = body(100, seed=1000 * (seed + 1))
+            scrub.detector.memo.clear()
+            start = time.perf_counter()
+            scrub_once(scrub, fresh)
+            first_times.append((time.perf_counter() - start) * 1000)
+        first = statistics.median(first_times)
+        text = "\n".join(m["content"] for m in body(100, seed=7)["messages"])
+        plain = Detector()
+        plain.analyzer()
+        whole = timed(lambda: plain.analyzer().analyze(text, language="en", entities=list(
+            e for e in plain.presidio_entities)), runs=3)
+    print(f"baseline: parse + serialize the 200 KB body        {parse:7.1f} ms")
+    print(f"(a) 200 KB, history already seen (one new message) {seen:7.1f} ms   target < 5 ms")
+    print(f"(b) 100 KB, first time                             {first:7.1f} ms   target < 100 ms")
+    print(f"presidio alone on the whole 100 KB                 {whole:7.1f} ms   ({whole / first:.1f}x slower than (b))")
+
+
+if __name__ == "__main__":
+    main()
