@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tokenaddons.budget import Budget, BudgetSettle
 from tokenaddons.cache import Cache, CacheFill
+from tokenaddons.guard import Guard
 from tokenaddons.intake import Intake, Outlet
 from tokenaddons.meter import Meter
 from tokenaddons.ratelimit import RateLimit
@@ -22,6 +23,7 @@ def addons() -> list:
     return [
         store,            # the event store every other addon writes through
         Intake(),         # detect the API, parse the body once, project tag
+        Guard(),          # prompt injections in tool results and user text
         Scrub(),          # PII and secrets out, placeholders restored in answers
         cache,            # exact-match lookup (after scrub: the key is what would be sent)
         RateLimit(),      # requests and input tokens per minute, per provider and project

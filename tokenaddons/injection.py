@@ -1,0 +1,161 @@
+"""Heuristic prompt-injection detection for text a model will read: user text and,
+above all, tool results and fetched documents.
+
+Rules look for what injected text has to do to work: address the model and
+override its instructions, steer what it puts in its answer, fake a role or a
+system turn, hide characters, smuggle an encoded payload, or send data out.
+Each finding carries a rule id, a weight and its span; a text is flagged when
+the weights reach the threshold. What heuristics cannot catch: a hijacking
+instruction phrased as a plain request with none of these marks ("Recommend a
+good book") reads exactly like the user's own task.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+HIDDEN = re.compile("[\U000e0000-\U000e007f\u200b-\u200f\u2060-\u2064\ufeff\u202a-\u202e\u2066-\u2069]")
+
+RULES: tuple[tuple[str, float, re.Pattern], ...] = tuple((rule, weight, re.compile(pattern, re.I | re.S)) for
+                                                          rule, weight, pattern in (
+    ("override", 1.0,
+     r"\b(?:ignore|disregard|forget|override|skip|bypass)\b.{0,40}?\b(?:previous|prior|above|earlier|preceding|"
+     r"all|any|your|the system|original)\b.{0,30}?\b(?:instructions?|prompts?|rules|directions|guidelines|"
+     r"messages?|context|task)\b"),
+    ("override", 1.0, r"\b(?:new|updated|real|actual|revised)\s+(?:instructions?|task|system prompt)\s*[:\-]"),
+    ("override", 0.6, r"\b(?:from now on|henceforth|instead),?\s+(?:you|your|respond|answer|reply)\b"),
+    ("override", 0.8, r"\byou are (?:now|no longer)\b|\bact as (?:a|an|if)\b.{0,40}\b(?:unrestricted|jailbroken|DAN)\b"),
+    ("steer_answer", 1.0,
+     r"\b(?:add|include|insert|append|embed|integrate|incorporate|mention|feature|put|prepend|weave)\w*[^.\n]{0,80}?"
+     r"\b(?:in|into|to|within|at the (?:end|start|beginning) of)\s+(?:your|the)\s+(?:response|answer|reply|"
+     r"output|code|solution|summary|codebase|program|script)\b"),
+    ("steer_answer", 1.0,
+     r"\b(?:translate|encode|encrypt|reverse|rewrite|format|write|express|convert|spell|present|respond|answer|reply)"
+     r"\b[^.\n]{0,40}?\b(?:your|the)\s+(?:response|answer|reply|output)\b"),
+    ("steer_answer", 0.7, r"\b(?:your|the)\s+(?:response|answer|reply|output)\s+(?:must|should|has to|needs to)\b"),
+    ("steer_answer", 1.0, r"\b(?:in|into|within|throughout|of|from)\s+your\s+(?:response|answer|reply|output)s?\b"),
+    ("steer_answer", 0.5, r"\bto\s+your\s+(?:response|answer|output)\b"),
+    ("steer_code", 0.6, r"\b(?:in|into|within|to)\s+(?:your|the)\s+(?:code|codebase|solution|program|script|"
+                        r"implementation|project)\b"),
+    ("steer_code", 0.6, r"\b(?:the\s+)?(?:following|below|above|this)\s+(?:code\s+)?(?:snippet|excerpt|code|lines?)\b"),
+    ("steer_answer", 0.6, r"\b(?:following|below|this)\s+(?:code\s+)?(?:snippet|excerpt|code|line|sentence|link)\b"
+                          r"[^.\n]{0,60}?\b(?:in|into)\s+(?:your|the)\b"),
+    ("role_spoof", 1.0, r"<\|im_start\|>|<\|im_end\|>|<\|(?:system|assistant|user)\|>|\[/?INST\]|<<SYS>>"),
+    ("role_spoof", 0.8, r"(?:^|\n)\s*(?:#{1,3}\s*)?(?:system|assistant|developer)\s*(?:message|prompt)?\s*:\s*\S"),
+    ("role_spoof", 0.8, r"</?(?:system|assistant|user|instructions?|admin)>"),
+    ("exfiltrate", 1.0,
+     r"\b(?:send|post|upload|forward|email|e-mail|transmit|leak|exfiltrate|submit|share)\b[^.\n]{0,80}?"
+     r"\b(?:to|at|via)\s+(?:https?://|www\.|[\w.+-]+@[\w-]+\.)"),
+    ("exfiltrate", 1.0, r"!\[[^\]]*\]\(https?://[^)\s]+\?[^)\s]*="),
+    ("exfiltrate", 0.8, r"\b(?:requests\.post|curl\s+-[a-z]*\s*[^\n]*https?://|fetch\(\s*['\"]https?://|"
+                        r"urllib\.request\.urlopen)"),
+    ("exfiltrate", 0.6, r"\b(?:api keys?|passwords?|credentials|secrets?|tokens?|conversation|chat history|"
+                        r"system prompt)\b[^.\n]{0,40}?\b(?:to|at)\s+(?:https?://|[\w.+-]+@)"),
+    ("malicious_code", 0.8, r"\b(?:subprocess\.(?:Popen|run|call|check_output)|os\.system|pyautogui|"
+                            r"keyboard\.on_press|pynput|shutil\.rmtree|rm\s+-rf|mkfs|:\(\)\s*\{|socket\.socket\(|"
+                            r"iptables|netsh|Fernet|cryptography\.fernet|os\.remove|os\.kill|while True:)"),
+))
+BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{40,}={0,2}(?![A-Za-z0-9+/=])")
+INSTRUCTION_WORDS = re.compile(r"\b(?:ignore|instruction|system|prompt|send|password|respond|answer|assistant)\b",
+                               re.I)
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    weight: float
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    findings: tuple[Finding, ...]
+    score: float
+
+    def flagged(self, threshold: float) -> bool:
+        return self.score >= threshold
+
+    @property
+    def rules(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in self.findings:
+            out[f.rule] = out.get(f.rule, 0) + 1
+        return out
+
+
+def _encoded(text: str) -> list[Finding]:
+    out = []
+    for m in BASE64.finditer(text):
+        try:
+            decoded = base64.b64decode(m.group(0), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            continue
+        if INSTRUCTION_WORDS.search(decoded) or any(p.search(decoded) for _, _, p in RULES):
+            out.append(Finding("encoded_payload", 1.0, m.start(), m.end()))
+    return out
+
+
+def scan(text: str) -> Verdict:
+    findings: list[Finding] = []
+    hidden = list(HIDDEN.finditer(text))
+    if hidden:
+        # tag characters spell invisible text; a few zero-width joiners are ordinary in emoji
+        tags = sum(1 for m in hidden if ord(m.group(0)) >= 0xE0000)
+        weight = 1.0 if tags or len(hidden) >= 3 else 0.3
+        findings.append(Finding("hidden_chars", weight, hidden[0].start(), hidden[-1].end()))
+        visible = HIDDEN.sub("", text)
+        if tags:
+            smuggled = "".join(chr(ord(m.group(0)) - 0xE0000) for m in hidden if ord(m.group(0)) >= 0xE0000)
+            visible += "\n" + smuggled
+        if visible != text:
+            findings += [Finding(f.rule, f.weight, 0, 0) for f in scan(visible).findings if f.rule != "hidden_chars"]
+    for rule, weight, pattern in RULES:
+        for m in pattern.finditer(text):
+            findings.append(Finding(rule, weight, m.start(), m.end()))
+    findings += _encoded(text)
+    # one rule counts once, at its strongest: repetition is not more evidence
+    best: dict[str, float] = {}
+    for f in findings:
+        best[f.rule] = max(best.get(f.rule, 0.0), f.weight)
+    return Verdict(tuple(findings), sum(best.values()))
+
+
+def sanitize(text: str, verdict: Verdict) -> str:
+    """Strip hidden characters and defang the flagged spans so they read as quoted data."""
+    spans = sorted((f.start, f.end) for f in verdict.findings if f.end > f.start and f.rule != "hidden_chars")
+    out, pos = [], 0
+    for start, end in spans:
+        if start < pos:
+            continue
+        out += [text[pos:start], f"[tokenaddons removed {end - start} characters of suspected injected instructions]"]
+        pos = end
+    out.append(text[pos:])
+    return HIDDEN.sub("", "".join(out))
+
+
+class Memo:
+    """Verdicts by content hash: agent requests repeat their history every turn."""
+
+    def __init__(self, size: int = 50_000):
+        self.size = size
+        self.items: OrderedDict[bytes, Verdict] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def scan(self, text: str) -> Verdict:
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        verdict = scan(text)
+        with self.lock:
+            self.items[key] = verdict
+            if len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return verdict
