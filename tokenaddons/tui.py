@@ -31,9 +31,9 @@ TOKEN_COLUMNS = ("requests", "input_tokens", "cache_read_tokens", "cache_write_t
 
 def usage_table(title: str, key: str, rows: list[dict]) -> Table:
     table = Table(title=title, title_justify="left", expand=False)
-    table.add_column(key, no_wrap=True)
+    table.add_column(key, no_wrap=True, overflow="ellipsis")
     for col in ("req", "input", "cache rd", "cache wr", "output", "cost", "errors"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(str(r.get(key) or "-"), *(fmt_int(r[c]) for c in TOKEN_COLUMNS),
                       fmt_usd(r["cost_usd"]),
