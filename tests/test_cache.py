@@ -295,3 +295,39 @@ def test_e2e_cut_streams_and_errors_are_never_replayed(proxy):
         s.get_final_message()
     c.messages.create(**kw)
     assert proxy.sim.upstream_calls == 4
+
+
+@pytest.mark.integration
+def test_e2e_a_stream_fans_out_to_twins_as_it_arrives(proxy):
+    import threading
+    import time
+
+    c = anthropic.Anthropic(base_url=proxy.url, api_key="k1", max_retries=0)
+    kw = dict(model="claude-sonnet-4-5", max_tokens=100, messages=[{"role": "user", "content": "fan out"}],
+              stream=True, extra_headers={"x-sim-delay-ms": "80"})
+    seen = {}
+
+    def one(i):
+        time.sleep(0.15 * i)  # the first leads; the others join while it streams
+        raw = c.messages.with_raw_response.create(**kw)
+        first, text = None, ""
+        for ev in raw.parse():
+            first = first or time.monotonic()
+            if ev.type == "content_block_delta":
+                text += ev.delta.text
+        seen[i] = (raw.headers["x-tokenaddons-cache"], first, time.monotonic(), text)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert proxy.sim.upstream_calls == 1
+    assert [seen[i][0] for i in range(4)] == ["MISS", "HIT", "HIT", "HIT"]
+    assert len({seen[i][3] for i in range(4)}) == 1 and seen[0][3]
+    leader_end = seen[0][2]
+    assert all(seen[i][1] < leader_end for i in (1, 2, 3))  # followers stream while the leader still does
+    rows = proxy.rows(4)
+    assert [r["input_tokens"] > 0 for r in rows].count(True) == 1
+    saved = proxy.rows(3, table="decisions", where="addon = 'cache'")
+    assert len(saved) == 3 and all(d["usd_saved"] > 0 for d in saved)

@@ -167,8 +167,8 @@ class Budget:
 
     def request(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
-        if ex is None or ex.api is None or handled(flow):
-            return
+        if ex is None or ex.api is None or handled(flow) or ex.answered_by:
+            return  # answered here (a cache hit, one following a stream in flight): costs nothing
         now = self.clock()
         windows = self.windows(ex.project, now)
         if not windows:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from mitmproxy import ctx, http
 
 from tokenaddons.exchange import RECORD, Exchange, handled
+from tokenaddons.fanout import Broadcast, FanoutServer
 from tokenaddons.options import check, number
 from tokenaddons.store import Store, connect, migrate
 from tokenaddons.usage import Usage
@@ -173,15 +174,19 @@ class Tiers:
 
 
 class Recorder:
-    """Keeps a copy of a stream as the client receives it (a RECORD-stage tap)."""
+    """Keeps a copy of a stream as the client receives it (a RECORD-stage tap),
+    and hands each chunk on to identical requests following it."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, broadcast: Broadcast | None = None):
         self.parts: list[bytes] = []
         self.size = 0
         self.limit = limit
         self.overflow = False
+        self.broadcast = broadcast
 
     def feed(self, chunk: bytes) -> bytes:
+        if self.broadcast is not None:
+            self.broadcast.push(chunk)
         if not self.overflow:
             self.size += len(chunk)
             if self.size > self.limit:
@@ -205,6 +210,8 @@ class Cache:
         self.clock = clock
         self.tiers = Tiers(clock)
         self.inflight: dict[str, asyncio.Future] = {}
+        self.broadcasts: dict[str, Broadcast] = {}  # streams in flight, by key
+        self.fanout = FanoutServer()
 
     def load(self, loader) -> None:
         loader.add_option("cache_enabled", bool, True, "Answer exact repeats of LLM requests from the cache.")
@@ -224,8 +231,12 @@ class Cache:
             if self.store.events is not None:
                 self.tiers.open(self.store)
 
+    async def running(self) -> None:
+        await self.fanout.start()
+
     def done(self) -> None:
         self.tiers.close()
+        self.fanout.stop()
 
     async def request(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
@@ -237,18 +248,26 @@ class Cache:
             return
         key = f"{cache_key(flow, ex)}:{'sse' if ex.stream else 'json'}"
         ex.state["cache"] = {"key": key, "store": mode != "no-store"}
+        broadcast = None
         if mode == "normal":
             entry = self.tiers.get_memory(key) or await asyncio.to_thread(self.tiers.get_disk, key)
             if entry is None and key in self.inflight:
-                entry = await self._wait(self.inflight[key])
+                flowing = self.broadcasts.get(key)
+                if flowing is not None and self.fanout.server is not None:
+                    if await self._follow(flow, ex, key, flowing):
+                        return
+                else:
+                    entry = await self._wait(self.inflight[key])
             if entry is not None:
                 return self._serve(flow, ex, key, entry)
             if key not in self.inflight:
                 self.inflight[key] = asyncio.get_running_loop().create_future()
                 ex.state["cache"]["leader"] = True
+                if ex.stream:
+                    broadcast = self.broadcasts[key] = ex.state["cache"]["broadcast"] = Broadcast()
         ex.cache_status = "MISS" if mode == "normal" else "BYPASS"
         if ex.stream:
-            ex.state["cache"]["recorder"] = recorder = Recorder(ctx.options.cache_max_entry_bytes)
+            ex.state["cache"]["recorder"] = recorder = Recorder(ctx.options.cache_max_entry_bytes, broadcast)
             ex.add_tap(recorder, RECORD)
 
     @staticmethod
@@ -263,6 +282,39 @@ class Cache:
         if "no-cache" in directives or asked == "refresh":
             return "no-cache"
         return "normal"
+
+    async def _follow(self, flow: http.HTTPFlow, ex: Exchange, key: str, broadcast: Broadcast) -> bool:
+        """Join a stream already flowing for the same key: the request goes to the
+        loopback relay instead of upstream. False: go upstream (the leader failed
+        before its first byte, or took too long to start)."""
+        try:
+            await asyncio.wait_for(broadcast.started.wait(), number("cache_wait_s"))
+        except asyncio.TimeoutError:
+            return False
+        if broadcast.failed and not broadcast.chunks:
+            return False
+        token = self.fanout.publish(broadcast)
+        flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", self.fanout.port
+        flow.request.path = f"/tokenaddons-fanout/{token}"
+        ex.answered_by, ex.cache_status = "cache", "HIT"
+        ex.state["cache"] = {"key": key, "store": False, "follows": broadcast, "token": token}
+        return True
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        """A follower's stream ended: record what it saved, at the leader's billed usage."""
+        ex = Exchange.of(flow)
+        state = ex.state.get("cache") if ex is not None else None
+        if not state or "follows" not in state:
+            return
+        self.fanout.retire(state["token"])
+        entry: Entry | None = state["follows"].entry
+        if entry is not None and flow.error is None:
+            ex.served_model = entry.model
+            saved = entry.usage.get("input_tokens", 0) + entry.usage.get("output_tokens", 0)
+            ex.decide("cache", "hit", tokens_saved=saved, usd_saved=entry.cost_usd or 0.0, age_s=0, followed=True)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.response(flow)
 
     async def _wait(self, future: asyncio.Future) -> Entry | None:
         try:
@@ -286,6 +338,9 @@ class Cache:
         ex = Exchange.of(flow)
         if ex is not None and ex.cache_status and flow.response is not None:
             flow.response.headers[HEADER] = ex.cache_status
+            broadcast = (ex.state.get("cache") or {}).get("broadcast")
+            if broadcast is not None:
+                broadcast.content_type = flow.response.headers.get("content-type", broadcast.content_type)
 
 
 class CacheFill:
@@ -317,6 +372,10 @@ class CacheFill:
             future = self.cache.inflight.pop(state["key"], None)
             if future is not None and not future.done():
                 future.set_result(entry)  # None: waiters go upstream themselves
+            broadcast = state.get("broadcast")
+            if broadcast is not None:
+                self.cache.broadcasts.pop(state["key"], None)
+                broadcast.finish(entry is not None, entry)
 
     def _entry(self, flow: http.HTTPFlow, ex: Exchange, state: dict) -> Entry | None:
         resp = flow.response

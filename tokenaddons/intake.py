@@ -111,8 +111,8 @@ class Intake:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
-        if ex is None or ex.answered_by or flow.response is None:
-            return
+        if ex is None or flow.response is None or flow.response.raw_content is not None:
+            return  # an answer made here already has its whole body: nothing to stream
         if is_sse(flow.response.headers.get("content-type")):
             flow.response.stream = StreamPump(ex)
         elif ex.stream and flow.response.status_code == 200:

@@ -105,7 +105,7 @@ class Meter:
             return
         if ex.answered_by:  # answered here (cache hit, refusal): nothing billed
             ex.usage = ex.usage or Usage()
-            ex.complete = resp is not None and resp.status_code < 400
+            ex.complete = resp is not None and resp.status_code < 400 and flow.error is None
         elif (state := self._stream_state(flow, ex)) is not None:
             ex.usage = state.usage
             ex.served_model = state.model

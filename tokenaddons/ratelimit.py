@@ -89,8 +89,8 @@ class RateLimit:
 
     async def request(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
-        if ex is None or ex.api is None or handled(flow):
-            return
+        if ex is None or ex.api is None or handled(flow) or ex.answered_by:
+            return  # answered here (a cache hit, one following a stream in flight): costs nothing
         needs = self._needs(ex)
         paused = self.paused.get(ex.provider, 0.0)
         if not needs and paused <= self.clock():
