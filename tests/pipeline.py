@@ -92,3 +92,13 @@ def make_flow(path: str, body, headers=None, response: http.Response | None = No
 
 def sse_response(events: list[bytes]) -> http.Response:
     return http.Response.make(200, b"".join(events), {"content-type": "text/event-stream"})
+
+
+class Clock:
+    """Injected time for addons that take a `clock`."""
+
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from mitmproxy import http
 from mitmproxy.test import taddons
 
-from pipeline import arun_flow, make_flow, rows
+from pipeline import Clock, arun_flow, make_flow
 from tokenaddons import pricing, tokens
 from tokenaddons.budget import Budget, BudgetSettle, output_cap, window_bounds
 from tokenaddons.cli import main
@@ -35,17 +35,9 @@ COST = pricing.price("anthropic", "claude-sonnet-4-5", __import__("tokenaddons.u
 NEED = (tokens.estimate_input_tokens(BY_NAME["anthropic.messages"], BODY) * 3e-6 + 100 * 15e-6)
 
 
-class Clock:
-    def __init__(self, now=T0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.fixture
 def pipe(tmp_path):
-    clock = Clock()
+    clock = Clock(T0)
     store = Store()
     budget = Budget(store, clock=clock)
     addons = [store, Intake(), budget, Meter(store), BudgetSettle(budget), Outlet()]
@@ -141,7 +133,7 @@ def test_alerts_once_per_window(pipe):
 
 
 def test_restart_rebuilds_spend_from_the_store(tmp_path):
-    clock = Clock()
+    clock = Clock(T0)
     for round_ in range(2):
         store = Store()
         budget = Budget(store, clock=clock)
@@ -185,7 +177,7 @@ class FakeSleep:
 
 @pytest.fixture
 def limiter():
-    clock = Clock()
+    clock = Clock(T0)
     sleep = FakeSleep(clock)
     rl = RateLimit(clock=clock, sleep=sleep)
     with taddons.context(Intake(), rl) as tctx:

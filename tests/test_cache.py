@@ -12,21 +12,13 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons
 
-from pipeline import arun_flow, make_flow, rows, sse_response
+from pipeline import Clock, arun_flow, make_flow, rows, sse_response
 from tokenaddons.cache import Cache, CacheFill, cache_key
 from tokenaddons.exchange import Exchange
 from tokenaddons.intake import Intake, Outlet
 from tokenaddons.meter import Meter
 from tokenaddons.providers.sse import frame
 from tokenaddons.store import Store
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1_000_000.0
-
-    def __call__(self):
-        return self.now
 
 
 BODY = {"model": "claude-sonnet-4-5", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}

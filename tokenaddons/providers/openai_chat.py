@@ -74,7 +74,8 @@ class ChatStream(StreamState):
                 self.text.append((call.get("function") or {}).get("arguments") or "")
 
 
-def _parts(msg: dict, key: str, role: str) -> Iterator[TextRef]:
+def content_refs(msg: dict, key: str, role: str) -> Iterator[TextRef]:
+    """A message's content: a string, or a list of parts with text (shared with Responses)."""
     content = msg.get(key)
     if isinstance(content, str):
         yield TextRef(msg, key, role)
@@ -120,7 +121,7 @@ class ChatCompletions(Api):
             if not isinstance(msg, dict):
                 continue
             role = ROLES.get(msg.get("role"), "user")
-            yield from _parts(msg, "content", role)
+            yield from content_refs(msg, "content", role)
             for call in msg.get("tool_calls") or []:
                 fn = call.get("function") if isinstance(call, dict) else None
                 if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
@@ -134,7 +135,7 @@ class ChatCompletions(Api):
             msg = choice.get("message") if isinstance(choice, dict) else None
             if not isinstance(msg, dict):
                 continue
-            yield from _parts(msg, "content", "assistant")
+            yield from content_refs(msg, "content", "assistant")
             for call in msg.get("tool_calls") or []:
                 fn = call.get("function") if isinstance(call, dict) else None
                 if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):

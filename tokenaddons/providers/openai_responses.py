@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tokenaddons.providers.base import Api, StreamState, TextRef
-from tokenaddons.providers.openai_chat import ROLES, openai_error_body, openai_error_type
+from tokenaddons.providers.openai_chat import ROLES, content_refs, openai_error_body, openai_error_type
 from tokenaddons.providers.sse import Event
 from tokenaddons.usage import Usage
 
@@ -45,16 +45,6 @@ class ResponsesStream(StreamState):
             self.error_type = data.get("code") or "error"
 
 
-def _content(item: dict, role: str) -> Iterator[TextRef]:
-    content = item.get("content")
-    if isinstance(content, str):
-        yield TextRef(item, "content", role)
-    elif isinstance(content, list):
-        for part in content:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                yield TextRef(part, "text", role)
-
-
 class Responses(Api):
     name = "openai.responses"
     provider = "openai"
@@ -88,7 +78,7 @@ class Responses(Api):
                 continue
             kind = item.get("type", "message")
             if kind == "message":
-                yield from _content(item, ROLES.get(item.get("role"), "user"))
+                yield from content_refs(item, "content", ROLES.get(item.get("role"), "user"))
             elif kind in ("function_call", "custom_tool_call") and isinstance(item.get("arguments"), str):
                 yield TextRef(item, "arguments", "tool_input", json_text=True)
             elif kind in ("function_call_output", "custom_tool_call_output"):
@@ -106,7 +96,7 @@ class Responses(Api):
             if not isinstance(item, dict):
                 continue
             if item.get("type") == "message":
-                yield from _content(item, "assistant")
+                yield from content_refs(item, "content", "assistant")
             elif isinstance(item.get("arguments"), str):
                 yield TextRef(item, "arguments", "tool_input", json_text=True)
 

@@ -166,7 +166,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- writing
     def _json(self, status: int, data: Any, headers: dict | None = None, cut: bool = False) -> None:
-        payload = json.dumps(data).encode()
+        self._send(status, json.dumps(data).encode(), headers, cut)
+
+    def _error(self, api, kind: str, status: int, message: str, headers: dict | None = None) -> None:
+        self._send(status, api.error_body(status, kind, message), headers)
+
+    def _send(self, status: int, payload: bytes, headers: dict | None = None, cut: bool = False) -> None:
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(payload)))
@@ -178,16 +183,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
-        self.wfile.write(payload)
-
-    def _error(self, api, kind: str, status: int, message: str, headers: dict | None = None) -> None:
-        payload = api.error_body(status, kind, message)
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
         self.wfile.write(payload)
 
     def _stream(self, events: list[bytes], delay: float, cut: int | None) -> None:
