@@ -185,7 +185,7 @@ class Budget:
 
     def _refuse(self, flow: http.HTTPFlow, ex: Exchange, w: Window, spent: float, need: float, now: float) -> None:
         reset = datetime.fromtimestamp(w.end, ZoneInfo(ctx.options.budget_timezone)).isoformat()
-        message = (f"the {w.describe()} of ${w.limit:.2f} is used up: ${spent:.4f} spent or reserved, this request "
+        message = (f"the {w.describe()} of ${w.limit:g} is used up: ${spent:.4f} spent or reserved, this request "
                    f"may cost up to ${need:.4f}; it resets at {reset}")
         refuse(flow, "budget", "rate_limit", message, retry_after=w.end - now,
                headers={"x-tokenaddons-budget": f"{w.scope} {w.name}"})
@@ -225,7 +225,7 @@ class Budget:
             return
         self.alerted.add(mark)
         spent = self.spent[w.key]
-        log.warning("tokenaddons budget: %s at %d%% ($%.4f of $%.2f)", w.describe(), int(threshold * 100),
+        log.warning("tokenaddons budget: %s at %d%% ($%.4f of $%g)", w.describe(), int(threshold * 100),
                     spent, w.limit)
         events = self.store.events
         if events is not None:
