@@ -103,9 +103,6 @@ class Messages(Api):
     provider = "anthropic"
     suffix = "/v1/messages"
 
-    def matches(self, method: str, path: str) -> bool:
-        return method == "POST" and path.split("?")[0].rstrip("/").endswith(self.suffix)
-
     def usage(self, response: Any) -> Usage | None:
         return usage_of(response.get("usage")) if isinstance(response, dict) else None
 

@@ -54,9 +54,10 @@ class Api:
 
     name: str  # e.g. "anthropic.messages"
     provider: str  # "anthropic" | "openai" | "gemini"
+    suffix: str = ""  # the API's path ends so (a reverse proxy may put a prefix before it)
 
     def matches(self, method: str, path: str) -> bool:
-        raise NotImplementedError
+        return method == "POST" and path.split("?")[0].rstrip("/").endswith(self.suffix)
 
     def model(self, body: Any, path: str) -> str | None:
         return body.get("model") if isinstance(body, dict) else None

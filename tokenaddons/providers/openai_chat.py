@@ -21,20 +21,6 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "assistant":
          "tool": "tool", "function": "tool"}
 
 
-def openai_error_body(status: int, kind: str, message: str) -> bytes:
-    """OpenAI's error shape, shared by Chat Completions and Responses."""
-    code = ERROR_TYPES.get(kind, "server_error")
-    return json.dumps({"error": {"message": message, "type": code, "param": None,
-                                 "code": code}}).encode()
-
-
-def openai_error_type(response: Any) -> str | None:
-    if isinstance(response, dict) and isinstance(response.get("error"), dict):
-        err = response["error"]
-        return err.get("code") or err.get("type")
-    return None
-
-
 def usage_of(u: dict | None) -> Usage | None:
     if not isinstance(u, dict):
         return None
@@ -61,7 +47,7 @@ class ChatStream(StreamState):
         if not isinstance(data, dict):
             return
         if "error" in data:
-            self.error_type = openai_error_type(data) or "error"
+            self.error_type = CHAT.error_type(data) or "error"
             return
         self.model = data.get("model") or self.model
         if data.get("usage"):
@@ -85,15 +71,33 @@ def content_refs(msg: dict, key: str, role: str) -> Iterator[TextRef]:
                 yield TextRef(part, "text", role)
 
 
-class ChatCompletions(Api):
-    name = "openai.chat"
+class OpenAIApi(Api):
+    """What OpenAI's two APIs share: the error shape and where usage sits."""
+
     provider = "openai"
 
-    def matches(self, method: str, path: str) -> bool:
-        return method == "POST" and path.split("?")[0].rstrip("/").endswith("/chat/completions")
+    @staticmethod
+    def usage_of(u: dict | None) -> Usage | None:
+        raise NotImplementedError
 
     def usage(self, response: Any) -> Usage | None:
-        return usage_of(response.get("usage")) if isinstance(response, dict) else None
+        return self.usage_of(response.get("usage")) if isinstance(response, dict) else None
+
+    def error_body(self, status: int, kind: str, message: str) -> bytes:
+        code = ERROR_TYPES.get(kind, "server_error")
+        return json.dumps({"error": {"message": message, "type": code, "param": None, "code": code}}).encode()
+
+    def error_type(self, response: Any) -> str | None:
+        if isinstance(response, dict) and isinstance(response.get("error"), dict):
+            err = response["error"]
+            return err.get("code") or err.get("type")
+        return None
+
+
+class ChatCompletions(OpenAIApi):
+    name = "openai.chat"
+    suffix = "/chat/completions"
+    usage_of = staticmethod(usage_of)
 
     def stream_state(self) -> StreamState:
         return ChatStream()
@@ -107,12 +111,6 @@ class ChatCompletions(Api):
 
     def hide_usage_event(self, event: Event) -> bool:
         return is_usage_only_chunk(event.json())
-
-    def error_body(self, status: int, kind: str, message: str) -> bytes:
-        return openai_error_body(status, kind, message)
-
-    def error_type(self, response: Any) -> str | None:
-        return openai_error_type(response)
 
     def text_refs(self, body: Any) -> Iterator[TextRef]:
         if not isinstance(body, dict):

@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from tokenaddons.providers.base import Api, StreamState, TextRef
-from tokenaddons.providers.openai_chat import ROLES, content_refs, openai_error_body, openai_error_type
+from tokenaddons.providers.base import StreamState, TextRef
+from tokenaddons.providers.openai_chat import ROLES, OpenAIApi, content_refs
 from tokenaddons.providers.sse import Event
 from tokenaddons.usage import Usage
 
@@ -45,24 +45,13 @@ class ResponsesStream(StreamState):
             self.error_type = data.get("code") or "error"
 
 
-class Responses(Api):
+class Responses(OpenAIApi):
     name = "openai.responses"
-    provider = "openai"
-
-    def matches(self, method: str, path: str) -> bool:
-        return method == "POST" and path.split("?")[0].rstrip("/").endswith("/responses")
-
-    def usage(self, response: Any) -> Usage | None:
-        return usage_of(response.get("usage")) if isinstance(response, dict) else None
+    suffix = "/responses"
+    usage_of = staticmethod(usage_of)
 
     def stream_state(self) -> StreamState:
         return ResponsesStream()
-
-    def error_body(self, status: int, kind: str, message: str) -> bytes:
-        return openai_error_body(status, kind, message)
-
-    def error_type(self, response: Any) -> str | None:
-        return openai_error_type(response)
 
     def text_refs(self, body: Any) -> Iterator[TextRef]:
         if not isinstance(body, dict):
