@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import re
 import sqlite3
 import time
 from datetime import datetime, timezone
@@ -13,17 +14,20 @@ import anthropic
 import openai
 import pytest
 from click.testing import CliRunner
-from mitmproxy import http
+from mitmproxy import exceptions, http
 from mitmproxy.test import taddons
 
 from pipeline import Clock, arun_flow, make_flow
 from tokenaddons import pricing, tokens
 from tokenaddons.budget import Budget, BudgetSettle, output_cap, window_bounds
+from tokenaddons.budget import status as budget_status
+from tokenaddons.exchange import Exchange
 from tokenaddons.cli import main
 from tokenaddons.intake import Intake, Outlet
 from tokenaddons.meter import Meter
 from tokenaddons.providers import BY_NAME
 from tokenaddons.ratelimit import RateLimit
+from tokenaddons.settings import Settings
 from tokenaddons.store import Store
 
 T0 = datetime(2026, 11, 24, 22, 30, tzinfo=timezone.utc).timestamp()
@@ -39,9 +43,9 @@ NEED = (tokens.estimate_input_tokens(BY_NAME["anthropic.messages"], BODY) * 3e-6
 def pipe(tmp_path):
     clock = Clock(T0)
     store = Store()
-    budget = Budget(store, clock=clock)
+    budget = Budget(store, Settings(), clock=clock)
     addons = [store, Intake(), budget, Meter(store), BudgetSettle(budget), Outlet()]
-    with taddons.context(*addons) as tctx:
+    with taddons.context(budget.settings, *addons) as tctx:
         tctx.configure(store, store_path=str(tmp_path / "events.db"))
         yield addons, store, budget, clock, tctx
     store.done()
@@ -162,6 +166,96 @@ def test_budget_cli_shows_windows(pipe):
     assert windows["daily"]["limit_usd"] == 1.0 and windows["daily"]["spent_usd"] == pytest.approx(COST)
     table = CliRunner().invoke(main, ["budget", "--store", str(store.events.path)])
     assert "daily" in table.output and "$1.00" in table.output
+
+
+def use_settings(tctx, budget, tmp_path, text: str) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(text)
+    tctx.configure(budget.settings, settings_path=str(path))
+    tctx.configure(budget)
+
+
+GPT = {"model": "gpt-4o", "max_tokens": 100, "messages": [{"role": "user", "content": "hello"}]}
+
+
+def send_chat(addons, body=GPT):
+    answer = {"model": "gpt-4o", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                               "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 10, "completion_tokens": 50, "total_tokens": 60}}
+    flow = make_flow("/v1/chat/completions", body, {"content-type": "application/json"},
+                     http.Response.make(200, json.dumps(answer).encode(), {"content-type": "application/json"}))
+    flow.request.timestamp_start = T0
+    return asyncio.run(arun_flow(addons, flow)).response.status_code
+
+
+def test_settings_caps_per_provider_model_and_named_project(pipe, tmp_path):
+    addons, store, budget, clock, tctx = pipe
+    tctx.options.budget_project_daily_usd = str(10 * (COST + NEED))  # the default for other projects
+    use_settings(tctx, budget, tmp_path, f"""
+        [budget.provider.openai]
+        daily_usd = 0.0000001
+        [budget.model."claude-sonnet-*"]
+        hourly_usd = {2.5 * COST + NEED}
+        [budget.project.evals]
+        daily_usd = {0.5 * COST + NEED}
+    """)
+    assert send_chat(addons) == 429  # the provider cap
+    refused = send(addons, "evals")
+    assert refused.response.status_code == 200
+    refused = send(addons, "evals")  # the named project's own cap, tighter than the default
+    assert refused.response.status_code == 429
+    assert refused.response.headers["x-tokenaddons-budget"] == "project:evals daily"
+    assert "daily budget for project evals" in json.loads(refused.response.content)["error"]["message"]
+    assert [send(addons, "other").response.status_code for _ in range(2)] == [200, 200]
+    refused = send(addons, "other")  # three billed in the hour: the model pattern's cap
+    assert refused.response.headers["x-tokenaddons-budget"] == "model:claude-sonnet-* hourly"
+    clock.now += 1800
+    assert send(addons, "other").response.status_code == 200  # a new hour
+
+
+def test_settings_caps_survive_a_restart_and_show_in_status(pipe, tmp_path):
+    addons, store, budget, clock, tctx = pipe
+    toml = f"[budget.model.'claude-*']\ndaily_usd = {1.5 * COST + NEED}\n"
+    use_settings(tctx, budget, tmp_path, toml)
+    assert [send(addons, "p").response.status_code for _ in range(3)] == [200, 200, 429]
+    budget.spent.clear()
+    budget._rebuilt_for = None
+    tctx.configure(budget)  # as after a restart: spend per scope rebuilt from the store
+    assert send(addons, "p").response.status_code == 429
+    store.events.flush()
+    with sqlite3.connect(store.events.path) as conn:
+        found = {w["scope"]: w for w in budget_status(conn, T0)}
+    assert found["model:claude-*"]["spent_usd"] == pytest.approx(2 * COST)
+
+
+@pytest.mark.parametrize("text, error", [
+    ("[budget.provider.openai]\ndialy_usd = 1\n", "unknown key(s) dialy_usd"),
+    ("[budget.provider.openai]\ndaily_usd = -1\n", "must be a non-negative number"),
+    ("[budget.providers.openai]\ndaily_usd = 1\n", "unknown key(s) providers"),
+    ("[prices.'x/y']\ninput_mtok = 1\n", "output_mtok is required"),
+    ("[prices\n", "settings.toml"),
+])
+def test_settings_mistakes_are_clear_errors(pipe, tmp_path, text, error):
+    addons, store, budget, clock, tctx = pipe
+    with pytest.raises(exceptions.OptionsError, match=re.escape(error)):
+        use_settings(tctx, budget, tmp_path, text)
+    with pytest.raises(exceptions.OptionsError, match="cannot read"):
+        tctx.configure(budget.settings, settings_path=str(tmp_path / "missing.toml"))
+
+
+def test_settings_price_overrides_reach_the_meter(pipe, tmp_path):
+    addons, store, budget, clock, tctx = pipe
+    use_settings(tctx, budget, tmp_path, """
+        [prices."anthropic/claude-sonnet-4-5"]
+        input_mtok = 1
+        output_mtok = 2
+    """)
+    try:
+        flow = send(addons)
+        assert Exchange.of(flow).cost_usd == pytest.approx((10 * 1 + 50 * 2) / 1e6)
+    finally:
+        tctx.configure(budget.settings, settings_path="")
+    assert Exchange.of(send(addons)).cost_usd == pytest.approx(COST)  # cleared with the file
 
 
 # ---------------------------------------------------------------- rate limits
@@ -304,3 +398,20 @@ def test_e2e_burst_against_a_rate_limit(make_proxy, sim):
             outcomes.append("429")
     assert outcomes == ["ok"] * 5 + ["429"] * 5
     assert len(sim.requests) == 5
+
+
+@pytest.mark.integration
+def test_e2e_settings_file_caps_one_provider_and_prices_a_model(make_proxy, sim, tmp_path):
+    settings = tmp_path / "settings.toml"
+    settings.write_text('[budget.provider.openai]\ndaily_usd = 0.000001\n'
+                        '[prices."anthropic/claude-sonnet-4-5"]\ninput_mtok = 1\noutput_mtok = 2\n')
+    proxy = make_proxy(sim.url, {"settings_path": str(settings)})
+    o = openai.OpenAI(base_url=proxy.url + "/v1", api_key="k", max_retries=0)
+    with pytest.raises(openai.RateLimitError) as err:
+        o.chat.completions.create(model="gpt-4o", max_tokens=50, messages=[{"role": "user", "content": "x"}])
+    assert "daily budget for provider openai" in str(err.value)
+    c = anthropic.Anthropic(base_url=proxy.url, api_key="k", max_retries=0)
+    answer = c.messages.create(**BUDGET_BODY)  # another provider: not capped
+    (_, row), = [(r["provider"], r) for r in proxy.rows(2) if r["provider"] == "anthropic"]
+    u = answer.usage
+    assert row["cost_usd"] == pytest.approx((u.input_tokens * 1 + u.output_tokens * 2) / 1e6)

@@ -8,6 +8,9 @@ reserve); a request whose reservation does not fit is refused with the
 provider's own 429. When the answer ends (or fails), `BudgetSettle`, placed
 after the meter, swaps the reservation for the real billed cost. Spend is
 rebuilt from the event store on start, so a restart keeps the day's spend.
+
+Scopes: "global" and "project:NAME" from options; "provider:NAME",
+"model:PATTERN" and caps for one named project from the settings file.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
 from zoneinfo import ZoneInfo
 
 from mitmproxy import ctx, exceptions, http
@@ -27,6 +31,7 @@ from tokenaddons import pricing, queries, tokens
 from tokenaddons.errors import refuse
 from tokenaddons.exchange import Exchange, handled
 from tokenaddons.options import check, number
+from tokenaddons.settings import Settings
 from tokenaddons.store import Store, connect, migrate
 
 log = logging.getLogger(__name__)
@@ -69,9 +74,30 @@ def output_cap(body) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def scopes_of(project: str | None, provider: str | None, model: str | None, patterns) -> list[str]:
+    """Every budget scope one request counts against."""
+    out = ["global"]
+    if project is not None:
+        out.append(f"project:{project}")
+    if provider:
+        out.append(f"provider:{provider}")
+    if model:
+        out.extend(f"model:{p}" for p in patterns if fnmatchcase(model, p))
+    return out
+
+
+def in_scope(scope: str, project: str | None, provider: str | None, model: str | None) -> bool:
+    if scope == "global":
+        return True
+    kind, name = scope.split(":", 1)
+    if kind == "model":
+        return bool(model) and fnmatchcase(model, name)
+    return (project if kind == "project" else provider) == name
+
+
 @dataclass
 class Window:
-    scope: str  # "global" or "project:NAME"
+    scope: str  # "global", "project:NAME", "provider:NAME" or "model:PATTERN"
     name: str  # hourly | daily | monthly
     limit: float
     start: float
@@ -82,18 +108,21 @@ class Window:
         return self.scope, self.name, self.start
 
     def describe(self) -> str:
-        who = "" if self.scope == "global" else f" for project {self.scope.split(':', 1)[1]}"
-        return f"{self.name} budget{who}"
+        if self.scope == "global":
+            return f"{self.name} budget"
+        kind, name = self.scope.split(":", 1)
+        return f"{self.name} budget for {kind} {name}"
 
 
 class Budget:
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time):
+    def __init__(self, store: Store, settings: Settings | None = None, clock: Callable[[], float] = time.time):
         self.store = store
+        self.settings = settings or Settings()
         self.clock = clock
         self.spent: dict[tuple, float] = defaultdict(float)  # window key -> billed USD
         self.reserved: dict[tuple, float] = defaultdict(float)  # window key -> USD held by requests in flight
         self.alerted: set[tuple] = set()
-        self._rebuilt_for: str | None = None
+        self._rebuilt_for: tuple | None = None
 
     def load(self, loader) -> None:
         for w in WINDOWS:
@@ -114,18 +143,42 @@ class Budget:
         events = self.store.events
         if events is None:
             return
-        if self._rebuilt_for != str(events.path):
-            self._rebuilt_for = str(events.path)
+        # spend per scope depends on the store, the time zone and the settings' scopes
+        source = (str(events.path), ctx.options.budget_timezone, self.settings.generation)
+        if source != self._rebuilt_for:
+            self._rebuilt_for = source
+            events.flush()  # spend settled but not yet written must count
             self._rebuild(events.path)
-        limits = [(scope, w, number(f"budget_{'project_' if scope == 'project' else ''}{w}_usd"),
-                   ctx.options.budget_timezone) for scope in ("global", "project") for w in WINDOWS]
+        limits = self.limits()
 
         def save(conn: sqlite3.Connection) -> None:
             migrate(conn, MIGRATIONS, version_table="budget_schema")
             conn.execute("DELETE FROM budget_limits")
-            conn.executemany("INSERT INTO budget_limits VALUES (?,?,?,?)", limits)
+            conn.executemany("INSERT INTO budget_limits VALUES (?,?,?,?)",
+                             [(scope, w, usd, ctx.options.budget_timezone) for scope, w, usd in limits])
 
         events.submit(save)
+
+    def limits(self) -> list[tuple[str, str, float]]:
+        """(scope, window, USD) of every cap; scope "project" is the per-project default."""
+        out = [(scope, w, number(f"budget_{'project_' if scope == 'project' else ''}{w}_usd"))
+               for scope in ("global", "project") for w in WINDOWS]
+        for kind, named in self.settings.values.budgets.items():
+            for name, caps in named.items():
+                out.extend((f"{kind}:{name}", w, usd) for w, usd in caps.items())
+        return out
+
+    def limit(self, scope: str, window: str) -> float:
+        if scope == "global":
+            return number(f"budget_{window}_usd")
+        kind, name = scope.split(":", 1)
+        found = self.settings.values.budgets.get(kind, {}).get(name, {}).get(window)
+        if found is None and kind == "project":
+            return number(f"budget_project_{window}_usd")
+        return found or 0.0
+
+    def _patterns(self) -> list[str]:
+        return list(self.settings.values.budgets.get("model", {}))
 
     def _rebuild(self, path) -> None:
         """Spend of the current windows, from the metered requests."""
@@ -136,22 +189,20 @@ class Budget:
             conn = connect(path, readonly=True)
         except sqlite3.Error:
             return
+        patterns = self._patterns()
         with conn:
             for name in WINDOWS:
                 start, _ = window_bounds(name, now, tz)
-                for project, usd in queries.spend_by_project_since(conn, start).items():
-                    self.spent[("global", name, start)] += usd
-                    if project is not None:
-                        self.spent[(f"project:{project}", name, start)] += usd
+                for (project, provider, model), usd in queries.spend_rows_since(conn, start).items():
+                    for scope in scopes_of(project, provider, model, patterns):
+                        self.spent[(scope, name, start)] += usd
 
-    def windows(self, project: str | None, now: float) -> list[Window]:
+    def windows(self, ex: Exchange, now: float) -> list[Window]:
         tz = ZoneInfo(ctx.options.budget_timezone)
         out = []
-        for name in WINDOWS:
-            scopes = [("global", number(f"budget_{name}_usd"))]
-            if project is not None:
-                scopes.append((f"project:{project}", number(f"budget_project_{name}_usd")))
-            for scope, limit in scopes:
+        for scope in scopes_of(ex.project, ex.provider, ex.model, self._patterns()):
+            for name in WINDOWS:
+                limit = self.limit(scope, name)
                 if limit > 0:
                     out.append(Window(scope, name, limit, *window_bounds(name, now, tz)))
         return out
@@ -170,7 +221,7 @@ class Budget:
         if ex is None or ex.api is None or handled(flow) or ex.answered_by:
             return  # answered here (a cache hit, one following a stream in flight): costs nothing
         now = self.clock()
-        windows = self.windows(ex.project, now)
+        windows = self.windows(ex, now)
         if not windows:
             return
         need = self.estimate(ex)
@@ -212,7 +263,7 @@ class Budget:
         self._alerts(ex)
 
     def _alerts(self, ex: Exchange) -> None:
-        for w in self.windows(ex.project, self.clock()):
+        for w in self.windows(ex, self.clock()):
             for threshold in ALERTS:
                 if self.spent[w.key] >= threshold * w.limit:
                     self._alert(ex, w, threshold)
@@ -254,20 +305,26 @@ def status(conn: sqlite3.Connection, now: float | None = None) -> list[dict]:
     (for `tokenaddons budget` and the stats view)."""
     now = time.time() if now is None else now
     try:
-        limits = conn.execute("SELECT scope, window, limit_usd, timezone FROM budget_limits "
-                              "WHERE limit_usd > 0").fetchall()
+        limits = conn.execute("SELECT scope, window, limit_usd, timezone FROM budget_limits").fetchall()
     except sqlite3.OperationalError:
         return []
+    named = {(scope, window): limit for scope, window, limit, _ in limits}
     out = []
     for scope, window, limit, tz_name in limits:
+        if not limit > 0:
+            continue
         start, end = window_bounds(window, now, ZoneInfo(tz_name))
-        if scope == "global":
-            rows = [(None, queries.spend_since(conn, start))]
+        spend_rows = queries.spend_rows_since(conn, start)
+
+        if scope == "project":  # the per-project default, for projects without caps of their own
+            projects = {p for p, _, _ in spend_rows if p is not None and (f"project:{p}", window) not in named}
+            scopes = sorted(f"project:{p}" for p in projects)
         else:
-            rows = [(p, usd) for p, usd in queries.spend_by_project_since(conn, start).items() if p is not None]
-        for project, spent in rows:
-            out.append({"scope": scope if project is None else f"project:{project}", "window": window,
-                        "limit_usd": limit, "spent_usd": spent, "percent": 100 * spent / limit,
+            scopes = [scope]
+        for each in scopes:
+            spent = sum(usd for row, usd in spend_rows.items() if in_scope(each, *row))
+            out.append({"scope": each, "window": window, "limit_usd": limit, "spent_usd": spent,
+                        "percent": 100 * spent / limit,
                         "resets_at": datetime.fromtimestamp(end, ZoneInfo(tz_name)).isoformat(),
                         "resets_in_s": end - now})
     return out

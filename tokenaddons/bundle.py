@@ -13,14 +13,17 @@ from tokenaddons.intake import Intake, Outlet
 from tokenaddons.meter import Meter
 from tokenaddons.ratelimit import RateLimit
 from tokenaddons.scrub import Scrub
+from tokenaddons.settings import Settings
 from tokenaddons.store import Store
 
 
 def addons() -> list:
+    settings = Settings()
     store = Store()
     cache = Cache(store)
-    budget = Budget(store)
+    budget = Budget(store, settings)
     return [
+        settings,         # the TOML file: price overrides, budget caps per provider/model/project
         store,            # the event store every other addon writes through
         Intake(),         # detect the API, parse the body once, project tag
         Guard(),          # prompt injections in tool results and user text

@@ -16,10 +16,13 @@ def launcher_path() -> str:
     return str(Path(__file__).with_name("launcher.py"))
 
 
-def mitmdump_args(mode: str, host: str, port: int, store: str | None, sets: tuple[str, ...]) -> list[str]:
+def mitmdump_args(mode: str, host: str, port: int, store: str | None, sets: tuple[str, ...],
+                  settings: str | None = None) -> list[str]:
     args = ["-s", launcher_path(), "--mode", mode, "--listen-host", host, "-p", str(port)]
     if store:
         args += ["--set", f"store_path={store}"]
+    if settings:
+        args += ["--set", f"settings_path={settings}"]
     for s in sets:
         args += ["--set", s]
     return args
@@ -37,13 +40,16 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", "-p", default=DEFAULT_PORT, show_default=True)
 @click.option("--store", default=None, help=f"Event store (default {DEFAULT_PATH}).")
+@click.option("--settings", default=None, help="TOML settings file (price overrides, budget caps per "
+              "provider, model and project).")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Any mitmproxy/tokenaddons option.")
-def run(upstream: str, regular: bool, host: str, port: int, store: str | None, sets: tuple[str, ...]) -> None:
+def run(upstream: str, regular: bool, host: str, port: int, store: str | None, settings: str | None,
+        sets: tuple[str, ...]) -> None:
     """Run the proxy (mitmdump with the tokenaddons bundle)."""
     from mitmproxy.tools.main import mitmdump
 
     mode = "regular" if regular else f"reverse:{upstream}"
-    sys.exit(mitmdump(mitmdump_args(mode, host, port, store, sets)))
+    sys.exit(mitmdump(mitmdump_args(mode, host, port, store, sets, settings)))
 
 
 @main.command("script-path")

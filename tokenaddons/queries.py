@@ -107,15 +107,11 @@ def decision_counts(conn: sqlite3.Connection, addon: str, since: float | None = 
     return {key[0]: values[0] for key, values in found.items()}
 
 
-def spend_since(conn: sqlite3.Connection, since: float, project: str | None = None) -> float:
-    if project is None:
-        return totals(conn, since)["cost_usd"]
-    found = _aggregate(conn, (), since, None, where="project = ?", args=(project,))
-    return found.get((), [0] * len(SUMS))[SUMS.index("cost_usd")]
-
-
-def spend_by_project_since(conn: sqlite3.Connection, since: float) -> dict[str | None, float]:
-    return {r["project"]: r["cost_usd"] for r in breakdown(conn, "project", since)}
+def spend_rows_since(conn: sqlite3.Connection, since: float) -> dict[tuple, float]:
+    """Dollars per (project, provider, model) since `since`, the grain budget scopes are cut from."""
+    keys = ("project", "provider", "model")
+    cost = SUMS.index("cost_usd")
+    return {tuple(_none(k) for k in key): values[cost] for key, values in _aggregate(conn, keys, since, None).items()}
 
 
 def spend_per_minute(conn: sqlite3.Connection, since: float, until: float) -> list[float]:
