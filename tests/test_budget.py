@@ -343,16 +343,18 @@ def worst_case() -> float:
 def test_e2e_sequential_until_the_cap_then_the_sdk_raises_rate_limit(make_proxy, sim):
     cap = 0.003
     proxy = make_proxy(sim.url, {"budget_daily_usd": cap})
-    c = anthropic.Anthropic(base_url=proxy.url, api_key="k", max_retries=0)
+    c = anthropic.Anthropic(base_url=proxy.url, api_key="k", max_retries=0, timeout=10)
     passed = 0
     with pytest.raises(anthropic.RateLimitError) as err:
         for i in range(20):
             c.messages.create(**{**BUDGET_BODY, "messages": [{"role": "user", "content": f"spend {i}"}]})
             passed += 1
+    with pytest.raises(anthropic.RateLimitError):  # the same request again: refused at once, not held
+        c.messages.create(**{**BUDGET_BODY, "messages": [{"role": "user", "content": f"spend {passed}"}]})
     assert "tokenaddons budget" in str(err.value) and "daily budget" in str(err.value)
     assert err.value.response.headers["x-tokenaddons-budget"] == "global daily"
     assert passed >= 3
-    spent = sum(r["cost_usd"] for r in proxy.rows(passed + 1))
+    spent = sum(r["cost_usd"] for r in proxy.rows(passed + 2))
     assert spent <= cap and spent + worst_case() > cap  # refused only when the next could exceed
     o = openai.OpenAI(base_url=proxy.url + "/v1", api_key="k", max_retries=0)
     with pytest.raises(openai.RateLimitError):

@@ -14,6 +14,7 @@ from mitmproxy.test import taddons
 
 from pipeline import Clock, arun_flow, make_flow, rows, sse_response
 from tokenaddons.cache import Cache, CacheFill, cache_key
+from tokenaddons.errors import refuse
 from tokenaddons.exchange import Exchange
 from tokenaddons.intake import Intake, Outlet
 from tokenaddons.meter import Meter
@@ -186,6 +187,25 @@ async def test_concurrent_twins_reach_upstream_once_and_a_failed_leader_releases
         getattr(a, "response", lambda _: None)(leader)
     await asyncio.gather(*waits)
     assert all(f.response.headers["x-tokenaddons-cache"] == "HIT" for f in flows if f is not leader)
+
+
+async def test_a_leader_refused_after_the_lookup_does_not_hold_its_twin(pipe):
+    """A later addon (rate limit, budget, upstream down) answering the leader
+    itself must release the key: the twin goes on at once, not after cache_wait_s."""
+    addons, store, cache, clock, tctx = pipe
+    tctx.options.cache_wait_s = "30"
+    intake = addons[1]
+    leader = make_flow("/v1/messages", BODY, dict(HEADERS))
+    intake.request(leader)
+    await cache.request(leader)
+    refuse(leader, "budget", "rate_limit", "over")
+    for a in addons[3:]:
+        getattr(a, "response", lambda _: None)(leader)
+    twin = make_flow("/v1/messages", BODY, dict(HEADERS))
+    intake.request(twin)
+    await asyncio.wait_for(cache.request(twin), 1)
+    assert twin.response is None and Exchange.of(twin).state["cache"].get("leader")
+    assert not cache.tiers.get_memory(Exchange.of(twin).state["cache"]["key"])  # the refusal was not stored
 
 
 async def test_memory_tier_is_bounded_in_bytes_and_disk_survives_a_restart(pipe, tmp_path):

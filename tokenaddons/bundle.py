@@ -15,6 +15,7 @@ from tokenaddons.ratelimit import RateLimit
 from tokenaddons.scrub import Scrub
 from tokenaddons.settings import Settings
 from tokenaddons.store import Store
+from tokenaddons.upstream import Upstream
 
 
 def addons() -> list:
@@ -29,6 +30,7 @@ def addons() -> list:
         Guard(),          # prompt injections in tool results and user text
         Scrub(),          # PII and secrets out, placeholders restored in answers
         cache,            # exact-match lookup (after scrub: the key is what would be sent)
+        Upstream(),       # a down upstream answered in the provider's shape (after the cache: hits need no upstream)
         RateLimit(),      # requests and input tokens per minute, per provider and project
         budget,           # spend caps: reserve the worst case before sending
         Meter(store),     # usage, cost, savings: one event row per exchange

@@ -359,15 +359,18 @@ class CacheFill:
     def _finish(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
         state = ex.state.get("cache") if ex is not None else None
-        if state is None or ex.answered_by:
+        if state is None:
             return
         entry = None
-        try:
-            entry = self._entry(flow, ex, state)
-            if entry is not None and state["store"]:
-                self.cache.tiers.put(state["key"], entry)
-        except Exception:
-            log.exception("tokenaddons cache: could not store an answer")
+        if not ex.answered_by:  # an answer made here (a refusal, a hit) is never stored
+            try:
+                entry = self._entry(flow, ex, state)
+                if entry is not None and state["store"]:
+                    self.cache.tiers.put(state["key"], entry)
+            except Exception:
+                log.exception("tokenaddons cache: could not store an answer")
+        # a leader refused after the lookup (rate limit, budget, upstream down) must
+        # still wake its twins, or they would wait cache_wait_s for nothing
         if state.get("leader"):
             future = self.cache.inflight.pop(state["key"], None)
             if future is not None and not future.done():

@@ -56,6 +56,7 @@ class Simulator:
         handler = type("Handler", (_Handler,), {"sim": self})
         self._server = ThreadingHTTPServer((self.host, self.port), handler)
         self._server.daemon_threads = True
+        self._server.block_on_close = False  # stop now, not when idle keep-alive clients hang up
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="tokenaddons-sim", daemon=True)
         self._thread.start()
