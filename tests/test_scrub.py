@@ -16,7 +16,7 @@ from tokenaddons.exchange import Exchange
 from tokenaddons.intake import Intake, Outlet
 from tokenaddons.pii import Detector
 from tokenaddons.providers.sse import SSEParser, frame
-from tokenaddons.scrub import Pseudonyms, RestoreTap, Scrub
+from tokenaddons.scrub import Pseudonyms, Restorer, RestoreTap, Scrub
 
 PII = {
     "EMAIL_ADDRESS": "jane.roe@acme.io",
@@ -102,6 +102,63 @@ def test_pseudonymize_is_stable_and_restored(scrub):
     assert Exchange.of(f).decisions[0].detail == {"counts": {"EMAIL_ADDRESS": 1}}
 
 
+def answer_echoing(text: str) -> http.Response:
+    answer = {"content": [{"type": "text", "text": text}], "usage": {}}
+    return http.Response.make(200, json.dumps(answer).encode(), {"content-type": "application/json"})
+
+
+def run_as(scrub, key: str, text: str, response=None):
+    s, _ = scrub
+    flow = make_flow("/v1/messages", {"model": "m", "messages": [{"role": "user", "content": text}]},
+                     {"content-type": "application/json", "x-api-key": key}, response)
+    return asyncio.run(arun_flow([Intake(), s, Outlet()], flow))
+
+
+def test_a_caller_never_gets_another_callers_value_back(scrub):
+    a = run_as(scrub, "key-a", f"mail {PII['EMAIL_ADDRESS']}")
+    assert "<EMAIL_1>" in sent(a)
+    # caller B has PII of its own (so restoring is on) and the model echoes A's placeholder
+    b = run_as(scrub, "key-b", "mail bob@example.org, and who is <EMAIL_1>?",
+               answer_echoing("<EMAIL_1> is bob@example.org? No: <EMAIL_1>."))
+    assert "<EMAIL_1>" in sent(b) and "bob@example.org" not in sent(b)  # B's own numbering starts at 1
+    assert PII["EMAIL_ADDRESS"] not in b.response.get_text()
+    # and within one caller, only the placeholders of this request come back
+    c = run_as(scrub, "key-a", "and mail bob@example.org", answer_echoing("<EMAIL_1> and <EMAIL_2>"))
+    assert json.loads(c.response.content)["content"][0]["text"] == "<EMAIL_1> and bob@example.org"
+
+
+def test_placeholders_survive_a_restart_and_no_value_is_stored(tmp_path):
+    from tokenaddons.store import Store
+
+    def session(texts):
+        store = Store()
+        s = Scrub(store, detector_factory=lambda entities, threshold: Detector(entities, threshold))
+        with taddons.context(store, Intake(), s, Outlet()) as tctx:
+            tctx.configure(store, store_path=str(tmp_path / "events.db"))
+            tctx.configure(s)
+            out = [sent(run_as((s, tctx), "key-a", t)) for t in texts]
+            store.events.flush()
+        store.done()
+        return out
+
+    first = session(["a@x.io", "b@x.io"])
+    assert first == ['{"model":"m","messages":[{"role":"user","content":"<EMAIL_1>"}]}',
+                     '{"model":"m","messages":[{"role":"user","content":"<EMAIL_2>"}]}']
+    # after a restart: new values continue the numbering, known ones keep theirs
+    assert [t.split('"content":"')[1][:9] for t in session(["c@x.io", "b@x.io"])] == ["<EMAIL_3>", "<EMAIL_2>"]
+    stored = (tmp_path / "events.db").read_bytes() + (tmp_path / "events.db-wal").read_bytes() \
+        if (tmp_path / "events.db-wal").exists() else (tmp_path / "events.db").read_bytes()
+    assert b"x.io" not in stored  # digests only; the key lives beside the store, readable by its owner only
+    key = tmp_path / "events.db.scrub-key"
+    assert key.stat().st_mode & 0o077 == 0 and len(key.read_bytes()) == 32
+
+
+def test_hash_is_keyed():
+    one, two = Pseudonyms(b"k" * 32), Pseudonyms(b"j" * 32)
+    assert one.digest("078-05-1120") == Pseudonyms(b"k" * 32).digest("078-05-1120")
+    assert one.digest("078-05-1120") != two.digest("078-05-1120")  # nobody can hash every SSN to invert it
+
+
 @pytest.mark.parametrize("action,expect", [("redact", "<EMAIL_REDACTED>"), ("hash", "<EMAIL_"), ("log", None)])
 def test_redact_hash_and_log(scrub, action, expect):
     s, tctx = scrub
@@ -149,10 +206,9 @@ def test_a_scan_failure_fails_closed(scrub):
 
 
 def restore_stream(api: str, events: list[bytes], cut: int) -> bytes:
-    p = Pseudonyms()
-    p.placeholder("EMAIL_ADDRESS", "jane.roe@acme.io")
-    p.placeholder("EMAIL_ADDRESS", 'odd"quote@x.io')
-    tap = RestoreTap(api, p)
+    r = Restorer()
+    r.values.update({"<EMAIL_1>": "jane.roe@acme.io", "<EMAIL_2>": 'odd"quote@x.io'})
+    tap = RestoreTap(api, r)
     raw = b"".join(events)
     return b"".join(tap.feed(raw[i:i + cut]) for i in range(0, len(raw), cut)) + tap.end()
 
@@ -184,9 +240,9 @@ def test_a_placeholder_split_across_events_is_restored(cut):
 
 
 def test_held_text_never_waits_longer_than_a_placeholder():
-    p = Pseudonyms()
-    p.placeholder("EMAIL_ADDRESS", "a@b.io")
-    tap = RestoreTap("openai.chat", p)
+    r = Restorer()
+    r.values["<EMAIL_1>"] = "a@b.io"
+    tap = RestoreTap("openai.chat", r)
     chunk = lambda t, fin=None: frame({"choices": [{"index": 0, "delta": {"content": t}, "finish_reason": fin}]})
     out = tap.feed(chunk("hello <EMA"))
     assert json.loads(SSEParser().feed(out)[0].data)["choices"][0]["delta"]["content"] == "hello "

@@ -28,7 +28,7 @@ def addons() -> list:
         store,            # the event store every other addon writes through
         Intake(),         # detect the API, parse the body once, project tag
         Guard(),          # prompt injections in tool results and user text
-        Scrub(),          # PII and secrets out, placeholders restored in answers
+        Scrub(store),          # PII and secrets out, placeholders restored in answers
         cache,            # exact-match lookup (after scrub: the key is what would be sent)
         Upstream(),       # a down upstream answered in the provider's shape (after the cache: hits need no upstream)
         RateLimit(),      # requests and input tokens per minute, per provider and project

@@ -3,8 +3,9 @@
 Every user- or tool-written string of a request (never JSON structure, media or
 auth headers) is scanned (tokenaddons.pii). Per entity type the action is:
 pseudonymize (default: a stable placeholder such as <EMAIL_1>, the same value
-always the same placeholder, so the provider's prefix cache survives, restored
-to the real value in the answer, streamed or not), redact, hash, log, or block.
+from the same caller always the same placeholder, so the provider's prefix
+cache survives; the request's own placeholders are restored to the real values
+in its answer, streamed or not), redact, hash (keyed), log, or block.
 
 A scan failure fails closed (the request is refused, not sent unscanned) unless
 `scrub_fail_open` is set.
@@ -12,12 +13,16 @@ A scan failure fails closed (the request is refused, not sent unscanned) unless
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
+import os
 import re
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
@@ -27,6 +32,7 @@ from tokenaddons.exchange import RESTORE, Exchange, handled
 from tokenaddons.options import check, number
 from tokenaddons.pii import ALL_ENTITIES, Detector
 from tokenaddons.providers.sse import SSEParser, frame
+from tokenaddons.store import Store, connect, migrate
 
 log = logging.getLogger(__name__)
 
@@ -38,33 +44,60 @@ PARTIAL = re.compile(r"<[A-Z0-9_]{0,40}$")  # what may be the start of a placeho
 
 
 class Pseudonyms:
-    """value <-> placeholder, process-wide and stable: the same value always gets
-    the same placeholder, in every request."""
+    """value -> placeholder, stable per caller: the same value sent with the same
+    credential always gets the same placeholder, in every request and after a
+    restart, so the provider's prefix cache and our own cache keys survive.
 
-    def __init__(self) -> None:
-        self.by_value: dict[tuple[str, str], str] = {}
-        self.by_placeholder: dict[str, str] = {}
-        self.counters: Counter = Counter()
+    No value is kept on disk: numbers are remembered by a keyed hash (HMAC) of
+    the value, with a key kept apart from the store (see Scrub.configure).
+    Numbering is per caller, so one caller's placeholders say nothing of another's.
+    """
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self.key = key if key is not None else os.urandom(32)
+        self.numbers: dict[tuple[str, str, str], int] = {}  # (caller, label, digest) -> n
+        self.counters: Counter = Counter()  # (caller, label) -> highest n
+        self.save: Callable[[tuple[str, str, str], int], None] | None = None
         self._lock = threading.Lock()
 
-    def placeholder(self, entity: str, value: str) -> str:
-        label = LABELS.get(entity, entity)
+    def digest(self, value: str) -> str:
+        return hmac.new(self.key, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def remember(self, rows) -> None:
+        """Numbers given before (caller, label, digest, n), from the store."""
         with self._lock:
-            found = self.by_value.get((label, value))
-            if found is None:
-                self.counters[label] += 1
-                found = f"<{label}_{self.counters[label]}>"
-                self.by_value[(label, value)] = found
-                self.by_placeholder[found] = value
-            return found
+            for caller, label, digest, n in rows:
+                self.numbers[(caller, label, digest)] = n
+                self.counters[(caller, label)] = max(self.counters[(caller, label)], n)
+
+    def placeholder(self, caller: str, entity: str, value: str) -> str:
+        label = LABELS.get(entity, entity)
+        key = (caller, label, self.digest(value))
+        with self._lock:
+            n = self.numbers.get(key)
+            if n is None:
+                self.counters[(caller, label)] += 1
+                n = self.numbers[key] = self.counters[(caller, label)]
+                if self.save is not None:
+                    self.save(key, n)
+        return f"<{label}_{n}>"
+
+
+class Restorer:
+    """The placeholders one request was given, back to their values in its answer.
+    Only this request's own placeholders: a model that echoes another caller's
+    placeholder gets it back as it was."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
 
     def restore(self, text: str, escape: bool = False) -> str:
-        """Every known placeholder back to its value (JSON-escaped inside JSON text)."""
+        """Every placeholder of this request back to its value (JSON-escaped inside JSON text)."""
         if "<" not in text:
             return text
 
         def real(m: re.Match) -> str:
-            value = self.by_placeholder.get(m.group(0))
+            value = self.values.get(m.group(0))
             if value is None:
                 return m.group(0)
             return json.dumps(value)[1:-1] if escape else value
@@ -72,15 +105,15 @@ class Pseudonyms:
         return PLACEHOLDER.sub(real, text)
 
 
-def restore_strings(value: Any, pseudonyms: Pseudonyms, escape: bool = False) -> Any:
+def restore_strings(value: Any, restorer: Restorer, escape: bool = False) -> Any:
     """Restore placeholders in every string of a JSON value; `arguments` fields
     are JSON text themselves."""
     if isinstance(value, str):
-        return pseudonyms.restore(value, escape)
+        return restorer.restore(value, escape)
     if isinstance(value, dict):
-        return {k: restore_strings(v, pseudonyms, escape or k == "arguments") for k, v in value.items()}
+        return {k: restore_strings(v, restorer, escape or k == "arguments") for k, v in value.items()}
     if isinstance(value, list):
-        return [restore_strings(v, pseudonyms, escape) for v in value]
+        return [restore_strings(v, restorer, escape) for v in value]
     return value
 
 
@@ -148,9 +181,9 @@ class RestoreTap:
     prefix at the end of a delta is held back, and it goes out with the next
     delta of the same block (or before the block ends)."""
 
-    def __init__(self, api_name: str, pseudonyms: Pseudonyms):
+    def __init__(self, api_name: str, restorer: Restorer):
         self.api_name = api_name
-        self.pseudonyms = pseudonyms
+        self.restorer = restorer
         self.parser = SSEParser()
         self.held: dict[tuple, tuple[str, Callable[[str], bytes]]] = {}
 
@@ -176,12 +209,12 @@ class RestoreTap:
             return prefix + event.raw
         found = deltas(self.api_name, data)
         if not found:
-            restored = restore_strings(data, self.pseudonyms)
+            restored = restore_strings(data, self.restorer)
             return prefix + (event.raw if restored == data else frame(restored, event.event))
         changed = False
         for key, holder, field, escape in found:
             held, _ = self.held.pop(key, ("", None))
-            text = self.pseudonyms.restore(held + holder[field], escape)
+            text = self.restorer.restore(held + holder[field], escape)
             cut = PARTIAL.search(text)
             keep = text[cut.start():] if cut else ""
             emit = text[:cut.start()] if cut else text
@@ -209,12 +242,42 @@ class RestoreTap:
         return make
 
 
+MIGRATIONS = [
+    """
+    CREATE TABLE pseudonyms (caller TEXT NOT NULL, label TEXT NOT NULL, digest TEXT NOT NULL, n INTEGER NOT NULL,
+                             PRIMARY KEY (caller, label, digest)) WITHOUT ROWID;
+    """,
+]
+
+
+def key_file(store_path: Path) -> Path:
+    """The pseudonym key lives beside the store, not in it: the store alone never
+    lets anyone test guesses against the remembered digests."""
+    return store_path.with_name(store_path.name + ".scrub-key")
+
+
+def read_or_create_key(path: Path) -> bytes:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_bytes()
+        if len(key) < 32:
+            raise exceptions.OptionsError(f"scrub: the pseudonym key {path} is damaged (under 32 bytes)")
+        return key
+    key = os.urandom(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
 class Scrub:
-    def __init__(self, detector_factory: Callable[..., Detector] = Detector):
+    def __init__(self, store: Store | None = None, detector_factory: Callable[..., Detector] = Detector):
+        self.store = store
         self.detector_factory = detector_factory
         self.detector: Detector | None = None
         self.pseudonyms = Pseudonyms()
         self.actions: dict[str, str] = {}
+        self._pseudonyms_for: str | None = None
 
     def load(self, loader) -> None:
         loader.add_option("scrub_enabled", bool, True, "Scan requests for PII and secrets.")
@@ -227,6 +290,7 @@ class Scrub:
                           "If scanning fails, send the request unscanned instead of refusing it.")
 
     def configure(self, updated) -> None:
+        self._open_pseudonyms()
         if not updated & {"scrub_entities", "scrub_threshold", "scrub_action", "scrub_actions"} and self.detector:
             return
         check("scrub_threshold")
@@ -244,12 +308,35 @@ class Scrub:
             raise exceptions.OptionsError(f"scrub actions must be one of {', '.join(ACTIONS)}, not {', '.join(bad)}")
         self.actions = actions
 
-    def replacement(self, action: str, entity: str, value: str) -> str:
+    def _open_pseudonyms(self) -> None:
+        """Numbers given before, and the key they were given under, for this store."""
+        events = self.store.events if self.store is not None else None
+        if events is None or self._pseudonyms_for == str(events.path):
+            return
+        self._pseudonyms_for = str(events.path)
+        pseudonyms = Pseudonyms(read_or_create_key(key_file(Path(events.path))))
+        events.submit(lambda conn: migrate(conn, MIGRATIONS, version_table="scrub_schema"))
+        events.flush()
+        try:
+            with connect(events.path, readonly=True) as conn:
+                pseudonyms.remember(conn.execute("SELECT caller, label, digest, n FROM pseudonyms"))
+        except sqlite3.Error as e:
+            log.warning("tokenaddons scrub: placeholders given before could not be read (%s); numbering anew", e)
+
+        def save(key: tuple[str, str, str], n: int) -> None:
+            events.submit(lambda conn: conn.execute("INSERT OR IGNORE INTO pseudonyms VALUES (?,?,?,?)", (*key, n)))
+
+        pseudonyms.save = save
+        self.pseudonyms = pseudonyms
+
+    def replacement(self, action: str, entity: str, value: str, caller: str, restorer: Restorer) -> str:
         label = LABELS.get(entity, entity)
         if action == "pseudonymize":
-            return self.pseudonyms.placeholder(entity, value)
-        if action == "hash":
-            return f"<{label}_{hashlib.sha256(value.encode()).hexdigest()[:10]}>"
+            placeholder = self.pseudonyms.placeholder(caller, entity, value)
+            restorer.values[placeholder] = value
+            return placeholder
+        if action == "hash":  # keyed: a short value (a phone, an SSN) cannot be found by trying them all
+            return f"<{label}_{self.pseudonyms.digest(value)[:10]}>"
         return f"<{label}_REDACTED>"
 
     def request(self, flow: http.HTTPFlow) -> None:
@@ -266,6 +353,8 @@ class Scrub:
 
     def _scrub(self, flow: http.HTTPFlow, ex: Exchange) -> None:
         counts: Counter = Counter()
+        restorer = Restorer()
+        caller = ex.auth_hash or ""
         blocked: set[str] = set()
         done: set[str] = set()
         changed = False
@@ -284,7 +373,7 @@ class Scrub:
                 if action in ("block", "log"):
                     continue
                 value = text[f.start:f.end]
-                parts += [text[pos:f.start], self.replacement(action, f.entity, value)]
+                parts += [text[pos:f.start], self.replacement(action, f.entity, value, caller, restorer)]
                 pos = f.end
             if parts:
                 new = "".join(parts) + text[pos:]
@@ -300,10 +389,10 @@ class Scrub:
             ex.decide("scrub", "+".join(sorted(done)), counts=dict(counts))
         if changed:
             ex.mark_changed()
-        if "pseudonymize" in done:
-            ex.state["scrub"] = True
+        if restorer.values:
+            ex.state["scrub"] = restorer
             if ex.stream:
-                ex.add_tap(RestoreTap(ex.api.name, self.pseudonyms), RESTORE)
+                ex.add_tap(RestoreTap(ex.api.name, restorer), RESTORE)
 
     def response(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
@@ -314,7 +403,7 @@ class Scrub:
             data = json.loads(resp.content or b"")
         except ValueError:
             return
-        restored = restore_strings(data, self.pseudonyms)
+        restored = restore_strings(data, ex.state["scrub"])
         if restored != data:
             resp.content = json.dumps(restored, ensure_ascii=False).encode()
 
