@@ -68,22 +68,33 @@ def _aggregate(conn: sqlite3.Connection, keys: tuple[str, ...], since: float | N
     return out
 
 
-def totals(conn: sqlite3.Connection, since: float | None = None, until: float | None = None) -> dict:
-    found = _aggregate(conn, (), since, until).get((), [0] * len(SUMS))
-    return dict(zip(SUMS, found))
+GRAINS = {"model": ("provider", "model"), "project": ("project",), "provider": ("provider",)}
 
 
-def breakdown(conn: sqlite3.Connection, by: str, since: float | None = None,
-              until: float | None = None) -> list[dict]:
-    """Totals grouped by 'model' (with its provider), 'project' or 'provider'."""
-    keys = {"model": ("provider", "model"), "project": ("project",), "provider": ("provider",)}[by]
+def _grouped(found: dict[tuple, list], keys: tuple[str, ...], by: tuple[str, ...]) -> list[dict]:
+    """Sums over `keys` summed again to the coarser `by`, biggest spend first."""
+    acc: dict[tuple, list] = {}
+    for key, values in found.items():
+        k = tuple(key[keys.index(name)] for name in by)
+        into = acc.setdefault(k, [0] * len(SUMS))
+        for i, v in enumerate(values):
+            into[i] += v
     out = []
-    for key, values in _aggregate(conn, keys, since, until).items():
-        item = {k: _none(v) for k, v in zip(keys, key)}
+    for k, values in acc.items():
+        item = {name: _none(v) for name, v in zip(by, k)}
         item.update(zip(SUMS, values))
         out.append(item)
     out.sort(key=lambda r: (-r["cost_usd"], -r["requests"]))
     return out
+
+
+def breakdowns(conn: sqlite3.Connection, since: float | None = None, until: float | None = None) -> dict:
+    """Totals, per model and per project from one pass over the rollup."""
+    keys = ("provider", "model", "project")
+    found = _aggregate(conn, keys, since, until)
+    total = dict(zip(SUMS, [sum(col) for col in zip(*found.values())] if found else [0] * len(SUMS)))
+    return {"totals": total, "models": _grouped(found, keys, GRAINS["model"]),
+            "projects": _grouped(found, keys, GRAINS["project"])}
 
 
 def savings(conn: sqlite3.Connection, since: float | None = None, until: float | None = None,
@@ -122,30 +133,40 @@ def spend_per_minute(conn: sqlite3.Connection, since: float, until: float) -> li
     return [spend.get(m, 0.0) or 0.0 for m in range(first, last + 1)]
 
 
-def _percentile(values: list[float], p: float) -> float | None:
+def _percentiles(values: list[float]) -> tuple[float | None, float | None]:
+    """p50 and p95 (nearest rank), sorting once."""
     if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+        return None, None
+    values.sort()
+    last = len(values) - 1
+    return values[int(round(0.5 * last))], values[int(round(0.95 * last))]
 
 
-def latencies(conn: sqlite3.Connection, since: float | None, by: str) -> dict[Any, dict]:
-    """p50/p95 latency and time to first byte per model or project, over the most
-    recent PERCENTILE_SAMPLE requests of the window."""
+def latencies(conn: sqlite3.Connection, since: float | None) -> dict[str, dict[Any, dict]]:
+    """p50/p95 latency and time to first byte per model ((provider, model)) and
+    per project, over the most recent PERCENTILE_SAMPLE requests of the window:
+    one scan of the sample serves both."""
     where, args = ("WHERE ts >= ?", [since]) if since is not None else ("", [])
-    key = "provider, model" if by == "model" else "project"
-    groups: dict[Any, tuple[list, list]] = {}
-    for row in conn.execute(f"SELECT {key}, latency_ms, ttfb_ms FROM requests {where} ORDER BY ts DESC LIMIT ?",
-                            args + [PERCENTILE_SAMPLE]):
-        k = (row[0], row[1]) if by == "model" else row[0]
-        lat, ttfb = groups.setdefault(k, ([], []))
-        if row[-2] is not None:
-            lat.append(row[-2])
-        if row[-1] is not None:
-            ttfb.append(row[-1])
-    return {k: {"p50_ms": _percentile(lat, 50), "p95_ms": _percentile(lat, 95),
-                "ttft_p50_ms": _percentile(ttfb, 50), "ttft_p95_ms": _percentile(ttfb, 95)}
-            for k, (lat, ttfb) in groups.items()}
+    cur = conn.cursor()
+    cur.row_factory = None  # plain tuples: 20,000 of them
+    sample = cur.execute(f"SELECT provider, model, project, latency_ms, ttfb_ms FROM requests {where} "
+                         "ORDER BY ts DESC LIMIT ?", args + [PERCENTILE_SAMPLE]).fetchall()
+    groups: dict[str, dict[Any, tuple[list, list]]] = {"model": {}, "project": {}}
+    models, projects = groups["model"], groups["project"]
+    for provider, model, project, lat, ttfb in sample:
+        for found in (models.get((provider or "", model)) or models.setdefault((provider or "", model), ([], [])),
+                      projects.get(project) or projects.setdefault(project, ([], []))):
+            if lat is not None:
+                found[0].append(lat)
+            if ttfb is not None:
+                found[1].append(ttfb)
+    out: dict[str, dict[Any, dict]] = {}
+    for by, found in groups.items():
+        out[by] = {}
+        for k, (lat, ttfb) in found.items():
+            (p50, p95), (t50, t95) = _percentiles(lat), _percentiles(ttfb)
+            out[by][k] = {"p50_ms": p50, "p95_ms": p95, "ttft_p50_ms": t50, "ttft_p95_ms": t95}
+    return out
 
 
 def recent(conn: sqlite3.Connection, limit: int = 12) -> list[dict]:
@@ -167,8 +188,8 @@ def recent(conn: sqlite3.Connection, limit: int = 12) -> list[dict]:
 
 
 def report(conn: sqlite3.Connection, since: float | None = None, until: float | None = None) -> dict:
-    out = totals(conn, since, until)
-    out["models"] = breakdown(conn, "model", since, until)
-    out["projects"] = breakdown(conn, "project", since, until)
+    found = breakdowns(conn, since, until)
+    out = found["totals"]
+    out["models"], out["projects"] = found["models"], found["projects"]
     out["savings"] = savings(conn, since, until)
     return out

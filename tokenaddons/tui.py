@@ -141,10 +141,12 @@ class StatsView:
         now = time.time() if now is None else now
         self.narrow = width < 110
         since = window_start(self.window, now)
-        total = queries.totals(conn, since)
+        found = queries.breakdowns(conn, since)
         saved = queries.savings(conn, since)
-        blocks = [self._header(total, saved, since, now, conn), self._models(conn, since),
-                  self._projects(conn, since)]
+        lat = queries.latencies(conn, since)
+        blocks = [self._header(found["totals"], saved, since, now, conn),
+                  self._models(conn, since, found["models"], lat["model"]),
+                  self._projects(conn, since, found["projects"], lat["project"])]
         gauges = self._budgets(conn, now)
         if gauges is not None:
             blocks.append(gauges)
@@ -201,15 +203,13 @@ class StatsView:
             table.add_row(*(str(r.get(c) or "-") for c in key_cols), *(cells[c] for c in columns))
         return table
 
-    def _models(self, conn, since: float) -> Table:
-        rows = queries.breakdown(conn, "model", since)
+    def _models(self, conn, since: float, rows: list[dict], lat: dict) -> Table:
         keys = ["model"] if self.narrow else ["provider", "model"]
-        return self._table("by model", keys, rows, queries.latencies(conn, since, "model"),
+        return self._table("by model", keys, rows, lat,
                            queries.savings(conn, since, by="model"), lambda r: (r["provider"] or "", r["model"]))
 
-    def _projects(self, conn, since: float) -> Table:
-        rows = queries.breakdown(conn, "project", since)
-        return self._table("by project", ["project"], rows, queries.latencies(conn, since, "project"),
+    def _projects(self, conn, since: float, rows: list[dict], lat: dict) -> Table:
+        return self._table("by project", ["project"], rows, lat,
                            queries.savings(conn, since, by="project"), lambda r: r["project"])
 
     def _budgets(self, conn, now: float) -> Table | None:
