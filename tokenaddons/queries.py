@@ -1,9 +1,10 @@
 """Read-side queries over the event store, shared by `report`, `stats` and `budget`.
 
-Sums come from the per-hour rollup tables the writer's triggers keep (see
-store.py); a window that starts inside an hour adds that partial hour from the
-raw rows (an index range, not a scan). Both parts are exact, and a refresh costs
-about the same on a million rows as on ten. Latency percentiles are computed
+Sums come from the per-day and per-hour rollup tables the writer's triggers
+keep (see store.py): whole days from the first, the hours of a partial day from
+the second, and the partial hour at a window's edge from the raw rows (an index
+range, not a scan). Every part is exact, and a refresh costs about the same on
+a million rows as on ten. Latency percentiles are computed
 exactly over the most recent `PERCENTILE_SAMPLE` requests of the window.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tokenaddons.store import ERROR_EXPR, ROLLUP_SUMS
 
 PERCENTILE_SAMPLE = 20_000
 SUMS = ("requests",) + ROLLUP_SUMS + ("errors", "cache_hits")
-# the same sums over raw request rows, for the partial hour at a window's start
+# the same sums over raw request rows, for the partial hour at a window's edge
 RAW_SUMS = ("COUNT(*)",) + tuple(f"COALESCE(SUM({c}), 0)" for c in ROLLUP_SUMS) + (
     f"SUM({ERROR_EXPR})", "SUM(CASE WHEN cache_status = 'HIT' THEN 1 ELSE 0 END)")
 DECISION_SUMS = ("count", "tokens_saved", "usd_saved")
@@ -28,34 +29,50 @@ def _none(value: Any) -> Any:
     return None if value == "" else value
 
 
+# rollup levels, coarsest first: (table suffix, unit column, seconds)
+LEVELS = (("_day", "day", 86400), ("", "hour", 3600))
+
+
+def _pieces(lo: float | None, hi: float | None, level: int = 0) -> list[tuple[int | None, Any, Any]]:
+    """[lo, hi) cut into whole days, then whole hours, then raw time at the
+    edges: (level index or None for raw rows, start, end), None = unbounded."""
+    if level == len(LEVELS):
+        return [] if lo is not None and hi is not None and lo >= hi else [(None, lo, hi)]
+    seconds = LEVELS[level][2]
+    first = None if lo is None else math.ceil(lo / seconds)
+    last = None if hi is None else math.floor(hi / seconds)
+    if first is not None and last is not None and first >= last:
+        return _pieces(lo, hi, level + 1)  # no whole unit inside
+    out: list[tuple[int | None, Any, Any]] = [(level, first, last)]
+    if lo is not None:
+        out += _pieces(lo, first * seconds, level + 1)
+    if hi is not None:
+        out += _pieces(last * seconds, hi, level + 1)
+    return out
+
+
 def _aggregate(conn: sqlite3.Connection, keys: tuple[str, ...], since: float | None, until: float | None,
                rollup: str = "rollup_requests", raw: str = "requests", sums=SUMS, raw_sums=RAW_SUMS,
                where: str = "", args: tuple = ()) -> dict[tuple, list]:
-    """Sums grouped by `keys` over [since, until): whole hours from the rollup,
-    partial hours at either end from the raw rows."""
-    first = None if since is None else math.ceil(since / 3600)
-    last = None if until is None else math.floor(until / 3600)
+    """Sums grouped by `keys` over [since, until): whole days and hours from the
+    rollups, the partial hours at either end from the raw rows."""
     parts = []
-    clauses, params = ([where], list(args)) if where else ([], [])
-    if first is not None:
-        clauses.append("hour >= ?")
-        params.append(first)
-    if last is not None:
-        clauses.append("hour < ?")
-        params.append(last)
-    cond = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    group = f" GROUP BY {', '.join(keys)}" if keys else ""
-    sel = ", ".join(keys + tuple(f"SUM({c})" for c in sums))
-    parts.append((f"SELECT {sel} FROM {rollup}{cond}{group}", params))
-    raw_keys = tuple(f"COALESCE({k}, '')" for k in keys)
-    raw_sel = ", ".join(raw_keys + raw_sums)
-    raw_group = f" GROUP BY {', '.join(raw_keys)}" if keys else ""
-    for lo, hi in ((since, None if first is None else first * 3600), (None if last is None else last * 3600, until)):
-        if lo is None or hi is None or lo >= hi:
-            continue
-        raw_clauses = ([where] if where else []) + ["ts >= ?", "ts < ?"]
-        parts.append((f"SELECT {raw_sel} FROM {raw} WHERE {' AND '.join(raw_clauses)}{raw_group}",
-                      list(args) + [lo, hi]))
+    for level, lo, hi in _pieces(since, until):
+        clauses, params = ([where], list(args)) if where else ([], [])
+        if level is None:
+            table, column, group_keys = raw, "ts", tuple(f"COALESCE({k}, '')" for k in keys)
+            selected = ", ".join(group_keys + raw_sums)
+        else:
+            suffix, column, _ = LEVELS[level]
+            table, group_keys = rollup + suffix, keys
+            selected = ", ".join(keys + tuple(f"SUM({c})" for c in sums))
+        for op, bound in ((">=", lo), ("<", hi)):
+            if bound is not None:
+                clauses.append(f"{column} {op} ?")
+                params.append(bound)
+        cond = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        group = f" GROUP BY {', '.join(group_keys)}" if keys else ""
+        parts.append((f"SELECT {selected} FROM {table}{cond}{group}", params))
     out: dict[tuple, list] = {}
     for sql, params in parts:
         for row in conn.execute(sql, params):

@@ -34,6 +34,56 @@ ROLLUP_SUMS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "cache
                "cost_usd", "prompt_cache_saved_usd")
 ERROR_EXPR = "CASE WHEN error_type IS NOT NULL OR status >= 400 THEN 1 ELSE 0 END"
 
+def rollup_sql(unit: str, seconds: int, suffix: str = "") -> str:
+    """Tables that sum requests and decisions per `unit` (hour, day) and the
+    triggers that keep them, filled from what is already there. NULL keys are
+    stored as '' (a primary key with NULLs would not be unique)."""
+    bucket = f"CAST(NEW.ts / {seconds} AS INTEGER)"
+    return f"""
+    CREATE TABLE rollup_requests{suffix} (
+        {unit} INTEGER NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL, project TEXT NOT NULL,
+        requests INTEGER NOT NULL, {", ".join(f"{c} INTEGER NOT NULL" for c in ROLLUP_SUMS[:-2])},
+        cost_usd REAL NOT NULL, prompt_cache_saved_usd REAL NOT NULL,
+        errors INTEGER NOT NULL, cache_hits INTEGER NOT NULL,
+        PRIMARY KEY ({unit}, provider, model, project)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER requests_rollup{suffix} AFTER INSERT ON requests BEGIN
+        INSERT INTO rollup_requests{suffix} VALUES (
+            {bucket}, COALESCE(NEW.provider, ''), COALESCE(NEW.model, ''),
+            COALESCE(NEW.project, ''), 1, {", ".join(f"COALESCE(NEW.{c}, 0)" for c in ROLLUP_SUMS)},
+            {ERROR_EXPR.replace("error_type", "NEW.error_type").replace("status", "NEW.status")},
+            CASE WHEN NEW.cache_status = 'HIT' THEN 1 ELSE 0 END)
+        ON CONFLICT ({unit}, provider, model, project) DO UPDATE SET requests = requests + 1,
+            {", ".join(f"{c} = {c} + excluded.{c}" for c in ROLLUP_SUMS)},
+            errors = errors + excluded.errors, cache_hits = cache_hits + excluded.cache_hits;
+    END;
+    INSERT INTO rollup_requests{suffix}
+        SELECT CAST(ts / {seconds} AS INTEGER), COALESCE(provider, ''), COALESCE(model, ''), COALESCE(project, ''),
+               COUNT(*), {", ".join(f"COALESCE(SUM({c}), 0)" for c in ROLLUP_SUMS)},
+               SUM({ERROR_EXPR}), SUM(CASE WHEN cache_status = 'HIT' THEN 1 ELSE 0 END)
+        FROM requests GROUP BY 1, 2, 3, 4;
+    CREATE TABLE rollup_decisions{suffix} (
+        {unit} INTEGER NOT NULL, addon TEXT NOT NULL, action TEXT NOT NULL, provider TEXT NOT NULL,
+        model TEXT NOT NULL, project TEXT NOT NULL, count INTEGER NOT NULL,
+        tokens_saved INTEGER NOT NULL, usd_saved REAL NOT NULL,
+        PRIMARY KEY ({unit}, addon, action, provider, model, project)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER decisions_rollup{suffix} AFTER INSERT ON decisions BEGIN
+        INSERT INTO rollup_decisions{suffix} VALUES (
+            {bucket}, COALESCE(NEW.addon, ''), COALESCE(NEW.action, ''),
+            COALESCE(NEW.provider, ''), COALESCE(NEW.model, ''), COALESCE(NEW.project, ''), 1,
+            COALESCE(NEW.tokens_saved, 0), COALESCE(NEW.usd_saved, 0))
+        ON CONFLICT ({unit}, addon, action, provider, model, project) DO UPDATE SET count = count + 1,
+            tokens_saved = tokens_saved + excluded.tokens_saved, usd_saved = usd_saved + excluded.usd_saved;
+    END;
+    INSERT INTO rollup_decisions{suffix}
+        SELECT CAST(ts / {seconds} AS INTEGER), COALESCE(addon, ''), COALESCE(action, ''), COALESCE(provider, ''),
+               COALESCE(model, ''), COALESCE(project, ''), COUNT(*), COALESCE(SUM(tokens_saved), 0),
+               COALESCE(SUM(usd_saved), 0)
+        FROM decisions GROUP BY 1, 2, 3, 4, 5, 6;
+    """
+
+
 # Each entry upgrades the schema by one version; never edit a shipped entry.
 MIGRATIONS: list[str] = [
     """
@@ -63,57 +113,16 @@ MIGRATIONS: list[str] = [
     CREATE INDEX decisions_exchange ON decisions(exchange_id);
     """,
     # Per-hour rollups kept by triggers, so the stats view, reports and budget
-    # windows never scan the raw rows. NULL keys are stored as '' (a primary key
-    # with NULLs would not be unique).
-    f"""
-    CREATE TABLE rollup_requests (
-        hour INTEGER NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL, project TEXT NOT NULL,
-        requests INTEGER NOT NULL, {", ".join(f"{c} INTEGER NOT NULL" for c in ROLLUP_SUMS[:-2])},
-        cost_usd REAL NOT NULL, prompt_cache_saved_usd REAL NOT NULL,
-        errors INTEGER NOT NULL, cache_hits INTEGER NOT NULL,
-        PRIMARY KEY (hour, provider, model, project)
-    ) WITHOUT ROWID;
-    CREATE TRIGGER requests_rollup AFTER INSERT ON requests BEGIN
-        INSERT INTO rollup_requests VALUES (
-            CAST(NEW.ts / 3600 AS INTEGER), COALESCE(NEW.provider, ''), COALESCE(NEW.model, ''),
-            COALESCE(NEW.project, ''), 1, {", ".join(f"COALESCE(NEW.{c}, 0)" for c in ROLLUP_SUMS)},
-            {ERROR_EXPR.replace("error_type", "NEW.error_type").replace("status", "NEW.status")},
-            CASE WHEN NEW.cache_status = 'HIT' THEN 1 ELSE 0 END)
-        ON CONFLICT (hour, provider, model, project) DO UPDATE SET requests = requests + 1,
-            {", ".join(f"{c} = {c} + excluded.{c}" for c in ROLLUP_SUMS)},
-            errors = errors + excluded.errors, cache_hits = cache_hits + excluded.cache_hits;
-    END;
-    INSERT INTO rollup_requests
-        SELECT CAST(ts / 3600 AS INTEGER), COALESCE(provider, ''), COALESCE(model, ''), COALESCE(project, ''),
-               COUNT(*), {", ".join(f"COALESCE(SUM({c}), 0)" for c in ROLLUP_SUMS)},
-               SUM({ERROR_EXPR}), SUM(CASE WHEN cache_status = 'HIT' THEN 1 ELSE 0 END)
-        FROM requests GROUP BY 1, 2, 3, 4;
-    CREATE TABLE rollup_decisions (
-        hour INTEGER NOT NULL, addon TEXT NOT NULL, action TEXT NOT NULL, provider TEXT NOT NULL,
-        model TEXT NOT NULL, project TEXT NOT NULL, count INTEGER NOT NULL,
-        tokens_saved INTEGER NOT NULL, usd_saved REAL NOT NULL,
-        PRIMARY KEY (hour, addon, action, provider, model, project)
-    ) WITHOUT ROWID;
-    CREATE TRIGGER decisions_rollup AFTER INSERT ON decisions BEGIN
-        INSERT INTO rollup_decisions VALUES (
-            CAST(NEW.ts / 3600 AS INTEGER), COALESCE(NEW.addon, ''), COALESCE(NEW.action, ''),
-            COALESCE(NEW.provider, ''), COALESCE(NEW.model, ''), COALESCE(NEW.project, ''), 1,
-            COALESCE(NEW.tokens_saved, 0), COALESCE(NEW.usd_saved, 0))
-        ON CONFLICT (hour, addon, action, provider, model, project) DO UPDATE SET count = count + 1,
-            tokens_saved = tokens_saved + excluded.tokens_saved, usd_saved = usd_saved + excluded.usd_saved;
-    END;
-    INSERT INTO rollup_decisions
-        SELECT CAST(ts / 3600 AS INTEGER), COALESCE(addon, ''), COALESCE(action, ''), COALESCE(provider, ''),
-               COALESCE(model, ''), COALESCE(project, ''), COUNT(*), COALESCE(SUM(tokens_saved), 0),
-               COALESCE(SUM(usd_saved), 0)
-        FROM decisions GROUP BY 1, 2, 3, 4, 5, 6;
-    """,
+    # windows never scan the raw rows.
+    rollup_sql("hour", 3600),
     # the stats view's latency percentiles read the newest 20,000 rows from the
     # index alone (no table lookups); it replaces the plain ts index
     """
     CREATE INDEX requests_recent ON requests(ts, provider, model, project, latency_ms, ttfb_ms);
     DROP INDEX requests_ts;
     """,
+    # Per-day rollups too: a month window sums about 30 rows per key, not 720.
+    rollup_sql("day", 86400, "_day"),
 ]
 
 Job = Callable[[sqlite3.Connection], Any]
