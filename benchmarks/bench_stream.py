@@ -22,12 +22,19 @@ BODY = {"model": "claude-sonnet-4-5", "max_tokens": 400, "stream": True,
         "messages": [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]}
 
 
+SENT = iter(range(10**9))
+
+
 def measure(base: str, delay_ms: int, chunk_chars: int) -> tuple[float, float]:
     headers = {"x-api-key": "bench", "anthropic-version": "2023-06-01",
                "x-sim-delay-ms": str(delay_ms), "x-sim-chunk-chars": str(chunk_chars)}
+    # a new prompt each time: through the bundle every run is a cache miss that
+    # really streams from upstream, never a replay of an earlier run
+    body = {**BODY, "messages": [{"role": "user", "content": f"{BODY['messages'][0]['content']} ({next(SENT)})"}]}
     start = time.perf_counter()
     first = None
-    with httpx.Client(timeout=60) as c, c.stream("POST", base + "/v1/messages", json=BODY, headers=headers) as r:
+    with httpx.Client(timeout=60) as c, c.stream("POST", base + "/v1/messages", json=body, headers=headers) as r:
+        assert r.headers.get("x-tokenaddons-cache") in (None, "MISS"), "a cache hit is no stream measurement"
         for chunk in r.iter_raw():
             if chunk and first is None:
                 first = time.perf_counter()
