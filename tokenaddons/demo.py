@@ -17,7 +17,9 @@ from tokenaddons.store import open_for_reading
 SYSTEM = ("You are a meticulous assistant for a logistics company. " * 160).strip()
 QUESTIONS = [
     "Where is parcel 1 right now?", "Summarize yesterday's deliveries.",
-    "Which route is fastest from Lyon to Turin?", "Draft a note to the warehouse team.",
+    "Which route is fastest from Lyon to Turin?",
+    # contact details: scrubbed before they leave, restored in the answer
+    "Draft a note to the warehouse team; copy jane.roe@acme.io and call +1 415 555 0199 if it is late.",
 ]
 
 
@@ -72,4 +74,5 @@ def run_demo(store: str | None, count: int, console: Console | None = None) -> d
         data = queries.report(conn)
     render_report(data, console)
     console.print(f"\nJSON: tokenaddons report --store {store_path} --json")
+    console.print(f"Live view: tokenaddons stats --store {store_path}")
     return data
