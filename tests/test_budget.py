@@ -417,3 +417,28 @@ def test_e2e_settings_file_caps_one_provider_and_prices_a_model(make_proxy, sim,
     (_, row), = [(r["provider"], r) for r in proxy.rows(2) if r["provider"] == "anthropic"]
     u = answer.usage
     assert row["cost_usd"] == pytest.approx((u.input_tokens * 1 + u.output_tokens * 2) / 1e6)
+
+
+def test_an_edited_settings_file_applies_while_running_and_a_broken_edit_is_ignored(pipe, tmp_path, caplog):
+    addons, store, budget, clock, tctx = pipe
+    settings = budget.settings
+    ticks = Clock(0.0)
+    settings.clock = ticks
+    use_settings(tctx, budget, tmp_path, "[budget.provider.anthropic]\ndaily_usd = 100\n")
+    path = tmp_path / "settings.toml"
+
+    def request() -> int:
+        flow = make_flow("/v1/messages", BODY, {"content-type": "application/json"}, ok())
+        flow.request.timestamp_start = T0
+        settings.request(flow)  # first in the bundle: it looks for edits
+        return asyncio.run(arun_flow(addons, flow)).response.status_code
+
+    assert request() == 200
+    path.write_text("[budget.provider.anthropic]\ndaily_usd = 0.0000001\n")
+    assert request() == 200  # checked at most once a second
+    ticks.now += 1.5
+    assert request() == 429  # the new cap is in force, without a restart
+    path.write_text("[budget.provider.anthropic]\ndialy_usd = 100\n")
+    ticks.now += 1.5
+    assert request() == 429  # a broken edit: logged, the settings in force stay
+    assert "dialy_usd" in caplog.text and "keeping the settings in force" in caplog.text

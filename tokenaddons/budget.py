@@ -140,22 +140,27 @@ class Budget:
             ZoneInfo(ctx.options.budget_timezone)
         except (ValueError, KeyError) as e:
             raise exceptions.OptionsError(f"budget_timezone: unknown time zone {ctx.options.budget_timezone!r}") from e
+        self._sync()
+
+    def _sync(self) -> None:
+        """Spend per scope and the saved limits, for the current store, time
+        zone, options and settings file."""
         events = self.store.events
         if events is None:
             return
-        # spend per scope depends on the store, the time zone and the settings' scopes
         source = (str(events.path), ctx.options.budget_timezone, self.settings.generation)
         if source != self._rebuilt_for:
             self._rebuilt_for = source
             events.flush()  # spend settled but not yet written must count
             self._rebuild(events.path)
         limits = self.limits()
+        tz = ctx.options.budget_timezone
 
         def save(conn: sqlite3.Connection) -> None:
             migrate(conn, MIGRATIONS, version_table="budget_schema")
             conn.execute("DELETE FROM budget_limits")
             conn.executemany("INSERT INTO budget_limits VALUES (?,?,?,?)",
-                             [(scope, w, usd, ctx.options.budget_timezone) for scope, w, usd in limits])
+                             [(scope, w, usd, tz) for scope, w, usd in limits])
 
         events.submit(save)
 
@@ -220,6 +225,8 @@ class Budget:
         ex = Exchange.of(flow)
         if ex is None or ex.api is None or handled(flow) or ex.answered_by:
             return  # answered here (a cache hit, one following a stream in flight): costs nothing
+        if self._rebuilt_for is not None and self._rebuilt_for[2] != self.settings.generation:
+            self._sync()  # the settings file was edited: new scopes, new limits
         now = self.clock()
         windows = self.windows(ex, now)
         if not windows:

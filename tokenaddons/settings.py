@@ -18,14 +18,18 @@ not fit in an option lives here:
     monthly_usd = 50
 
 The file is read when the option is set (at start, or by `--set`/the options
-editor later). Any mistake (syntax, unknown key, a negative amount) is an
-OptionsError that names the file and the key: a typo in a spend cap must never
-silently mean "no cap".
+editor later), and again when it changes on disk. Any mistake (syntax, unknown
+key, a negative amount) is an OptionsError that names the file and the key: a
+typo in a spend cap must never silently mean "no cap". A broken edit while
+running is logged and the settings in force are kept.
 """
 from __future__ import annotations
 
 import logging
+import os
+import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,22 +102,50 @@ def load_file(path: str) -> Values:
 
 
 class Settings:
-    """Loads the TOML file; other addons read `values`. Prices apply at once."""
+    """Loads the TOML file; other addons read `values` (and `generation`, which
+    changes with every load). Prices apply at once. An edited file is picked up
+    within RELOAD_CHECK_S, at the next request; an edit with a mistake is
+    logged and the settings in force are kept."""
 
-    def __init__(self):
+    RELOAD_CHECK_S = 1.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
         self.values = Values()
-        self.generation = 0  # bumped on every load, so readers know to recompute
+        self.generation = 0
+        self._stamp: tuple | None = None  # (mtime_ns, size) of the file last read
+        self._checked = 0.0
 
     def load(self, loader) -> None:
         loader.add_option("settings_path", str, "",
                           "TOML file with structured settings: price overrides, budget caps per "
-                          "provider, model and project (empty = none).")
+                          "provider, model and project (empty = none). Edits are picked up while running.")
 
     def configure(self, updated) -> None:
         if "settings_path" not in updated:
             return
         path = ctx.options.settings_path
-        values = load_file(path) if path else Values()
+        self._stamp = _stamp(path) if path else None
+        self._apply(load_file(path) if path else Values(), path)
+
+    def request(self, flow) -> None:
+        path = ctx.options.settings_path
+        now = self.clock()
+        if not path or now - self._checked < self.RELOAD_CHECK_S:
+            return
+        self._checked = now
+        stamp = _stamp(path)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            values = load_file(path)
+        except exceptions.OptionsError as e:
+            log.error("tokenaddons settings: %s; keeping the settings in force", e)
+            return
+        self._apply(values, path)
+
+    def _apply(self, values: Values, path: str) -> None:
         pricing.set_overrides(values.prices)
         self.values = values
         self.generation += 1
@@ -121,3 +153,11 @@ class Settings:
             caps = sum(len(v) for v in values.budgets.values())
             log.info("tokenaddons settings: %s (%d price overrides, %d budget scopes)", path,
                      len(values.prices), caps)
+
+
+def _stamp(path: str) -> tuple | None:
+    try:
+        st = os.stat(Path(path).expanduser())
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
