@@ -14,8 +14,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-# Real agent clients for the end-to-end tests (skipped where npm is missing).
+# Real agent clients for the end-to-end tests (skipped where npm is missing),
+# pinned so a new release cannot change what the tests see.
 if command -v npm >/dev/null 2>&1 && [ ! -x .tools/node_modules/.bin/claude ]; then
   npm install --silent --no-audit --no-fund --prefix .tools @anthropic-ai/claude-code@2.1.197 >/dev/null \
     || echo "setup: could not install Claude Code; its end-to-end test will be skipped" >&2
+fi
+if command -v npm >/dev/null 2>&1 && [ ! -x .tools/node_modules/.bin/codex ]; then
+  npm install --silent --no-audit --no-fund --prefix .tools @openai/codex@0.169.0 >/dev/null \
+    || echo "setup: could not install Codex CLI; its end-to-end test will be skipped" >&2
 fi
