@@ -63,6 +63,19 @@ def test_anthropic_messages_non_stream_and_stream(proxy):
     assert all("x-tokenaddons-project" not in {k.lower() for k in r.headers} for r in proxy.sim.requests)
 
 
+def test_a_stream_gzipped_by_the_upstream_is_read_and_reaches_the_sdk_decoded(proxy):
+    c = claude(proxy)
+    with c.messages.stream(model="claude-sonnet-4-5", max_tokens=200, extra_headers={"x-sim-gzip": "1"},
+                           messages=[{"role": "user", "content": "Compressed please"}]) as s:
+        final = s.get_final_message()
+        assert "content-encoding" not in s.response.headers
+    assert final.content[0].text.startswith("Simulated reply")
+    [row] = proxy.rows(1)
+    assert (row["output_tokens"], row["complete"]) == (final.usage.output_tokens, 1)
+    sent = {k.lower(): v for k, v in proxy.sim.requests[-1].headers.items()}
+    assert sent["accept-encoding"] == "identity"  # streams are asked for uncompressed
+
+
 def test_anthropic_prompt_cache_write_then_read_is_priced_as_such(proxy):
     c = claude(proxy)
     system = [{"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]

@@ -90,6 +90,46 @@ def test_anthropic_stream_usage_is_start_plus_final_delta(pipe, chunks):
     assert row["model"] == "claude-sonnet-4-5-20250929" and row["requested_model"] == "claude-sonnet-4-5"
 
 
+def compressed(encoding: str, data: bytes) -> bytes:
+    import zlib
+
+    import brotli
+    import zstandard
+
+    return {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress,
+            "zstd": zstandard.ZstdCompressor().compress}[encoding](data)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
+def test_a_compressed_stream_is_decoded_for_the_taps_and_the_client(pipe, encoding):
+    addons, store = pipe
+    plain = b"".join(ANTHROPIC_STREAM)
+    response = http.Response.make(200, b"", {"content-type": "text/event-stream", "content-encoding": encoding,
+                                             "content-length": "0"})
+    response.raw_content = compressed(encoding, plain)
+    response.headers["content-length"] = str(len(response.raw_content))
+    f = make_flow("/v1/messages", {"model": "claude-sonnet-4-5", "stream": True, "messages": []},
+                  {"content-type": "application/json", "accept-encoding": "gzip, br"}, response=response)
+    run_flow(addons, f, stream_chunks=9)
+    assert f.request.headers["accept-encoding"] == "identity"  # streams are asked for uncompressed
+    assert f.metadata["client_saw"] == plain  # sent on decoded, as the headers now say
+    assert "content-encoding" not in f.response.headers and "content-length" not in f.response.headers
+    assert f.response.headers["transfer-encoding"] == "chunked"
+    [row] = rows(store)
+    assert row["output_tokens"] == 42 and row["cache_read_tokens"] == 2000 and row["complete"] == 1
+
+
+def test_a_stream_in_an_unknown_encoding_passes_through_unread(pipe):
+    addons, store = pipe
+    response = sse_response(ANTHROPIC_STREAM)
+    response.headers["content-encoding"] = "x-custom"
+    f = make_flow("/v1/messages", {"model": "claude-sonnet-4-5", "stream": True, "messages": []}, response=response)
+    run_flow(addons, f, stream_chunks=3)
+    assert f.response.stream is True  # passed on as it came, not through the taps
+    [row] = rows(store)
+    assert row["status"] == 200  # metered, without the usage it could not read
+
+
 def test_openai_stream_usage_is_requested_and_hidden_from_a_client_that_did_not_ask(pipe):
     addons, store = pipe
     chunk = {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-4o-mini-2024-07-18",

@@ -10,6 +10,8 @@ import hashlib
 import json
 import logging
 import time
+import zlib
+from collections.abc import Callable
 
 from mitmproxy import ctx, http
 
@@ -33,19 +35,46 @@ def auth_identity(flow: http.HTTPFlow) -> str | None:
     return None
 
 
+def stream_decoder(encoding: str | None) -> Callable[[bytes], bytes] | None:
+    """An incremental decoder for a compressed streamed body (None: not
+    compressed). Raises ValueError for an encoding we cannot decode."""
+    name = (encoding or "").strip().lower()
+    if name in ("", "identity"):
+        return None
+    if name in ("gzip", "x-gzip"):
+        return zlib.decompressobj(wbits=31).decompress
+    if name == "deflate":
+        return zlib.decompressobj(wbits=47).decompress
+    if name == "br":
+        import brotli  # a mitmproxy dependency
+
+        return brotli.Decompressor().process
+    if name == "zstd":
+        import zstandard  # a mitmproxy dependency
+
+        return zstandard.ZstdDecompressor().decompressobj().decompress
+    raise ValueError(f"unknown content-encoding {encoding!r}")
+
+
 class StreamPump:
     """`flow.response.stream` for an SSE answer: every chunk passes the taps in
-    stage order as it arrives; nothing is buffered here."""
+    stage order as it arrives; nothing is buffered here. A compressed stream
+    is decoded first (the taps read events, and the client gets it decoded)."""
 
-    def __init__(self, exchange: Exchange):
+    def __init__(self, exchange: Exchange, decode: Callable[[bytes], bytes] | None = None):
         self.exchange = exchange
+        self.decode = decode
         self.ended = False
 
     def __call__(self, chunk: bytes) -> bytes | list[bytes]:
         ex = self.exchange
         if chunk and ex.first_byte is None:
             ex.first_byte = time.time()
-        if not chunk:  # mitmproxy's end-of-stream call
+        if chunk and self.decode is not None:
+            chunk = self.decode(chunk)
+            if not chunk:
+                return []  # the decoder needs more input first
+        elif not chunk:  # mitmproxy's end-of-stream call
             if self.ended:
                 return b""
             self.ended = True
@@ -95,6 +124,8 @@ class Intake:
             else:
                 ex.requested_model = ex.model = ex.api.model(ex.body, req.path)
                 ex.stream = ex.api.is_stream(ex.body, req.path)
+                if ex.stream:  # the taps read the events as they pass: ask for them uncompressed
+                    req.headers["accept-encoding"] = "identity"
         ex.attach(flow)
 
     @staticmethod
@@ -114,7 +145,18 @@ class Intake:
         if ex is None or flow.response is None or flow.response.raw_content is not None:
             return  # an answer made here already has its whole body: nothing to stream
         if is_sse(flow.response.headers.get("content-type")):
-            flow.response.stream = StreamPump(ex)
+            headers = flow.response.headers
+            try:
+                decode = stream_decoder(headers.get("content-encoding"))
+            except ValueError as e:
+                log.warning("tokenaddons: %s stream: %s; passing it through unread", flow.request.path, e)
+                flow.response.stream = True
+                return
+            if decode is not None:  # the client gets the events decoded
+                del headers["content-encoding"]
+                if headers.pop("content-length", None) is not None and flow.response.http_version == "HTTP/1.1":
+                    headers["transfer-encoding"] = "chunked"
+            flow.response.stream = StreamPump(ex, decode)
         elif ex.stream and flow.response.status_code == 200:
             # A stream that is not SSE (Gemini without alt=sse): pass it on unbuffered.
             flow.response.stream = True

@@ -6,6 +6,7 @@ Faults, by request header or constructor default:
   x-sim-chunk-chars: N     characters per streamed delta
   x-sim-echo: 1            answer with the last user message, verbatim
   x-sim-tool: NAME         answer with a call of that tool
+  x-sim-gzip: 1            gzip a stream even if the client asked for identity (as some CDNs do)
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -147,7 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
         if api.is_stream(body, self.path):
             events = self._events(api, body, model, turn, size)
             delay = int(low.get("x-sim-delay-ms") or self.sim.delay_ms) / 1000
-            return self._stream(events, delay, cut)
+            return self._stream(events, delay, cut, gzip=low.get("x-sim-gzip") == "1")
         data = {"anthropic.messages": lambda: answers.anthropic_json(model, turn),
                 "openai.chat": lambda: answers.chat_json(model, turn),
                 "openai.responses": lambda: answers.responses_json(model, body, turn),
@@ -186,11 +188,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(payload)
 
-    def _stream(self, events: list[bytes], delay: float, cut: int | None) -> None:
+    def _stream(self, events: list[bytes], delay: float, cut: int | None, gzip: bool = False) -> None:
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
         self.send_header("cache-control", "no-cache")
         self.send_header("transfer-encoding", "chunked")
+        if gzip:  # one gzip member across the stream, flushed per event
+            self.send_header("content-encoding", "gzip")
+            packer = zlib.compressobj(wbits=31)
+            events = [packer.compress(e) + packer.flush(zlib.Z_SYNC_FLUSH) for e in events]
+            events[-1] += packer.flush()
         self.end_headers()
         try:
             for i, event in enumerate(events):
