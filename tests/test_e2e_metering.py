@@ -129,13 +129,17 @@ def test_gemini_generate_and_stream(proxy):
     with httpx.Client(base_url=proxy.url, headers={"x-goog-api-key": "g"}) as h:
         plain = h.post("/v1beta/models/gemini-2.5-flash:generateContent", json=body).json()
         sse = h.post("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", json=body).text
+        # without alt=sse: one JSON array, streamed an element at a time
+        array = h.post("/v1beta/models/gemini-2.5-flash:streamGenerateContent", json={
+            **body, "contents": [{"role": "user", "parts": [{"text": "An array, please"}]}]}).json()
     last = [json.loads(line[6:]) for line in sse.splitlines() if line.startswith("data: ")][-1]
-    rows = proxy.rows(2)
-    for row, data in zip(rows, (plain, last)):
+    assert isinstance(array, list) and len(array) > 1
+    rows = proxy.rows(3)
+    for row, data in zip(rows, (plain, last, array[-1])):
         u = data["usageMetadata"]
         assert row["api"] == "gemini.generate" and row["input_tokens"] == u["promptTokenCount"]
         assert row["output_tokens"] == u["candidatesTokenCount"] + u.get("thoughtsTokenCount", 0)
-        assert row["cost_usd"] and row["cost_usd"] > 0
+        assert row["cost_usd"] and row["cost_usd"] > 0 and not row["estimated"] and row["complete"] == 1
 
 
 def test_errors_and_cut_streams_are_metered(proxy):

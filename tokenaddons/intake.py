@@ -16,7 +16,7 @@ from collections.abc import Callable
 from mitmproxy import ctx, http
 
 from tokenaddons import providers
-from tokenaddons.exchange import Exchange, Tap
+from tokenaddons.exchange import OBSERVE, Exchange, Tap
 from tokenaddons.providers.sse import is_sse
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,28 @@ def stream_decoder(encoding: str | None) -> Callable[[bytes], bytes] | None:
 
         return zstandard.ZstdDecompressor().decompressobj().decompress
     raise ValueError(f"unknown content-encoding {encoding!r}")
+
+
+class CopyTap:
+    """Keeps what passed of a stream that is not SSE, up to a limit, as the
+    exchange's upstream body: the meter reads usage from it at the end."""
+
+    def __init__(self, exchange: Exchange, limit: int):
+        self.exchange = exchange
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        self.size += len(chunk)
+        if self.size <= self.limit:
+            self.parts.append(chunk)
+        return chunk
+
+    def end(self) -> bytes:
+        if self.size <= self.limit:
+            self.exchange.upstream_body = b"".join(self.parts)
+        return b""
 
 
 class StreamPump:
@@ -144,22 +166,25 @@ class Intake:
         ex = Exchange.of(flow)
         if ex is None or flow.response is None or flow.response.raw_content is not None:
             return  # an answer made here already has its whole body: nothing to stream
-        if is_sse(flow.response.headers.get("content-type")):
-            headers = flow.response.headers
-            try:
-                decode = stream_decoder(headers.get("content-encoding"))
-            except ValueError as e:
-                log.warning("tokenaddons: %s stream: %s; passing it through unread", flow.request.path, e)
-                flow.response.stream = True
-                return
-            if decode is not None:  # the client gets the events decoded
-                del headers["content-encoding"]
-                if headers.pop("content-length", None) is not None and flow.response.http_version == "HTTP/1.1":
-                    headers["transfer-encoding"] = "chunked"
-            flow.response.stream = StreamPump(ex, decode)
-        elif ex.stream and flow.response.status_code == 200:
-            # A stream that is not SSE (Gemini without alt=sse): pass it on unbuffered.
+        sse = is_sse(flow.response.headers.get("content-type"))
+        if not sse and not (ex.stream and flow.response.status_code == 200):
+            return  # a whole answer: mitmproxy reads it, the addons see it in `response`
+        headers = flow.response.headers
+        try:
+            decode = stream_decoder(headers.get("content-encoding"))
+        except ValueError as e:
+            log.warning("tokenaddons: %s stream: %s; passing it through unread", flow.request.path, e)
             flow.response.stream = True
+            return
+        if decode is not None:  # the client gets it decoded
+            del headers["content-encoding"]
+            if headers.pop("content-length", None) is not None and flow.response.http_version == "HTTP/1.1":
+                headers["transfer-encoding"] = "chunked"
+        if not sse:
+            # a stream that is not SSE (Gemini without alt=sse: one JSON array, an
+            # element at a time): passed on as it comes, a copy kept for the meter
+            ex.add_tap(CopyTap(ex, ctx.options.intake_max_body), OBSERVE)
+        flow.response.stream = StreamPump(ex, decode)
 
 
     def response(self, flow: http.HTTPFlow) -> None:
