@@ -11,7 +11,7 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons
 
-from pipeline import arun_flow, make_flow, sse_response
+from pipeline import arun_flow, make_flow
 from tokenaddons.exchange import Exchange
 from tokenaddons.intake import Intake, Outlet
 from tokenaddons.pii import Detector

@@ -262,7 +262,7 @@ def read_or_create_key(path: Path) -> bytes:
     except FileExistsError:
         key = path.read_bytes()
         if len(key) < 32:
-            raise exceptions.OptionsError(f"scrub: the pseudonym key {path} is damaged (under 32 bytes)")
+            raise exceptions.OptionsError(f"scrub: the pseudonym key {path} is damaged (under 32 bytes)") from None
         return key
     key = os.urandom(32)
     with os.fdopen(fd, "wb") as f:

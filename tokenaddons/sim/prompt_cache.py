@@ -58,7 +58,7 @@ class PromptCache:
             if read_upto >= 0:
                 result.read = points[read_upto][1]
                 start = points[read_upto][1]
-            for key, prefix, ttl in points[read_upto + 1:]:
+            for _, prefix, ttl in points[read_upto + 1:]:
                 segment = prefix - start
                 if ttl == "1h":
                     result.write_1h += segment
@@ -85,6 +85,6 @@ class PromptCache:
             for end, key in keys:
                 if self._alive(key, now):
                     cached = end
-            for end, key in keys:
+            for _, key in keys:
                 self._seen[key] = now + TTL["5m"]
         return cached
