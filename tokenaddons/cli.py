@@ -147,8 +147,10 @@ def import_vcr(cassettes: tuple[str, ...], out: str) -> None:
 @main.command()
 @click.option("--store", default=None, help="Event store for the demo (default: a fresh temporary file).")
 @click.option("--requests", "count", default=24, show_default=True, help="How many demo requests to send.")
-def demo(store: str | None, count: int) -> None:
+@click.option("--pause", default=0.0, show_default=True,
+              help="Seconds between requests (to watch `tokenaddons stats` move in another terminal).")
+def demo(store: str | None, count: int, pause: float) -> None:
     """Run the proxy against the bundled simulator with generated traffic, then report."""
     from tokenaddons.demo import run_demo
 
-    run_demo(store, count)
+    run_demo(store, count, pause=pause)

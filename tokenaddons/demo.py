@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -56,7 +57,7 @@ def send(base: str, path: str, headers: dict, body: dict) -> tuple[int, int]:
         return e.code, len(e.read())
 
 
-def run_demo(store: str | None, count: int, console: Console | None = None) -> dict:
+def run_demo(store: str | None, count: int, console: Console | None = None, pause: float = 0.0) -> dict:
     from tokenaddons.sim import Simulator
     from tokenaddons.tui import render_report
 
@@ -70,6 +71,8 @@ def run_demo(store: str | None, count: int, console: Console | None = None) -> d
             status, size = send(proxy.url, path, headers, body)
             kind = "stream" if body.get("stream") or "stream" in path else "json"
             console.print(f"  {status} {kind:<6} {path.split('?')[0][:46]:<46} {size:>6} B", highlight=False)
+            if pause:
+                time.sleep(pause)
     with open_for_reading(store_path) as conn:
         data = queries.report(conn)
     render_report(data, console)
