@@ -442,3 +442,29 @@ def test_an_edited_settings_file_applies_while_running_and_a_broken_edit_is_igno
     ticks.now += 1.5
     assert request() == 429  # a broken edit: logged, the settings in force stay
     assert "dialy_usd" in caplog.text and "keeping the settings in force" in caplog.text
+
+
+def test_a_model_cap_counts_the_alias_asked_for_and_the_dated_model_billed(pipe, tmp_path):
+    addons, store, budget, clock, tctx = pipe
+    use_settings(tctx, budget, tmp_path, f'[budget.model."claude-sonnet-4-5"]\ndaily_usd = {1.5 * COST + NEED}\n'
+                                         '[budget.model."gpt-4o"]\ndaily_usd = 0.0000001\n')
+    dated = {**ANSWER, "model": "claude-sonnet-4-5-20250929"}
+
+    def billed_as_dated():
+        return http.Response.make(200, json.dumps(dated).encode(), {"content-type": "application/json"})
+
+    codes = [send(addons, response=billed_as_dated()).response.status_code for _ in range(3)]
+    assert codes == [200, 200, 429]  # the spend billed under the dated name counts against the alias's cap
+    budget.spent.clear()
+    budget._rebuilt_for = None
+    tctx.configure(budget)  # a restart: spend rebuilt from rows that carry the dated name
+    assert send(addons, response=billed_as_dated()).response.status_code == 429
+    mini = {**GPT, "model": "gpt-4o-mini"}
+    assert send_chat(addons, mini) == 200  # gpt-4o's cap is not gpt-4o-mini's
+
+
+def test_spend_made_before_a_cap_is_set_counts_once_it_is(pipe):
+    addons, store, budget, clock, tctx = pipe
+    assert [send(addons).response.status_code for _ in range(2)] == [200, 200]  # no cap yet
+    tctx.options.budget_daily_usd = str(2.5 * COST + NEED)  # set while running
+    assert [send(addons).response.status_code for _ in range(2)] == [200, 429]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import time
 from collections import defaultdict
@@ -74,6 +75,19 @@ def output_cap(body) -> int | None:
     return value if isinstance(value, int) else None
 
 
+# a served model is often the requested alias plus a snapshot date
+DATE_SUFFIX = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2})$")
+
+
+def model_matches(model: str | None, pattern: str) -> bool:
+    """A model pattern matches the name or the name without its snapshot date, so
+    `claude-sonnet-4-5` counts what was asked for by that name and what is billed
+    as claude-sonnet-4-5-20250929, before and after a restart alike."""
+    if not model:
+        return False
+    return fnmatchcase(model, pattern) or fnmatchcase(DATE_SUFFIX.sub("", model), pattern)
+
+
 def scopes_of(project: str | None, provider: str | None, model: str | None, patterns) -> list[str]:
     """Every budget scope one request counts against."""
     out = ["global"]
@@ -81,8 +95,7 @@ def scopes_of(project: str | None, provider: str | None, model: str | None, patt
         out.append(f"project:{project}")
     if provider:
         out.append(f"provider:{provider}")
-    if model:
-        out.extend(f"model:{p}" for p in patterns if fnmatchcase(model, p))
+    out.extend(f"model:{p}" for p in patterns if model_matches(model, p))
     return out
 
 
@@ -91,7 +104,7 @@ def in_scope(scope: str, project: str | None, provider: str | None, model: str |
         return True
     kind, name = scope.split(":", 1)
     if kind == "model":
-        return bool(model) and fnmatchcase(model, name)
+        return model_matches(model, name)
     return (project if kind == "project" else provider) == name
 
 
@@ -229,9 +242,7 @@ class Budget:
             self._sync()  # the settings file was edited: new scopes, new limits
         now = self.clock()
         windows = self.windows(ex, now)
-        if not windows:
-            return
-        need = self.estimate(ex)
+        need = self.estimate(ex) if windows else 0.0
         # check every window, then reserve in all: nothing awaits in between
         for w in windows:
             spent = self.spent[w.key] + self.reserved[w.key]
@@ -239,7 +250,8 @@ class Budget:
                 return self._refuse(flow, ex, w, spent, need, now)
         for w in windows:
             self.reserved[w.key] += need
-        ex.state["budget"] = ([w.key for w in windows], need)
+        # settled even without a cap: spend must be known when a cap is set later
+        ex.state["budget"] = ([w.key for w in windows], need, now)
 
     def _refuse(self, flow: http.HTTPFlow, ex: Exchange, w: Window, spent: float, need: float, now: float) -> None:
         reset = datetime.fromtimestamp(w.end, ZoneInfo(ctx.options.budget_timezone)).isoformat()
@@ -258,15 +270,22 @@ class Budget:
         held = ex.state.pop("budget", None) if ex is not None else None
         if held is None:
             return
-        keys, need = held
-        cost = ex.cost_usd or 0.0
+        keys, need, at = held
         for key in keys:
             left = self.reserved[key] - need
             if left > 1e-12:
                 self.reserved[key] = left
             else:  # float residue of many holds and releases
                 self.reserved.pop(key, None)
-            self.spent[key] += cost
+        # spend goes where the store will put it after a restart: every scope of
+        # the served model, in the windows of the request's time
+        cost = ex.cost_usd or 0.0
+        if cost:
+            tz = ZoneInfo(ctx.options.budget_timezone)
+            starts = {name: window_bounds(name, at, tz)[0] for name in WINDOWS}
+            for scope in scopes_of(ex.project, ex.provider, ex.served_model or ex.model, self._patterns()):
+                for name, start in starts.items():
+                    self.spent[(scope, name, start)] += cost
         self._alerts(ex)
 
     def _alerts(self, ex: Exchange) -> None:
