@@ -119,6 +119,20 @@ def test_a_compressed_stream_is_decoded_for_the_taps_and_the_client(pipe, encodi
     assert row["output_tokens"] == 42 and row["cache_read_tokens"] == 2000 and row["complete"] == 1
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "br", "zstd"])
+def test_a_compressed_json_answer_is_metered(pipe, encoding):
+    addons, store = pipe
+    answer = {"model": "claude-sonnet-4-5-20250929", "content": [{"type": "text", "text": "hi"}],
+              "usage": {"input_tokens": 11, "output_tokens": 7}}
+    response = http.Response.make(200, b"", {"content-type": "application/json", "content-encoding": encoding})
+    response.raw_content = compressed(encoding, json.dumps(answer).encode())
+    f = make_flow("/v1/messages", {"model": "claude-sonnet-4-5", "messages": []}, response=response)
+    run_flow(addons, f)
+    [row] = rows(store)
+    assert (row["input_tokens"], row["output_tokens"], row["estimated"]) == (11, 7, 0)
+    assert row["model"] == "claude-sonnet-4-5-20250929"
+
+
 def test_a_stream_in_an_unknown_encoding_passes_through_unread(pipe):
     addons, store = pipe
     response = sse_response(ANTHROPIC_STREAM)

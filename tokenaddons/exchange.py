@@ -69,7 +69,7 @@ class Exchange:
     error_type: str | None = None
     cache_status: str | None = None  # HIT | MISS | BYPASS
     answered_by: str | None = None  # the addon that answered locally (cache, budget, scrub...)
-    upstream_body: bytes | None = None  # a non-streamed answer as upstream sent it (raw)
+    upstream_body: bytes | None = None  # a non-streamed answer as upstream sent it (decoded)
     decisions: list[Decision] = field(default_factory=list)
     taps: list[tuple[int, Tap]] = field(default_factory=list)
     state: dict = field(default_factory=dict)  # per-addon scratch, keyed by addon name

@@ -186,13 +186,18 @@ class Intake:
             ex.add_tap(CopyTap(ex, ctx.options.intake_max_body), OBSERVE)
         flow.response.stream = StreamPump(ex, decode)
 
-
     def response(self, flow: http.HTTPFlow) -> None:
         # Keep what upstream sent, before any addon rewrites it for the client
         # (scrub restores real values): stored bodies must be the scrubbed ones.
         ex = Exchange.of(flow)
         if ex is not None and flow.response is not None and not flow.response.stream:
-            ex.upstream_body = flow.response.raw_content
+            # decoded: providers compress JSON answers (gzip, br, zstd) for SDKs that accept it
+            try:
+                ex.upstream_body = flow.response.get_content(strict=True)
+            except ValueError:
+                log.info("tokenaddons: %s: answer in an encoding we cannot read; kept as sent",
+                         flow.request.path)
+                ex.upstream_body = flow.response.raw_content
 
 
 class Outlet:

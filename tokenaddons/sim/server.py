@@ -7,6 +7,8 @@ Faults, by request header or constructor default:
   x-sim-echo: 1            answer with the last user message, verbatim
   x-sim-tool: NAME         answer with a call of that tool
   x-sim-gzip: 1            gzip a stream even if the client asked for identity (as some CDNs do)
+
+JSON answers are gzipped when the client accepts gzip, as the providers' are.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import logging
 import threading
 import time
 import zlib
+from gzip import compress as gzip_compress
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -183,6 +186,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, payload: bytes, headers: dict | None = None, cut: bool = False) -> None:
         self.send_response(status)
         self.send_header("content-type", "application/json")
+        if "gzip" in (self.headers.get("accept-encoding") or "").lower():
+            # as the providers do for clients that accept it (the SDKs do)
+            payload = gzip_compress(payload)
+            self.send_header("content-encoding", "gzip")
         self.send_header("content-length", str(len(payload)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
