@@ -11,7 +11,7 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons
 
-from pipeline import arun_flow, make_flow
+from pipeline import arun_flow, make_flow, sse_response
 from tokenaddons.exchange import Exchange
 from tokenaddons.intake import Intake, Outlet
 from tokenaddons.pii import Detector
@@ -304,3 +304,42 @@ def test_e2e_openai_values_never_reach_upstream_and_come_back(echo, stream):
     rows = echo.rows(1, table="decisions", where="addon = 'scrub'")
     assert json.loads(rows[0]["detail"])["counts"]["EMAIL_ADDRESS"] == 1
     assert PII["EMAIL_ADDRESS"] not in rows[0]["detail"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_cache_keeps_placeholders_and_a_hit_is_restored(tmp_path, stream):
+    from tokenaddons.cache import Cache, CacheFill
+    from tokenaddons.meter import Meter
+    from tokenaddons.store import Store
+
+    store = Store()
+    scrub = Scrub(store, detector_factory=lambda entities, threshold: Detector(entities, threshold))
+    cache = Cache(store)
+    addons = [store, Intake(), scrub, cache, Meter(store), CacheFill(cache), Outlet()]
+    body = {"model": "m", "stream": stream,
+            "messages": [{"role": "user", "content": f"write to {PII['EMAIL_ADDRESS']}"}]}
+    if stream:
+        events = [frame({"type": "message_start", "message": {"model": "m", "usage": {"input_tokens": 5}}},
+                        "message_start"),
+                  frame({"type": "content_block_delta", "index": 0,
+                         "delta": {"type": "text_delta", "text": "Done: <EMAIL_1>."}}, "content_block_delta"),
+                  frame({"type": "message_delta", "usage": {"output_tokens": 3}}, "message_delta"),
+                  frame({"type": "message_stop"}, "message_stop")]
+        answer = lambda: sse_response(events)  # noqa: E731
+    else:
+        answer = lambda: answer_echoing("Done: <EMAIL_1>.")  # noqa: E731
+    with taddons.context(*addons) as tctx:
+        tctx.configure(store, store_path=str(tmp_path / "events.db"))
+        tctx.configure(scrub)
+        seen = []
+        for _ in range(2):
+            f = make_flow("/v1/messages", body, {"content-type": "application/json", "x-api-key": "k"}, answer())
+            asyncio.run(arun_flow(addons, f, stream_chunks=3 if stream else None))
+            seen.append(f.metadata.get("client_saw") or f.response.content)
+            status = f.response.headers.get("x-tokenaddons-cache")
+        store.events.flush()
+        on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("events.db"))
+    store.done()
+    assert status == "HIT"
+    assert all(PII["EMAIL_ADDRESS"].encode() in s and b"<EMAIL_1>" not in s for s in seen)  # both restored
+    assert b"<EMAIL_1>" in on_disk and PII["EMAIL_ADDRESS"].encode() not in on_disk  # stored with placeholders

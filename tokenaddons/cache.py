@@ -174,8 +174,9 @@ class Tiers:
 
 
 class Recorder:
-    """Keeps a copy of a stream as the client receives it (a RECORD-stage tap),
-    and hands each chunk on to identical requests following it."""
+    """Keeps a copy of a stream as the client asked for it, placeholders not yet
+    restored (a RECORD-stage tap), and hands each chunk on to identical requests
+    following it (each restores its own)."""
 
     def __init__(self, limit: int, broadcast: Broadcast | None = None):
         self.parts: list[bytes] = []
@@ -390,8 +391,8 @@ class CacheFill:
         if ex.stream:
             recorder: Recorder | None = state.get("recorder")
             body = recorder.body() if recorder else None
-        else:
-            body = resp.content
+        else:  # as upstream sent it: scrub's placeholders, never the values restored for the client
+            body = ex.upstream_body if ex.upstream_body is not None else resp.content
         if not body or len(body) > ctx.options.cache_max_entry_bytes:
             return None
         now = self.cache.clock()

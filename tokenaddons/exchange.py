@@ -21,8 +21,9 @@ METADATA_KEY = "tokenaddons"
 
 # Tap stages: a streamed chunk passes the taps in stage order. The meter observes
 # upstream's raw bytes, then events the client did not ask for are filtered out,
-# then pseudonyms are restored, and the cache records what the client finally saw.
-OBSERVE, FILTER, RESTORE, RECORD = 0, 10, 20, 30
+# then the cache records the stream as the client asked for it but still with
+# placeholders (no scrubbed value is ever stored), then pseudonyms are restored.
+OBSERVE, FILTER, RECORD, RESTORE = 0, 10, 20, 30
 
 
 class Tap(Protocol):
@@ -99,7 +100,7 @@ class Exchange:
         return d
 
     def add_tap(self, tap: Tap, stage: int) -> None:
-        """Register a stream tap at a stage (OBSERVE, FILTER, RESTORE, RECORD)."""
+        """Register a stream tap at a stage (OBSERVE, FILTER, RECORD, RESTORE)."""
         self.taps.append((stage, tap))
         self.taps.sort(key=lambda pair: pair[0])
 

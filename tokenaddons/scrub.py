@@ -31,7 +31,7 @@ from tokenaddons.errors import refuse
 from tokenaddons.exchange import RESTORE, Exchange, handled
 from tokenaddons.options import check, number
 from tokenaddons.pii import ALL_ENTITIES, Detector
-from tokenaddons.providers.sse import SSEParser, frame
+from tokenaddons.providers.sse import SSEParser, frame, is_sse
 from tokenaddons.store import Store, connect, migrate
 
 log = logging.getLogger(__name__)
@@ -395,15 +395,22 @@ class Scrub:
                 ex.add_tap(RestoreTap(ex.api.name, restorer), RESTORE)
 
     def response(self, flow: http.HTTPFlow) -> None:
+        """Placeholders back to values in a whole answer: upstream's, or a cache
+        hit (the cache keeps answers with placeholders)."""
         ex = Exchange.of(flow)
         resp = flow.response
-        if ex is None or not ex.state.get("scrub") or ex.answered_by or resp is None or resp.stream:
+        restorer = ex.state.get("scrub") if ex is not None else None
+        if restorer is None or resp is None or resp.stream or ex.answered_by not in (None, "cache"):
+            return
+        if is_sse(resp.headers.get("content-type")):  # a stream replayed whole
+            tap = RestoreTap(ex.api.name, restorer)
+            resp.content = tap.feed(resp.content or b"") + tap.end()
             return
         try:
             data = json.loads(resp.content or b"")
         except ValueError:
             return
-        restored = restore_strings(data, ex.state["scrub"])
+        restored = restore_strings(data, restorer)
         if restored != data:
             resp.content = json.dumps(restored, ensure_ascii=False).encode()
 
