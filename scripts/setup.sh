@@ -14,6 +14,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
+# The newest anthropic and openai SDKs, in a venv of their own (they need
+# h11>=0.16; mitmproxy 11 pins h11<=0.14): the proxy must work with them too.
+if [ ! -x .venv-newest/bin/python ]; then
+  "$PY" -m venv .venv-newest
+  .venv-newest/bin/pip install -q anthropic openai >/dev/null 2>&1 \
+    || { echo "setup: could not install the newest SDKs; their end-to-end test will be skipped" >&2; rm -rf .venv-newest; }
+fi
+
 # Real agent clients for the end-to-end tests (skipped where npm is missing),
 # pinned so a new release cannot change what the tests see.
 if command -v npm >/dev/null 2>&1 && [ ! -x .tools/node_modules/.bin/claude ]; then
