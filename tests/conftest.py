@@ -15,10 +15,12 @@ SHARED = ROOT.parent / "shared"
 
 
 class Proxy(Mitmdump):
-    """A real `mitmdump -s scripts/tokenaddons.py` subprocess in reverse mode."""
+    """A real `mitmdump -s scripts/tokenaddons.py` subprocess, in reverse mode
+    unless given another `mode` (`regular`: an explicit proxy)."""
 
-    def __init__(self, upstream: str, workdir: Path, sets: dict | None = None):
-        super().__init__(upstream, workdir, {"termlog_verbosity": "info", **(sets or {})}, launcher=LAUNCHER)
+    def __init__(self, upstream: str, workdir: Path, sets: dict | None = None, mode: str | None = None):
+        super().__init__(upstream, workdir, {"termlog_verbosity": "info", **(sets or {})}, launcher=LAUNCHER,
+                         mode=mode)
 
     def rows(self, n: int | None = None, table: str = "requests", timeout: float = 10.0,
              where: str = "1=1") -> list[dict]:
@@ -46,10 +48,10 @@ class Proxy(Mitmdump):
 def make_proxy(tmp_path):
     started: list[Proxy] = []
 
-    def make(upstream: str, sets: dict | None = None, workdir: Path | None = None) -> Proxy:
+    def make(upstream: str, sets: dict | None = None, workdir: Path | None = None, mode: str | None = None) -> Proxy:
         wd = workdir or tmp_path / f"proxy{len(started)}"
         wd.mkdir(exist_ok=True)
-        p = Proxy(upstream, wd, sets)
+        p = Proxy(upstream, wd, sets, mode)
         started.append(p)
         return p
 

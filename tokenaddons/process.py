@@ -32,14 +32,14 @@ def wait_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = 
 
 
 class Mitmdump:
-    """`mitmdump -s <launcher> --mode reverse:UPSTREAM` on a free loopback port.
+    """`mitmdump -s <launcher> --mode reverse:UPSTREAM` (or another `mode`) on a free loopback port.
 
     `script=False` runs bare mitmdump (the baseline benchmarks compare against).
     Stopped with SIGINT so addons flush (the event store drains its queue).
     """
 
     def __init__(self, upstream: str, workdir: Path, sets: dict | None = None, script: bool = True,
-                 launcher: Path = LAUNCHER):
+                 launcher: Path = LAUNCHER, mode: str | None = None):
         self.upstream = upstream
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ class Mitmdump:
         self.port = free_port()
         self.log = self.workdir / "mitmdump.log"
         args = [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()",
-                "--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1", "-p", str(self.port)]
+                "--mode", mode or f"reverse:{upstream}", "--listen-host", "127.0.0.1", "-p", str(self.port)]
         options = {"confdir": self.workdir / "mitmproxy", "flow_detail": 0}
         if script:
             args += ["-s", str(launcher)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import time
 import zlib
@@ -46,8 +47,9 @@ class Simulator:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, echo: bool = False, fault: str | None = None,
                  delay_ms: int = 0, chunk_chars: int = 12, words: int = 30, retry_after: int = 1,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, tls: tuple[str, str] | None = None):
         self.host, self.port = host, port
+        self.tls = tls  # (certificate file, key file): serve HTTPS, as the providers do
         self.echo, self.fault, self.delay_ms = echo, fault, delay_ms
         self.chunk_chars, self.words, self.retry_after = chunk_chars, words, retry_after
         self.cache = PromptCache(clock)
@@ -62,6 +64,10 @@ class Simulator:
         self._server = ThreadingHTTPServer((self.host, self.port), handler)
         self._server.daemon_threads = True
         self._server.block_on_close = False  # stop now, not when idle keep-alive clients hang up
+        if self.tls:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="tokenaddons-sim", daemon=True)
         self._thread.start()
@@ -81,7 +87,7 @@ class Simulator:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     # -- what tests look at
     def record(self, r: Received) -> None:

@@ -1,0 +1,74 @@
+"""`--mode regular`: tokenaddons as an explicit proxy (system-wide use). Plain
+HTTP is proxied as is; HTTPS goes through CONNECT, mitmproxy's CA signs the
+client side, and the provider (the simulator serving TLS) is reached over TLS.
+Both are metered like reverse-mode traffic."""
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def tls_sim(tmp_path):
+    """The simulator serving HTTPS with a self-signed certificate for 127.0.0.1."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from tokenaddons.sim import Simulator
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "sim.crt", tmp_path / "sim.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    with Simulator(tls=(str(cert_file), str(key_file))) as sim:
+        sim.ca = cert_file
+        yield sim
+
+
+def test_plain_http_through_the_explicit_proxy(make_proxy, sim):
+    proxy = make_proxy("", mode="regular")
+    c = anthropic.Anthropic(base_url=sim.url, api_key="k", max_retries=0,
+                            http_client=httpx.Client(proxy=proxy.url))
+    m = c.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    [row] = proxy.rows(1)
+    assert (row["api"], row["status"], row["input_tokens"], row["output_tokens"]) == (
+        "anthropic.messages", 200, m.usage.input_tokens, m.usage.output_tokens)
+
+
+def test_https_through_connect_with_the_proxy_ca(make_proxy, tls_sim):
+    # mitmproxy checks the provider's certificate against this CA (the simulator's own)
+    proxy = make_proxy("", {"ssl_verify_upstream_trusted_ca": str(tls_sim.ca)}, mode="regular")
+    ca = proxy.workdir / "mitmproxy" / "mitmproxy-ca-cert.pem"  # what a user installs system-wide
+    client = httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=str(ca)))
+    o = openai.OpenAI(base_url=tls_sim.url + "/v1", api_key="k", max_retries=0, http_client=client)
+    chunks = list(o.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                            messages=[{"role": "user", "content": "over tls"}]))
+    c = anthropic.Anthropic(base_url=tls_sim.url, api_key="k", max_retries=0, http_client=client)
+    with c.messages.stream(model="claude-sonnet-4-5", max_tokens=50,
+                           messages=[{"role": "user", "content": "over tls"}]) as s:
+        final = s.get_final_message()
+    assert chunks and final.content
+    rows = proxy.rows(2)
+    assert [(r["api"], r["stream"], r["status"], r["complete"]) for r in rows] == [
+        ("openai.chat", 1, 200, 1), ("anthropic.messages", 1, 200, 1)]
+    assert rows[1]["output_tokens"] == final.usage.output_tokens and rows[0]["output_tokens"] > 0
+    assert all(r.headers.get("Host", r.headers.get("host", "")).startswith("127.0.0.1") for r in tls_sim.requests)
