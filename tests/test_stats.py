@@ -103,3 +103,10 @@ def test_budget_gauges_show_only_when_budgets_exist(store, tmp_path):
 def test_sparkline():
     assert sparkline([0, 1, 2, 4]) == " ▂▄█"
     assert sparkline([0, 0]) == "  "
+
+
+def test_time_to_reset_reads_at_a_glance():
+    from tokenaddons.tui import fmt_duration
+
+    assert [fmt_duration(s) for s in (5 * 86400 + 7 * 3600 + 59, 7 * 3600 + 33 * 60, 12 * 60 + 5, 59)] == [
+        "5d07h", "7h33m", "12m", "0m"]

@@ -54,6 +54,16 @@ def render_report(data: dict, console: Console | None = None) -> None:
                           f"({fmt_int(s['tokens_saved'])} tokens)")
 
 
+def fmt_duration(seconds: float) -> str:
+    """5d07h, 7h33m, 12m: two units at most."""
+    minutes = int(seconds) // 60
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    return f"{hours}h{mins:02d}m" if hours else f"{mins}m"
+
+
 def budget_table(windows: list[dict]) -> Table:
     table = Table(title="Budgets", title_justify="left")
     for col, justify in (("scope", "left"), ("window", "left"), ("spent", "right"), ("limit", "right"),
@@ -61,9 +71,8 @@ def budget_table(windows: list[dict]) -> Table:
         table.add_column(col, justify=justify, no_wrap=True)
     for w in windows:
         colour = "red" if w["percent"] >= 100 else "yellow" if w["percent"] >= 80 else "green"
-        hours, rest = divmod(int(w["resets_in_s"]), 3600)
         table.add_row(w["scope"], w["window"], fmt_usd(w["spent_usd"]), fmt_usd(w["limit_usd"]),
-                      f"[{colour}]{w['percent']:.0f}%[/]", f"{hours}h{rest // 60:02d}m")
+                      f"[{colour}]{w['percent']:.0f}%[/]", fmt_duration(w["resets_in_s"]))
     return table
 
 
