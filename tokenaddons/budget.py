@@ -99,13 +99,14 @@ def scopes_of(project: str | None, provider: str | None, model: str | None, patt
     return out
 
 
-def in_scope(scope: str, project: str | None, provider: str | None, model: str | None) -> bool:
-    if scope == "global":
-        return True
-    kind, name = scope.split(":", 1)
-    if kind == "model":
-        return model_matches(model, name)
-    return (project if kind == "project" else provider) == name
+def spend_by_scope(conn: sqlite3.Connection, since: float, patterns) -> dict[str, float]:
+    """Billed USD since `since` for every scope it counts against (the store's
+    view; Budget.settle attributes live spend the same way)."""
+    out: dict[str, float] = defaultdict(float)
+    for row, usd in queries.spend_rows_since(conn, since).items():
+        for scope in scopes_of(*row, patterns):
+            out[scope] += usd
+    return out
 
 
 @dataclass
@@ -211,9 +212,8 @@ class Budget:
         with conn:
             for name in WINDOWS:
                 start, _ = window_bounds(name, now, tz)
-                for (project, provider, model), usd in queries.spend_rows_since(conn, start).items():
-                    for scope in scopes_of(project, provider, model, patterns):
-                        self.spent[(scope, name, start)] += usd
+                for scope, usd in spend_by_scope(conn, start, patterns).items():
+                    self.spent[(scope, name, start)] += usd
 
     def windows(self, ex: Exchange, now: float) -> list[Window]:
         tz = ZoneInfo(ctx.options.budget_timezone)
@@ -334,23 +334,25 @@ def status(conn: sqlite3.Connection, now: float | None = None) -> list[dict]:
         limits = conn.execute("SELECT scope, window, limit_usd, timezone FROM budget_limits").fetchall()
     except sqlite3.OperationalError:
         return []
-    named = {(scope, window): limit for scope, window, limit, _ in limits}
+    named = {(scope, window) for scope, window, _, _ in limits}
+    patterns = [scope.split(":", 1)[1] for scope, *_ in limits if scope.startswith("model:")]
+    spent_since: dict[float, dict[str, float]] = {}  # windows that start together share one query
     out = []
     for scope, window, limit, tz_name in limits:
         if not limit > 0:
             continue
         start, end = window_bounds(window, now, ZoneInfo(tz_name))
-        spend_rows = queries.spend_rows_since(conn, start)
-
+        if start not in spent_since:
+            spent_since[start] = spend_by_scope(conn, start, patterns)
+        spent = spent_since[start]
         if scope == "project":  # the per-project default, for projects without caps of their own
-            projects = {p for p, _, _ in spend_rows if p is not None and (f"project:{p}", window) not in named}
-            scopes = sorted(f"project:{p}" for p in projects)
+            scopes = sorted(s for s in spent if s.startswith("project:") and (s, window) not in named)
         else:
             scopes = [scope]
         for each in scopes:
-            spent = sum(usd for row, usd in spend_rows.items() if in_scope(each, *row))
-            out.append({"scope": each, "window": window, "limit_usd": limit, "spent_usd": spent,
-                        "percent": 100 * spent / limit,
+            used = spent.get(each, 0.0)
+            out.append({"scope": each, "window": window, "limit_usd": limit, "spent_usd": used,
+                        "percent": 100 * used / limit,
                         "resets_at": datetime.fromtimestamp(end, ZoneInfo(tz_name)).isoformat(),
                         "resets_in_s": end - now})
     return out
