@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from mitmproxy import ctx, http
 
-from tokenaddons.exchange import RECORD, Exchange, handled
+from tokenaddons.exchange import RECORD, BoundedCopy, Exchange, handled
 from tokenaddons.fanout import Broadcast, FanoutServer
 from tokenaddons.options import check, number
 from tokenaddons.store import Store, connect, migrate
@@ -173,34 +173,19 @@ class Tiers:
                                                     (now, key)))
 
 
-class Recorder:
+class Recorder(BoundedCopy):
     """Keeps a copy of a stream as the client asked for it, placeholders not yet
     restored (a RECORD-stage tap), and hands each chunk on to identical requests
     following it (each restores its own)."""
 
     def __init__(self, limit: int, broadcast: Broadcast | None = None):
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.limit = limit
-        self.overflow = False
+        super().__init__(limit)
         self.broadcast = broadcast
 
     def feed(self, chunk: bytes) -> bytes:
         if self.broadcast is not None:
             self.broadcast.push(chunk)
-        if not self.overflow:
-            self.size += len(chunk)
-            if self.size > self.limit:
-                self.overflow, self.parts = True, []
-            else:
-                self.parts.append(chunk)
-        return chunk
-
-    def end(self) -> bytes:
-        return b""
-
-    def body(self) -> bytes | None:
-        return None if self.overflow else b"".join(self.parts)
+        return super().feed(chunk)
 
 
 class Cache:

@@ -39,6 +39,30 @@ class Tap(Protocol):
     def end(self) -> bytes: ...
 
 
+class BoundedCopy:
+    """A tap that keeps a copy of what passes, up to `limit` bytes: past the
+    limit it keeps nothing (a partial copy is never used)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        self.size += len(chunk)
+        if self.size <= self.limit:
+            self.parts.append(chunk)
+        elif self.parts:
+            self.parts = []
+        return chunk
+
+    def end(self) -> bytes:
+        return b""
+
+    def body(self) -> bytes | None:
+        return None if self.size > self.limit else b"".join(self.parts)
+
+
 @dataclass
 class Decision:
     """One thing an addon did to an exchange (one `decisions` row)."""

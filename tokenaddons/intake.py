@@ -16,7 +16,7 @@ from collections.abc import Callable
 from mitmproxy import ctx, http
 
 from tokenaddons import providers
-from tokenaddons.exchange import OBSERVE, Exchange, Tap
+from tokenaddons.exchange import OBSERVE, BoundedCopy, Exchange, Tap
 from tokenaddons.providers.sse import is_sse
 
 log = logging.getLogger(__name__)
@@ -56,25 +56,17 @@ def stream_decoder(encoding: str | None) -> Callable[[bytes], bytes] | None:
     raise ValueError(f"unknown content-encoding {encoding!r}")
 
 
-class CopyTap:
+class CopyTap(BoundedCopy):
     """Keeps what passed of a stream that is not SSE, up to a limit, as the
     exchange's upstream body: the meter reads usage from it at the end."""
 
     def __init__(self, exchange: Exchange, limit: int):
+        super().__init__(limit)
         self.exchange = exchange
-        self.limit = limit
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def feed(self, chunk: bytes) -> bytes:
-        self.size += len(chunk)
-        if self.size <= self.limit:
-            self.parts.append(chunk)
-        return chunk
 
     def end(self) -> bytes:
-        if self.size <= self.limit:
-            self.exchange.upstream_body = b"".join(self.parts)
+        if (body := self.body()) is not None:
+            self.exchange.upstream_body = body
         return b""
 
 
