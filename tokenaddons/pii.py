@@ -52,11 +52,12 @@ ALL_ENTITIES = PRESIDIO_ENTITIES + SECRET_ENTITIES
 # Cheap candidates for presidio's entities: an @, a run of digits (IP addresses
 # included), an IBAN-like token. Separate patterns: one alternation of them all
 # is several times slower in Python's regex engine.
-CANDIDATES = (re.compile("@"), re.compile(r"\d[\d \-().+/]{5,}\d"), re.compile(r"[A-Z]{2}\d{2}[A-Z0-9 ]{10,}"))
+DIGIT_RUN = r"\d[\d \-().+/]{5,}\d"
+CANDIDATES = (re.compile("@"), re.compile(DIGIT_RUN), re.compile(r"[A-Z]{2}\d{2}[A-Z0-9 ]{10,}"))
 CONTEXT = 60  # characters of context each side of a candidate (presidio scores with context words)
 PHONE_REGIONS = ("US", "GB", "DE", "FR")
 # where a phone number can be: a digit run with its usual punctuation
-PHONE_SPAN = re.compile(r"\+?\(?\d[\d \-().+/]{5,}\d")
+PHONE_SPAN = re.compile(r"\+?\(?" + DIGIT_RUN)
 IP_ONLY = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 PHONE_PAD = 12  # characters kept each side, so phonenumbers still sees what borders the number
 SEPARATOR = "\n\n"  # between windows sent to presidio together; no entity spans it

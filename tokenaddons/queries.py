@@ -85,7 +85,7 @@ def _aggregate(conn: sqlite3.Connection, keys: tuple[str, ...], since: float | N
     return out
 
 
-GRAINS = {"model": ("provider", "model"), "project": ("project",), "provider": ("provider",)}
+GRAINS = {"model": ("provider", "model"), "project": ("project",)}
 
 
 def _grouped(found: dict[tuple, list], keys: tuple[str, ...], by: tuple[str, ...]) -> list[dict]:
@@ -169,10 +169,11 @@ def latencies(conn: sqlite3.Connection, since: float | None) -> dict[str, dict[A
     sample = cur.execute(f"SELECT provider, model, project, latency_ms, ttfb_ms FROM requests {where} "
                          "ORDER BY ts DESC LIMIT ?", args + [PERCENTILE_SAMPLE]).fetchall()
     groups: dict[str, dict[Any, tuple[list, list]]] = {"model": {}, "project": {}}
-    models, projects = groups["model"], groups["project"]
     for provider, model, project, lat, ttfb in sample:
-        for found in (models.get((provider or "", model)) or models.setdefault((provider or "", model), ([], [])),
-                      projects.get(project) or projects.setdefault(project, ([], []))):
+        for by, key in (("model", (provider or "", model)), ("project", project)):
+            found = groups[by].get(key)
+            if found is None:
+                found = groups[by][key] = ([], [])
             if lat is not None:
                 found[0].append(lat)
             if ttfb is not None:

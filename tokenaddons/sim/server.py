@@ -158,13 +158,13 @@ class _Handler(BaseHTTPRequestHandler):
         if api.is_stream(body, self.path):
             events = self._events(api, body, model, turn, size)
             delay = int(low.get("x-sim-delay-ms") or self.sim.delay_ms) / 1000
+            content_type = "text/event-stream; charset=utf-8"
             if api.name == "gemini.generate" and "alt=sse" not in self.path:
                 # without alt=sse Gemini streams one JSON array, an element at a time
                 data = [e.split(b"data: ", 1)[1].rstrip(b"\n") for e in events]
                 events = [b"[" + data[0]] + [b",\r\n" + d for d in data[1:]] + [b"]"]
-                return self._stream(events, delay, cut, gzip=low.get("x-sim-gzip") == "1",
-                                    content_type="application/json; charset=UTF-8")
-            return self._stream(events, delay, cut, gzip=low.get("x-sim-gzip") == "1")
+                content_type = "application/json; charset=UTF-8"
+            return self._stream(events, delay, cut, low.get("x-sim-gzip") == "1", content_type)
         data = {"anthropic.messages": lambda: answers.anthropic_json(model, turn),
                 "openai.chat": lambda: answers.chat_json(model, turn),
                 "openai.responses": lambda: answers.responses_json(model, body, turn),
@@ -207,8 +207,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(payload)
 
-    def _stream(self, events: list[bytes], delay: float, cut: int | None, gzip: bool = False,
-                content_type: str = "text/event-stream; charset=utf-8") -> None:
+    def _stream(self, events: list[bytes], delay: float, cut: int | None, gzip: bool, content_type: str) -> None:
         self.send_response(200)
         self.send_header("content-type", content_type)
         self.send_header("cache-control", "no-cache")
