@@ -12,6 +12,14 @@ from tokenaddons.process import Mitmdump
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = ROOT / "scripts" / "tokenaddons.py"
 SHARED = ROOT.parent / "shared"
+TOOLS = ROOT / ".tools" / "node_modules" / ".bin"  # npm clients scripts/setup.sh installs
+
+
+def needs_client(path: Path, what: str) -> list:
+    """Marks for an end-to-end test of a real client that scripts/setup.sh
+    installs (skipped, with the reason, where it could not)."""
+    return [pytest.mark.integration,
+            pytest.mark.skipif(not path.exists(), reason=f"{what} not installed (scripts/setup.sh installs it)")]
 
 
 class Proxy(Mitmdump):

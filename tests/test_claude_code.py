@@ -6,14 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 
-import pytest
+from conftest import TOOLS, needs_client
 
-from conftest import ROOT
+CLAUDE = TOOLS / "claude"
 
-CLAUDE = ROOT / ".tools" / "node_modules" / ".bin" / "claude"
-
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not CLAUDE.exists(), reason="Claude Code not installed (scripts/setup.sh needs npm)")]
+pytestmark = needs_client(CLAUDE, "Claude Code")
 
 
 def test_claude_code_tool_loop_through_the_proxy(make_proxy, sim, tmp_path):

@@ -6,14 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 
-import pytest
+from conftest import TOOLS, needs_client
 
-from conftest import ROOT
+CODEX = TOOLS / "codex"
 
-CODEX = ROOT / ".tools" / "node_modules" / ".bin" / "codex"
-
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not CODEX.exists(), reason="Codex CLI not installed (scripts/setup.sh needs npm)")]
+pytestmark = needs_client(CODEX, "Codex CLI")
 
 
 def test_codex_tool_loop_through_the_proxy(make_proxy, sim, tmp_path):

@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 
-import pytest
-
-from conftest import ROOT
+from conftest import ROOT, needs_client
 
 PYTHON = ROOT / ".venv-newest" / "bin" / "python"
 CLIENT = ROOT / "tests" / "clients" / "newest_sdks.py"
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not PYTHON.exists(), reason="no .venv-newest (scripts/setup.sh makes it)")]
+pytestmark = needs_client(PYTHON, "the newest SDKs (.venv-newest)")
 
 
 def test_the_newest_sdks_through_the_proxy(make_proxy, sim):
