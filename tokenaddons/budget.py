@@ -21,6 +21,7 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
@@ -209,7 +210,7 @@ class Budget:
         except sqlite3.Error:
             return
         patterns = self._patterns()
-        with conn:
+        with closing(conn):  # `with conn` alone would leave it open
             for name in WINDOWS:
                 start, _ = window_bounds(name, now, tz)
                 for scope, usd in spend_by_scope(conn, start, patterns).items():

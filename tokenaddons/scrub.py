@@ -22,6 +22,7 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -318,7 +319,7 @@ class Scrub:
         events.submit(lambda conn: migrate(conn, MIGRATIONS, version_table="scrub_schema"))
         events.flush()
         try:
-            with connect(events.path, readonly=True) as conn:
+            with closing(connect(events.path, readonly=True)) as conn:
                 pseudonyms.remember(conn.execute("SELECT caller, label, digest, n FROM pseudonyms"))
         except sqlite3.Error as e:
             log.warning("tokenaddons scrub: placeholders given before could not be read (%s); numbering anew", e)
