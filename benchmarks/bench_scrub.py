@@ -18,10 +18,10 @@ import time
 
 from mitmproxy.test import taddons, tflow
 
+from tokenaddons.addons.intake import Intake
+from tokenaddons.addons.scrub import Scrub
+from tokenaddons.engines.pii import Detector
 from tokenaddons.exchange import Exchange
-from tokenaddons.intake import Intake
-from tokenaddons.pii import Detector
-from tokenaddons.scrub import Scrub
 
 random.seed(3)
 WORDS = ("the build failed because the config file references a module that was renamed last week so we "

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from tokenaddons.store import EventStore, open_for_reading
-from tokenaddons.tui import StatsView
+from tokenaddons.ui.views import StatsView
 
 MODELS = [("anthropic", "claude-sonnet-4-5", 3e-6, 15e-6), ("anthropic", "claude-haiku-4-5", 1e-6, 5e-6),
           ("openai", "gpt-4o-mini", 0.15e-6, 0.6e-6), ("openai", "gpt-4.1", 2e-6, 8e-6),

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tokenaddons.injection import scan
+from tokenaddons.engines.injection import scan
 
 
 def plant(context: str, attack: str, where: str) -> str:

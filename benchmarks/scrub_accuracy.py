@@ -16,7 +16,7 @@ import sysconfig
 from collections import Counter
 from pathlib import Path
 
-from tokenaddons.pii import ALL_ENTITIES, PRESIDIO_ENTITIES, Detector
+from tokenaddons.engines.pii import ALL_ENTITIES, PRESIDIO_ENTITIES, Detector
 
 
 def overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:

@@ -33,8 +33,8 @@ def refuse(flow: http.HTTPFlow, addon: str, kind: str, message: str, *,
     ex = Exchange.of(flow)
     status = status or STATUS.get(kind, 400)
     message = f"tokenaddons {addon}: {message}"
-    if ex and ex.api:
-        body = ex.api.error_body(status, kind, message)
+    if ex and ex.client_api:  # the shape the client's SDK reads
+        body = ex.client_api.error_body(status, kind, message)
     else:
         body = generic_error_body(status, kind, message)
     h = {"content-type": "application/json", f"x-tokenaddons-{addon}": kind}

@@ -1,63 +1,86 @@
 """The per-flow context every addon reads and writes.
 
-Intake creates it in the request phase (`Exchange.of(flow)` finds it later);
-addons record what they did as decisions; the meter turns it into one event
-row. Stream taps see every response chunk of an SSE answer in order.
+Intake creates it in the request phase; `Exchange.of(flow)` finds it later.
+It lives beside the flow (a weak map keyed by the flow), never inside
+`flow.metadata`, which holds only what mitmproxy can serialize: when the
+exchange ends, `summary()` is written to `flow.metadata["tokenaddons"]`, so a
+saved flow carries its usage, cost and decisions, and a replayed flow (a new
+object) gets a fresh exchange and is metered once.
+
+Addons record what they did as decisions; the meter turns the exchange into one
+event row. Stream taps see a streamed answer's events in stage order.
 """
 from __future__ import annotations
 
+import logging
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mitmproxy import http
 
-from tokenaddons.usage import Usage
+from tokenaddons.engines.usage import Usage
 
 if TYPE_CHECKING:
     from tokenaddons.providers.base import Api
+    from tokenaddons.providers.sse import Event
+
+log = logging.getLogger(__name__)
 
 METADATA_KEY = "tokenaddons"
 
-# Tap stages: a streamed chunk passes the taps in stage order. The meter observes
-# upstream's raw bytes, then events the client did not ask for are filtered out,
+# Tap stages: a streamed event passes the taps in stage order. The meter observes
+# upstream's events, then events the client did not ask for are filtered out,
 # then the cache records the stream as the client asked for it but still with
 # placeholders (no scrubbed value is ever stored), then pseudonyms are restored.
 OBSERVE, FILTER, RECORD, RESTORE = 0, 10, 20, 30
 
+_LIVE: weakref.WeakKeyDictionary[http.HTTPFlow, Exchange] = weakref.WeakKeyDictionary()
+
 
 class Tap(Protocol):
-    """Sees a streamed response chunk by chunk; may rewrite it.
+    """Sees a streamed answer as it passes; may rewrite, drop or hold back events.
 
-    `feed` returns the bytes to pass on (possibly held back or rewritten);
-    `end` is called once when the upstream stream ends (complete or not) and
-    returns whatever was still held back.
+    The pump splits server-sent events once and hands every tap the parsed
+    events (`feed`); a stream that is not SSE (Gemini's JSON array) is handed
+    over as raw bytes to `feed_bytes` instead. `end` is called once when the
+    upstream stream ends, complete or not, and returns what was held back.
     """
 
-    def feed(self, chunk: bytes) -> bytes: ...
+    def feed(self, events: list[Event]) -> list[Event]: ...
 
-    def end(self) -> bytes: ...
+    def end(self) -> list[Event]: ...
 
 
 class BoundedCopy:
-    """A tap that keeps a copy of what passes, up to `limit` bytes: past the
-    limit it keeps nothing (a partial copy is never used)."""
+    """Keeps a copy of what passes, up to `limit` bytes: past the limit it
+    keeps nothing (a partial copy is never used). Feeds on events or bytes."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.parts: list[bytes] = []
         self.size = 0
 
-    def feed(self, chunk: bytes) -> bytes:
+    def feed(self, events: list[Event]) -> list[Event]:
+        for e in events:
+            self.keep(e.raw)
+        return events
+
+    def feed_bytes(self, chunk: bytes) -> bytes:
+        self.keep(chunk)
+        return chunk
+
+    def keep(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size <= self.limit:
             self.parts.append(chunk)
         elif self.parts:
             self.parts = []
-        return chunk
 
-    def end(self) -> bytes:
-        return b""
+    def end(self) -> list[Event]:
+        return []
 
     def body(self) -> bytes | None:
         return None if self.size > self.limit else b"".join(self.parts)
@@ -74,13 +97,21 @@ class Decision:
     usd_saved: float = 0.0
 
 
+Settler = Callable[[http.HTTPFlow, "Exchange"], None]
+
+
 @dataclass
 class Exchange:
-    api: Api | None  # None: an endpoint we do not understand (passed through, metered as other)
+    # What the client speaks (error shapes, what streams back) and what is sent
+    # upstream (usage parsing); they differ only when route translates.
+    # None: an endpoint we do not understand (passed through, metered as other).
+    client_api: Api | None
+    upstream_api: Api | None = None
+    path: str = ""  # the request path as the client sent it (what the row records)
     body: Any = None  # the request JSON, parsed once; None when not JSON
     project: str | None = None
     client: str | None = None
-    auth_hash: str | None = None  # hash of the caller's credential, never the credential
+    auth_hash: str | None = None  # hash of the caller's credentials, never a credential
     requested_model: str | None = None  # what the client asked for
     model: str | None = None  # what will be (or was) sent upstream; route may change it
     served_model: str | None = None  # what the provider says answered
@@ -88,6 +119,7 @@ class Exchange:
     started: float = field(default_factory=time.time)
     first_byte: float | None = None
     dirty: bool = False  # body changed: serialize once at the end of the request phase
+    body_version: int = 0  # bumped by every change, so derived values know when to recompute
     usage: Usage | None = None
     cost_usd: float | None = None
     complete: bool = False  # a full answer arrived (stream finished or body read)
@@ -97,25 +129,48 @@ class Exchange:
     upstream_body: bytes | None = None  # a non-streamed answer as upstream sent it (decoded)
     decisions: list[Decision] = field(default_factory=list)
     taps: list[tuple[int, Tap]] = field(default_factory=list)
+    settlers: list[tuple[str, Settler]] = field(default_factory=list)
     state: dict = field(default_factory=dict)  # per-addon scratch, keyed by addon name
+    _input_tokens: tuple[int, int] | None = None  # (body_version, count)
+
+    def __post_init__(self) -> None:
+        if self.upstream_api is None:
+            self.upstream_api = self.client_api
+
+    @property
+    def known(self) -> bool:
+        """An API we understand (a parsed JSON body on a known path)."""
+        return self.client_api is not None
 
     @property
     def provider(self) -> str:
-        return self.api.provider if self.api else "other"
+        """The provider the request goes to (and is billed by)."""
+        return self.upstream_api.provider if self.upstream_api else "other"
 
     @property
     def api_name(self) -> str:
-        return self.api.name if self.api else "other"
+        return self.upstream_api.name if self.upstream_api else "other"
 
     @staticmethod
     def of(flow: http.HTTPFlow) -> Exchange | None:
-        return flow.metadata.get(METADATA_KEY)
+        return _LIVE.get(flow)
 
     def attach(self, flow: http.HTTPFlow) -> None:
-        flow.metadata[METADATA_KEY] = self
+        _LIVE[flow] = self
 
     def mark_changed(self) -> None:
         self.dirty = True
+        self.body_version += 1
+
+    def input_tokens(self) -> int:
+        """The request's input tokens, counted locally once per body version
+        (rate limits and budgets both need it)."""
+        from tokenaddons.engines import tokens
+
+        if self._input_tokens is None or self._input_tokens[0] != self.body_version:
+            n = tokens.estimate_input_tokens(self.upstream_api, self.body, self.model)
+            self._input_tokens = (self.body_version, n)
+        return self._input_tokens[1]
 
     def decide(self, addon: str, action: str, *, tokens_saved: int = 0,
                usd_saved: float = 0.0, **detail: Any) -> Decision:
@@ -128,7 +183,30 @@ class Exchange:
         self.taps.append((stage, tap))
         self.taps.sort(key=lambda pair: pair[0])
 
+    def on_settle(self, addon: str, fn: Settler) -> None:
+        """Run `fn(flow, exchange)` when the exchange ends, after the meter
+        (fill the cache, settle a budget reservation), in the order registered."""
+        self.settlers.append((addon, fn))
+
+    def summary(self) -> dict:
+        """What a saved flow keeps: serializable, and never a scrubbed value."""
+        return {
+            "provider": self.provider, "api": self.api_name,
+            "client_api": self.client_api.name if self.client_api else "other",
+            "requested_model": self.requested_model, "model": self.served_model or self.model,
+            "project": self.project, "stream": self.stream, "complete": self.complete,
+            "usage": self.usage.as_row() if self.usage else None, "cost_usd": self.cost_usd,
+            "cache": self.cache_status, "answered_by": self.answered_by, "error_type": self.error_type,
+            "decisions": [{"addon": d.addon, "action": d.action, "tokens_saved": d.tokens_saved,
+                           "usd_saved": d.usd_saved} for d in self.decisions],
+        }
+
 
 def handled(flow: http.HTTPFlow) -> bool:
-    """True when an earlier addon already answered (later ones skip the flow)."""
-    return flow.response is not None
+    """True for a flow answered locally in any way: a response set here, or a
+    request that will be answered without going upstream (a cache follower
+    relayed from its leader's stream). Every later addon skips it."""
+    if flow.response is not None:
+        return True
+    ex = _LIVE.get(flow)
+    return ex is not None and ex.answered_by is not None

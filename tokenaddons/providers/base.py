@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from tokenaddons.engines.usage import Usage
 from tokenaddons.providers.sse import Event
-from tokenaddons.usage import Usage
 
 
 @dataclass

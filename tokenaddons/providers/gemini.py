@@ -6,9 +6,9 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from tokenaddons.engines.usage import Usage
 from tokenaddons.providers.base import Api, StreamState, TextRef, walk_strings
 from tokenaddons.providers.sse import Event
-from tokenaddons.usage import Usage
 
 PATH = re.compile(r"/models/(?P<model>[^/:?]+):(?P<method>generateContent|streamGenerateContent)\b")
 STATUS = {

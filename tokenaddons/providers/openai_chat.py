@@ -5,9 +5,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from tokenaddons.engines.usage import Usage
 from tokenaddons.providers.base import Api, StreamState, TextRef
 from tokenaddons.providers.sse import Event
-from tokenaddons.usage import Usage
 
 ERROR_TYPES = {
     "invalid_request": "invalid_request_error",

@@ -4,10 +4,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from tokenaddons.engines.usage import Usage
 from tokenaddons.providers.base import StreamState, TextRef
 from tokenaddons.providers.openai_chat import ROLES, OpenAIApi, content_refs
 from tokenaddons.providers.sse import Event
-from tokenaddons.usage import Usage
 
 TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
 

@@ -1,42 +1,54 @@
 """Incremental server-sent-events parsing and framing.
 
 Streams arrive in arbitrary chunks; `SSEParser.feed` returns the complete
-events seen so far and keeps the remainder for the next chunk.
+events seen so far and keeps the remainder for the next chunk. It is linear in
+the stream: a search for the end of an event resumes where the last one
+stopped, so a 4 MB event arriving in 4 KB pieces is not rescanned each time.
+An event's JSON is parsed at most once, however many taps read it.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
 from typing import Any
 
+# An event ends at a blank line, in any newline style; the leftmost match wins.
+_BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_UNPARSED = object()
 
-@dataclass
+
 class Event:
-    event: str | None
-    data: str
-    raw: bytes  # the event's exact bytes, terminating blank line included
+    __slots__ = ("event", "data", "raw", "_json")
+
+    def __init__(self, event: str | None, data: str, raw: bytes, parsed: Any = _UNPARSED):
+        self.event = event
+        self.data = data
+        self.raw = raw  # the event's exact bytes, terminating blank line included
+        self._json = parsed
+
+    @classmethod
+    def make(cls, data: Any, event: str | None = None) -> Event:
+        """A new event carrying `data` (JSON-serialized unless a string)."""
+        text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+        return cls(event, text, frame(text, event), _UNPARSED if isinstance(data, str) else data)
 
     def json(self) -> Any:
-        """The data parsed as JSON, or None ([DONE], keep-alives, garbage)."""
-        if not self.data or self.data == "[DONE]":
-            return None
-        try:
-            return json.loads(self.data)
-        except ValueError:
-            return None
+        """The data parsed as JSON, or None ([DONE], keep-alives, garbage).
 
+        The same object is returned every time: a tap that changes it must
+        build a new event (`Event.make`) for the change to reach the client."""
+        if self._json is _UNPARSED:
+            if not self.data or self.data == "[DONE]":
+                self._json = None
+            else:
+                try:
+                    self._json = json.loads(self.data)
+                except ValueError:
+                    self._json = None
+        return self._json
 
-def _split_event(buf: bytes) -> tuple[bytes, bytes] | None:
-    """Split off the first complete event (ended by a blank line, any newline style)."""
-    best = None
-    for sep in (b"\r\n\r\n", b"\n\n", b"\r\r"):
-        i = buf.find(sep)
-        if i != -1 and (best is None or i < best[0]):
-            best = (i, len(sep))
-    if best is None:
-        return None
-    end = best[0] + best[1]
-    return buf[:end], buf[end:]
+    def __repr__(self) -> str:
+        return f"Event({self.event!r}, {self.data[:60]!r})"
 
 
 def parse_event(raw: bytes) -> Event:
@@ -57,19 +69,26 @@ def parse_event(raw: bytes) -> Event:
 
 class SSEParser:
     def __init__(self) -> None:
-        self.buf = b""
+        self.buf = bytearray()
+        self.scan = 0  # where the search for the next blank line resumes
 
     def feed(self, chunk: bytes) -> list[Event]:
         self.buf += chunk
         events = []
-        while (split := _split_event(self.buf)) is not None:
-            raw, self.buf = split
-            events.append(parse_event(raw))
+        pos = 0
+        # a separator may straddle the old end and the new chunk: back up 3 bytes
+        search = max(0, self.scan - 3)
+        while (m := _BLANK_LINE.search(self.buf, search)) is not None:
+            events.append(parse_event(bytes(self.buf[pos:m.end()])))
+            pos = search = m.end()
+        if pos:
+            del self.buf[:pos]  # cheap: bytearray drops its front in place
+        self.scan = len(self.buf)
         return events
 
     def rest(self) -> bytes:
         """Bytes of an unfinished last event (a stream cut mid-event)."""
-        return self.buf
+        return bytes(self.buf)
 
 
 def frame(data: Any, event: str | None = None) -> bytes:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokenaddons import tokens
+from tokenaddons.engines import tokens
 from tokenaddons.providers import base
 from tokenaddons.providers.sse import frame
 from tokenaddons.sim.prompt_cache import PromptCache

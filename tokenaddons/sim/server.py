@@ -18,9 +18,9 @@ import ssl
 import threading
 import time
 import zlib
-from gzip import compress as gzip_compress
 from collections.abc import Callable
 from dataclasses import dataclass
+from gzip import compress as gzip_compress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 

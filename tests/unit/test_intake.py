@@ -1,0 +1,142 @@
+"""Intake and the stream pump: API detection, pass-through, compressed bodies and streams."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from mitmproxy import http
+from mitmproxy.test import taddons
+
+from tokenaddons.addons.intake import Intake
+from tokenaddons.addons.meter import Meter
+from tokenaddons.addons.outlet import Outlet
+from tokenaddons.addons.store import Store
+from tokenaddons.exchange import Exchange
+from tokenaddons.providers.sse import frame
+from tokenaddons.test.flows import make_flow, sse_response
+from tokenaddons.test.pipeline import rows, run_flow
+
+
+@pytest.fixture
+def pipe(tmp_path):
+    store = Store()
+    addons = [store, Intake(), Meter(store), Outlet()]
+    with taddons.context(*addons) as tctx:
+        tctx.configure(store, store_path=str(tmp_path / "events.db"))
+        yield addons, store
+    store.done()
+
+
+ANTHROPIC_STREAM = [
+    frame({"type": "message_start", "message": {"id": "msg_1", "model": "claude-sonnet-4-5-20250929",
+           "usage": {"input_tokens": 12, "cache_read_input_tokens": 2000, "cache_creation_input_tokens": 300,
+                     "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200},
+                     "output_tokens": 1}}}, "message_start"),
+    frame({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}},
+          "content_block_delta"),
+    frame({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 42}},
+          "message_delta"),
+    frame({"type": "message_stop"}, "message_stop"),
+]
+
+
+def compressed(encoding: str, data: bytes) -> bytes:
+    import zlib
+
+    import brotli
+    import zstandard
+
+    return {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress,
+            "zstd": zstandard.ZstdCompressor().compress}[encoding](data)
+
+
+def test_project_header_is_removed_and_recorded(pipe):
+    addons, store = pipe
+    f = make_flow("/v1/messages", {"model": "claude-haiku-4-5", "messages": []},
+                  {"content-type": "application/json", "X-Tokenaddons-Project": "alpha"},
+                  http.Response.make(200, b'{"model":"claude-haiku-4-5","usage":{"input_tokens":5,"output_tokens":7}}'))
+    run_flow(addons, f)
+    assert "x-tokenaddons-project" not in f.request.headers
+    [row] = rows(store)
+    assert (row["project"], row["api"], row["input_tokens"], row["output_tokens"]) == ("alpha", "anthropic.messages", 5, 7)
+    assert row["cost_usd"] > 0 and row["complete"] == 1
+
+
+def test_unknown_and_non_json_bodies_pass_through_byte_for_byte(pipe):
+    addons, store = pipe
+    for path, body in [("/v1/messages", b"\xff\xfe not json"), ("/v1/models", b'{"a" :  1}'),
+                       ("/v1/messages", b'[1, 2')]:
+        f = make_flow(path, body, response=http.Response.make(200, b"ok"))
+        run_flow(addons, f)
+        assert f.request.raw_content == body
+        assert not Exchange.of(f).known
+    assert [r["api"] for r in rows(store)] == ["other"] * 3
+
+
+def test_compressed_request_is_read_and_left_untouched(pipe):
+    addons, store = pipe
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    f = make_flow("/v1/chat/completions", gzip.compress(body),
+                  {"content-type": "application/json", "content-encoding": "gzip"},
+                  http.Response.make(200, json.dumps({"model": "gpt-4o-mini", "usage": {
+                      "prompt_tokens": 9, "completion_tokens": 3}}).encode()))
+    raw = f.request.raw_content
+    run_flow(addons, f)
+    assert f.request.raw_content == raw  # nothing changed it: never re-serialized
+    assert rows(store)[0]["model"] == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
+def test_a_compressed_stream_is_decoded_for_the_taps_and_the_client(pipe, encoding):
+    addons, store = pipe
+    plain = b"".join(ANTHROPIC_STREAM)
+    response = http.Response.make(200, b"", {"content-type": "text/event-stream", "content-encoding": encoding,
+                                             "content-length": "0"})
+    response.raw_content = compressed(encoding, plain)
+    response.headers["content-length"] = str(len(response.raw_content))
+    f = make_flow("/v1/messages", {"model": "claude-sonnet-4-5", "stream": True, "messages": []},
+                  {"content-type": "application/json", "accept-encoding": "gzip, br"}, response=response)
+    run_flow(addons, f, stream_chunks=9)
+    assert f.request.headers["accept-encoding"] == "identity"  # streams are asked for uncompressed
+    assert f.metadata["client_saw"] == plain  # sent on decoded, as the headers now say
+    assert "content-encoding" not in f.response.headers and "content-length" not in f.response.headers
+    assert f.response.headers["transfer-encoding"] == "chunked"
+    [row] = rows(store)
+    assert row["output_tokens"] == 42 and row["cache_read_tokens"] == 2000 and row["complete"] == 1
+
+
+def test_a_stream_in_an_unknown_encoding_passes_through_unread(pipe):
+    addons, store = pipe
+    response = sse_response(ANTHROPIC_STREAM)
+    response.headers["content-encoding"] = "x-custom"
+    f = make_flow("/v1/messages", {"model": "claude-sonnet-4-5", "stream": True, "messages": []}, response=response)
+    run_flow(addons, f, stream_chunks=3)
+    assert f.response.stream is True  # passed on as it came, not through the taps
+    [row] = rows(store)
+    assert row["status"] == 200  # metered, without the usage it could not read
+
+
+def test_a_broken_tap_does_not_break_the_stream(pipe):
+    addons, store = pipe
+
+    class Broken:
+        def feed(self, events):
+            raise RuntimeError("boom")
+
+        def end(self):
+            return []
+
+    f = make_flow("/v1/messages", {"model": "claude-sonnet-4-5", "stream": True, "messages": []},
+                  response=sse_response(ANTHROPIC_STREAM))
+    recorded = f.response
+    f.response = None
+    for a in addons:
+        getattr(a, "request", lambda _: None)(f)
+    Exchange.of(f).add_tap(Broken(), 15)
+    body = recorded.content
+    recorded.content = None  # headers only so far, as when a stream starts
+    f.response = recorded
+    addons[1].responseheaders(f)
+    out = bytes(f.response.stream(body)) + f.response.stream(b"")
+    assert out == body

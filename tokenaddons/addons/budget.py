@@ -1,0 +1,262 @@
+"""Spend caps per hour, day and month, globally and per project, that concurrency
+cannot overshoot.
+
+Before a request goes upstream, its worst-case cost (input counted locally, plus
+its output cap at the model's output price) is reserved against every window
+that applies, in one step on mitmproxy's event loop (no await between check and
+reserve); a request whose reservation does not fit is refused with the
+provider's own 429. When the answer ends (or fails), the exchange settles
+after the meter, which swaps the reservation for the real billed cost. Spend is
+rebuilt from the event store on start, so a restart keeps the day's spend.
+
+Scopes: "global" and "project:NAME" from options; "provider:NAME",
+"model:PATTERN" and caps for one named project from the settings file.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from mitmproxy import ctx, exceptions, http
+
+from tokenaddons.addons.store import Store
+from tokenaddons.engines import pricing
+from tokenaddons.engines.budget_windows import WINDOWS, output_cap, scopes_of, window_bounds
+from tokenaddons.engines.settings_file import Published
+from tokenaddons.errors import refuse
+from tokenaddons.exchange import Exchange, handled
+from tokenaddons.options import number
+from tokenaddons.store import connect, migrate
+from tokenaddons.store.queries import spend_by_scope
+
+log = logging.getLogger(__name__)
+
+ALERTS = (0.5, 0.8, 1.0)
+DEFAULT_OUTPUT_TOKENS = 4096  # when a request sets no output cap
+MIGRATIONS = [
+    """
+    CREATE TABLE budget_limits (scope TEXT, window TEXT, limit_usd REAL, timezone TEXT,
+                                PRIMARY KEY (scope, window));
+    """,
+]
+
+
+@dataclass
+class Window:
+    scope: str  # "global", "project:NAME", "provider:NAME" or "model:PATTERN"
+    name: str  # hourly | daily | monthly
+    limit: float
+    start: float
+    end: float
+
+    @property
+    def key(self) -> tuple[str, str, float]:
+        return self.scope, self.name, self.start
+
+    def describe(self) -> str:
+        if self.scope == "global":
+            return f"{self.name} budget"
+        kind, name = self.scope.split(":", 1)
+        return f"{self.name} budget for {kind} {name}"
+
+
+class Budget:
+    def __init__(self, store: Store, settings: Published | None = None, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.settings = settings if settings is not None else Published()
+        self.clock = clock
+        self.spent: dict[tuple, float] = defaultdict(float)  # window key -> billed USD
+        self.reserved: dict[tuple, float] = defaultdict(float)  # window key -> USD held by requests in flight
+        self.alerted: set[tuple] = set()
+        self._rebuilt_for: tuple | None = None
+        # options, parsed in configure
+        self.caps: dict[tuple[str, str], float] = {}  # ("global" | "project", window) -> USD
+        self.tz_name = "UTC"
+        self.tz = ZoneInfo("UTC")
+        self.expected_output = 0
+
+    def load(self, loader) -> None:
+        for w in WINDOWS:
+            loader.add_option(f"budget_{w}_usd", str, "0",
+                              f"Spend cap per {w} window in US dollars, over all traffic (0 = off).")
+            loader.add_option(f"budget_project_{w}_usd", str, "0",
+                              f"Spend cap per {w} window for each project (X-Tokenaddons-Project; 0 = off).")
+        loader.add_option("budget_timezone", str, "UTC", "Time zone of the budget windows' calendar.")
+        loader.add_option("budget_expected_output_tokens", int, 0,
+                          "Output tokens to reserve per request instead of its max_tokens (0 = its max_tokens).")
+
+    def configure(self, updated) -> None:
+        self.caps = {(scope, w): number(f"budget_{'project_' if scope == 'project' else ''}{w}_usd")
+                     for scope in ("global", "project") for w in WINDOWS}
+        try:
+            self.tz = self.tz
+        except (ValueError, KeyError) as e:
+            raise exceptions.OptionsError(f"budget_timezone: unknown time zone {ctx.options.budget_timezone!r}") from e
+        self.tz_name = ctx.options.budget_timezone
+        self.expected_output = ctx.options.budget_expected_output_tokens
+        self._sync()
+
+    def _sync(self) -> None:
+        """Spend per scope and the saved limits, for the current store, time
+        zone, options and settings file."""
+        events = self.store.events
+        if events is None:
+            return
+        source = (str(events.path), self.tz_name, self.settings.generation)
+        if source != self._rebuilt_for:
+            self._rebuilt_for = source
+            events.flush()  # spend settled but not yet written must count
+            self._rebuild(events.path)
+        limits = self.limits()
+        tz = self.tz_name
+
+        def save(conn: sqlite3.Connection) -> None:
+            migrate(conn, MIGRATIONS, version_table="budget_schema")
+            conn.execute("DELETE FROM budget_limits")
+            conn.executemany("INSERT INTO budget_limits VALUES (?,?,?,?)",
+                             [(scope, w, usd, tz) for scope, w, usd in limits])
+
+        events.submit(save)
+
+    def limits(self) -> list[tuple[str, str, float]]:
+        """(scope, window, USD) of every cap; scope "project" is the per-project default."""
+        out = [(scope, w, usd) for (scope, w), usd in self.caps.items()]
+        for kind, named in self.settings.values.budgets.items():
+            for name, caps in named.items():
+                out.extend((f"{kind}:{name}", w, usd) for w, usd in caps.items())
+        return out
+
+    def limit(self, scope: str, window: str) -> float:
+        if scope == "global":
+            return self.caps[("global", window)]
+        kind, name = scope.split(":", 1)
+        found = self.settings.values.budgets.get(kind, {}).get(name, {}).get(window)
+        if found is None and kind == "project":
+            return self.caps[("project", window)]
+        return found or 0.0
+
+    def _patterns(self) -> list[str]:
+        return list(self.settings.values.budgets.get("model", {}))
+
+    def _rebuild(self, path) -> None:
+        """Spend of the current windows, from the metered requests."""
+        self.spent.clear()
+        tz = self.tz
+        now = self.clock()
+        try:
+            conn = connect(path, readonly=True)
+        except sqlite3.Error:
+            return
+        patterns = self._patterns()
+        with closing(conn):  # `with conn` alone would leave it open
+            for name in WINDOWS:
+                start, _ = window_bounds(name, now, tz)
+                for scope, usd in spend_by_scope(conn, start, patterns).items():
+                    self.spent[(scope, name, start)] += usd
+
+    def windows(self, ex: Exchange, now: float) -> list[Window]:
+        tz = self.tz
+        out = []
+        for scope in scopes_of(ex.project, ex.provider, ex.model, self._patterns()):
+            for name in WINDOWS:
+                limit = self.limit(scope, name)
+                if limit > 0:
+                    out.append(Window(scope, name, limit, *window_bounds(name, now, tz)))
+        return out
+
+    def estimate(self, ex: Exchange) -> float:
+        """Worst-case USD of a request before it is sent."""
+        prices = pricing.unit_prices(ex.provider, ex.model or "")
+        if prices is None:
+            return 0.0
+        expected = self.expected_output or output_cap(ex.body) or DEFAULT_OUTPUT_TOKENS
+        return ex.input_tokens() * prices.input + expected * prices.output
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        ex = Exchange.of(flow)
+        if ex is None or not ex.known or handled(flow):
+            return  # answered here (a cache hit, one following a stream in flight): costs nothing
+        if self._rebuilt_for is not None and self._rebuilt_for[2] != self.settings.generation:
+            self._sync()  # the settings file was edited: new scopes, new limits
+        now = self.clock()
+        windows = self.windows(ex, now)
+        need = self.estimate(ex) if windows else 0.0
+        # check every window, then reserve in all: nothing awaits in between
+        for w in windows:
+            spent = self.spent[w.key] + self.reserved[w.key]
+            if spent + need > w.limit:
+                return self._refuse(flow, ex, w, spent, need, now)
+        for w in windows:
+            self.reserved[w.key] += need
+        # settled even without a cap: spend must be known when a cap is set later
+        ex.state["budget"] = ([w.key for w in windows], need, now)
+        ex.on_settle("budget", self.settle)
+
+    def _refuse(self, flow: http.HTTPFlow, ex: Exchange, w: Window, spent: float, need: float, now: float) -> None:
+        reset = datetime.fromtimestamp(w.end, self.tz).isoformat()
+        message = (f"the {w.describe()} of ${w.limit:g} is used up: ${spent:.4f} spent or reserved, this request "
+                   f"may cost up to ${need:.4f}; it resets at {reset}")
+        refuse(flow, "budget", "rate_limit", message, retry_after=w.end - now,
+               headers={"x-tokenaddons-budget": f"{w.scope} {w.name}"})
+        ex.decide("budget", "refused", scope=w.scope, window=w.name, limit_usd=w.limit,
+                  spent_usd=round(spent, 6), needed_usd=round(need, 6))
+        for threshold in ALERTS:
+            self._alert(ex, w, threshold)
+        log.warning("tokenaddons budget: refused %s: %s", flow.request.path, message)
+
+    def settle(self, flow: http.HTTPFlow, ex: Exchange) -> None:
+        """After the meter: the reservation traded for what the request cost."""
+        held = ex.state.pop("budget", None)
+        if held is None:
+            return
+        keys, need, at = held
+        for key in keys:
+            left = self.reserved[key] - need
+            if left > 1e-12:
+                self.reserved[key] = left
+            else:  # float residue of many holds and releases
+                self.reserved.pop(key, None)
+        # spend goes where the store will put it after a restart: every scope of
+        # the served model, in the windows of the request's time
+        cost = ex.cost_usd or 0.0
+        if cost:
+            tz = self.tz
+            starts = {name: window_bounds(name, at, tz)[0] for name in WINDOWS}
+            for scope in scopes_of(ex.project, ex.provider, ex.served_model or ex.model, self._patterns()):
+                for name, start in starts.items():
+                    self.spent[(scope, name, start)] += cost
+        self._alerts(ex)
+
+    def _alerts(self, ex: Exchange) -> None:
+        for w in self.windows(ex, self.clock()):
+            for threshold in ALERTS:
+                if self.spent[w.key] >= threshold * w.limit:
+                    self._alert(ex, w, threshold)
+
+    def _alert(self, ex: Exchange, w: Window, threshold: float) -> None:
+        """Once per window and threshold: a decision row and a warning. A refusal
+        counts as reaching 100 %: the window has no room left."""
+        mark = (*w.key, threshold)
+        if mark in self.alerted:
+            return
+        self.alerted.add(mark)
+        spent = self.spent[w.key]
+        log.warning("tokenaddons budget: %s at %d%% ($%.4f of $%g)", w.describe(), int(threshold * 100),
+                    spent, w.limit)
+        events = self.store.events
+        if events is not None:
+            events.put_decision({
+                "exchange_id": None, "ts": self.clock(), "addon": "budget", "action": "alert",
+                "detail": json.dumps({"scope": w.scope, "window": w.name, "percent": int(threshold * 100),
+                                      "spent_usd": round(spent, 6), "limit_usd": w.limit, "resets": w.end}),
+                "project": ex.project, "provider": ex.provider, "model": ex.model})
+
+

@@ -1,0 +1,244 @@
+"""Exact-match response cache: two tiers, streams replayed, concurrent twins coalesced.
+
+`Cache` sits after scrub in the request phase (the key is what would really be
+sent) and answers hits; when the exchange settles (after the meter) it stores
+complete answers with the usage and cost they were billed, which a hit then
+records as saved. A stream and a non-stream request for the same thing share a key but
+not an entry: each form is stored as the client received it, and a request for
+the other form is a miss (see docs/cache.md).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from mitmproxy import ctx, http
+
+from tokenaddons.addons.store import Store
+from tokenaddons.engines.cache_keys import VARY, cache_key
+from tokenaddons.engines.fanout import Broadcast, FanoutServer
+from tokenaddons.engines.usage import Usage
+from tokenaddons.exchange import RECORD, BoundedCopy, Exchange, handled
+from tokenaddons.options import number
+from tokenaddons.providers.sse import Event
+from tokenaddons.store.cache_tier import Entry, Tiers
+
+log = logging.getLogger(__name__)
+
+HEADER = "x-tokenaddons-cache"
+
+
+class Recorder(BoundedCopy):
+    """Keeps a copy of a stream as the client asked for it, placeholders not yet
+    restored (a RECORD-stage tap), and hands each chunk on to identical requests
+    following it (each restores its own)."""
+
+    def __init__(self, limit: int, broadcast: Broadcast | None = None):
+        super().__init__(limit)
+        self.broadcast = broadcast
+
+    def feed(self, events: list[Event]) -> list[Event]:
+        if self.broadcast is not None:
+            self.broadcast.push(b"".join(e.raw for e in events))
+        return super().feed(events)
+
+
+class Cache:
+    """Looks requests up and answers hits; coalesces concurrent identical misses."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.clock = clock
+        self.tiers = Tiers(clock)
+        self.inflight: dict[str, asyncio.Future] = {}
+        self.broadcasts: dict[str, Broadcast] = {}  # streams in flight, by key
+        self.fanout = FanoutServer()
+        self.enabled = True
+        self.ttl = 3600
+        self.max_entry = 8 << 20
+        self.wait_s = 120.0
+
+    def load(self, loader) -> None:
+        loader.add_option("cache_enabled", bool, True, "Answer exact repeats of LLM requests from the cache.")
+        loader.add_option("cache_ttl", int, 3600, "Seconds a cached answer stays valid.")
+        loader.add_option("cache_memory_bytes", int, 64 << 20, "Bytes of cached answers kept in memory.")
+        loader.add_option("cache_max_bytes", int, 1 << 30, "Bytes of cached answers kept on disk (LRU eviction).")
+        loader.add_option("cache_max_entry_bytes", int, 8 << 20, "Answers larger than this are not cached.")
+        loader.add_option("cache_wait_s", str, "120",
+                          "How long a request waits for an identical one already in flight.")
+
+    def configure(self, updated) -> None:
+        self.wait_s = number("cache_wait_s")
+        self.enabled = ctx.options.cache_enabled
+        self.ttl = ctx.options.cache_ttl
+        self.max_entry = ctx.options.cache_max_entry_bytes
+        self.tiers.memory_max = ctx.options.cache_memory_bytes
+        self.tiers.disk_max = ctx.options.cache_max_bytes
+        if "store_path" in updated or self.tiers.events is None:
+            self.tiers.close()
+            if self.store.events is not None:
+                self.tiers.open(self.store.events)
+
+    async def running(self) -> None:
+        await self.fanout.start()
+
+    def done(self) -> None:
+        self.tiers.close()
+        self.fanout.stop()
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        ex = Exchange.of(flow)
+        if ex is None or not ex.known or handled(flow) or not self.enabled:
+            return
+        mode = self._mode(flow)
+        if mode == "bypass":
+            ex.cache_status = "BYPASS"
+            return
+        key = f"{self.key(flow, ex)}:{'sse' if ex.stream else 'json'}"
+        ex.state["cache"] = {"key": key, "store": mode != "no-store"}
+        ex.on_settle("cache", self.settle)
+        broadcast = None
+        if mode == "normal":
+            entry = self.tiers.get_memory(key) or await asyncio.to_thread(self.tiers.get_disk, key)
+            if entry is None and key in self.inflight:
+                flowing = self.broadcasts.get(key)
+                if flowing is not None and self.fanout.server is not None:
+                    if await self._follow(flow, ex, key, flowing):
+                        return
+                else:
+                    entry = await self._wait(self.inflight[key])
+            if entry is not None:
+                return self._serve(flow, ex, key, entry)
+            if key not in self.inflight:
+                self.inflight[key] = asyncio.get_running_loop().create_future()
+                ex.state["cache"]["leader"] = True
+                if ex.stream:
+                    broadcast = self.broadcasts[key] = ex.state["cache"]["broadcast"] = Broadcast()
+        ex.cache_status = "MISS" if mode == "normal" else "BYPASS"
+        if ex.stream:
+            ex.state["cache"]["recorder"] = recorder = Recorder(self.max_entry, broadcast)
+            ex.add_tap(recorder, RECORD)
+
+    @staticmethod
+    def key(flow: http.HTTPFlow, ex: Exchange) -> str:
+        req = flow.request
+        return cache_key(ex.provider, req.path.split("?")[0], req.query.items(multi=True), ex.auth_hash,
+                         [(name, req.headers.get(name)) for name in VARY], ex.body)
+
+    @staticmethod
+    def _mode(flow: http.HTTPFlow) -> str:
+        """normal, no-cache (fetch fresh, store it), no-store (neither), bypass (neither)."""
+        asked = flow.request.headers.pop(HEADER, "").strip().lower()
+        if asked == "bypass":
+            return "bypass"
+        directives = flow.request.headers.get("cache-control", "").lower()
+        if "no-store" in directives:
+            return "no-store"
+        if "no-cache" in directives or asked == "refresh":
+            return "no-cache"
+        return "normal"
+
+    async def _follow(self, flow: http.HTTPFlow, ex: Exchange, key: str, broadcast: Broadcast) -> bool:
+        """Join a stream already flowing for the same key: the request goes to the
+        loopback relay instead of upstream. False: go upstream (the leader failed
+        before its first byte, or took too long to start)."""
+        try:
+            await asyncio.wait_for(broadcast.started.wait(), self.wait_s)
+        except asyncio.TimeoutError:
+            return False
+        if broadcast.failed and not broadcast.chunks:
+            return False
+        token = self.fanout.publish(broadcast)
+        flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", self.fanout.port
+        flow.request.path = f"/tokenaddons-fanout/{token}"
+        ex.answered_by, ex.cache_status = "cache", "HIT"
+        ex.state["cache"] = {"key": key, "store": False, "follows": broadcast, "token": token}
+        return True
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        """A follower's stream ended: record what it saved, at the leader's billed usage."""
+        ex = Exchange.of(flow)
+        state = ex.state.get("cache") if ex is not None else None
+        if not state or "follows" not in state:
+            return
+        self.fanout.retire(state["token"])
+        entry: Entry | None = state["follows"].entry
+        if entry is not None and flow.error is None:
+            ex.served_model = entry.model
+            saved = entry.usage.get("input_tokens", 0) + entry.usage.get("output_tokens", 0)
+            ex.decide("cache", "hit", tokens_saved=saved, usd_saved=entry.cost_usd or 0.0, age_s=0, followed=True)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.response(flow)
+
+    async def _wait(self, future: asyncio.Future) -> Entry | None:
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.wait_s)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            return None
+
+    def _serve(self, flow: http.HTTPFlow, ex: Exchange, key: str, entry: Entry) -> None:
+        age = max(0, int(self.clock() - entry.created))
+        flow.response = http.Response.make(200, entry.body, {
+            "content-type": entry.content_type, HEADER: "HIT", "age": str(age)})
+        ex.answered_by = "cache"
+        ex.cache_status = "HIT"
+        ex.served_model = entry.model
+        ex.usage = Usage()
+        saved = entry.usage.get("input_tokens", 0) + entry.usage.get("output_tokens", 0)
+        ex.decide("cache", "hit", tokens_saved=saved, usd_saved=entry.cost_usd or 0.0, age_s=age)
+        self.tiers.touch(key)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        ex = Exchange.of(flow)
+        if ex is not None and ex.cache_status and flow.response is not None:
+            flow.response.headers[HEADER] = ex.cache_status
+            broadcast = (ex.state.get("cache") or {}).get("broadcast")
+            if broadcast is not None:
+                broadcast.content_type = flow.response.headers.get("content-type", broadcast.content_type)
+
+    def settle(self, flow: http.HTTPFlow, ex: Exchange) -> None:
+        """After the meter: a complete answer is stored with what it was billed,
+        and identical requests waiting for it are woken."""
+        state = ex.state.get("cache")
+        if state is None or "follows" in state:
+            return
+        entry = None
+        if not ex.answered_by:  # an answer made here (a refusal, a hit) is never stored
+            try:
+                entry = self._entry(flow, ex, state)
+                if entry is not None and state["store"]:
+                    self.tiers.put(state["key"], entry)
+            except Exception:
+                log.exception("tokenaddons cache: could not store an answer")
+        # a leader refused after the lookup (rate limit, budget, upstream down) must
+        # still wake its twins, or they would wait cache_wait_s for nothing
+        if state.get("leader"):
+            future = self.inflight.pop(state["key"], None)
+            if future is not None and not future.done():
+                future.set_result(entry)  # None: waiters go upstream themselves
+            broadcast = state.get("broadcast")
+            if broadcast is not None:
+                self.broadcasts.pop(state["key"], None)
+                broadcast.finish(entry is not None, entry)
+
+    def _entry(self, flow: http.HTTPFlow, ex: Exchange, state: dict) -> Entry | None:
+        resp = flow.response
+        # only complete 2xx answers of the model that was asked for
+        if resp is None or flow.error is not None or not 200 <= resp.status_code < 300 or not ex.complete:
+            return None
+        if ex.model != ex.requested_model:
+            return None
+        if ex.stream:
+            recorder: Recorder | None = state.get("recorder")
+            body = recorder.body() if recorder else None
+        else:  # as upstream sent it: scrub's placeholders, never the values restored for the client
+            body = ex.upstream_body if ex.upstream_body is not None else resp.content
+        if not body or len(body) > self.max_entry:
+            return None
+        now = self.clock()
+        usage = ex.usage.as_row() if ex.usage else {}
+        return Entry(body, resp.headers.get("content-type", "application/json"), now,
+                     now + self.ttl, ex.served_model or ex.model, usage, ex.cost_usd)

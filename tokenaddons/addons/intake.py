@@ -1,0 +1,118 @@
+"""The Exchange's way in: `Intake` (first after the store) recognizes the API,
+parses the JSON body once, reads the project tag and starts the stream pump."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+from mitmproxy import ctx, http
+
+from tokenaddons import providers
+from tokenaddons.exchange import OBSERVE, Exchange
+from tokenaddons.providers.sse import is_sse
+from tokenaddons.stream import CopyTap, StreamPump, stream_decoder
+
+log = logging.getLogger(__name__)
+
+PROJECT_HEADER = "x-tokenaddons-project"
+AUTH_HEADERS = ("x-api-key", "authorization", "x-goog-api-key", "api-key")
+
+
+def auth_identity(flow: http.HTTPFlow) -> str | None:
+    """A short hash naming the caller's credential (the credential itself is never kept)."""
+    for name in AUTH_HEADERS:
+        if value := flow.request.headers.get(name):
+            return hashlib.sha256(f"{name}:{value}".encode()).hexdigest()[:16]
+    if key := flow.request.query.get("key"):  # Gemini's ?key=
+        return hashlib.sha256(f"key:{key}".encode()).hexdigest()[:16]
+    return None
+
+
+class Intake:
+    def __init__(self) -> None:
+        self.max_body = 64 * 1024 * 1024
+
+    def load(self, loader) -> None:
+        loader.add_option("intake_max_body", int, self.max_body,
+                          "Request bodies larger than this many bytes pass through unparsed.")
+
+    def configure(self, updated) -> None:
+        self.max_body = ctx.options.intake_max_body
+
+    def running(self) -> None:
+        # mitmproxy's default "eager" strategy connects upstream when a client
+        # connects, before any request exists: an unreachable provider would then
+        # drop clients unmetered, and no addon could answer or reroute in time.
+        if ctx.options.connection_strategy == "eager":
+            ctx.options.connection_strategy = "lazy"
+            log.info("tokenaddons: connection_strategy set to lazy (connect upstream per request)")
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if Exchange.of(flow) is not None:
+            return
+        req = flow.request
+        api = providers.detect(req.method, req.path)
+        body = self._parse(req) if api is not None else None
+        if not isinstance(body, (dict, list)):
+            api, body = None, None  # not JSON: passes through byte for byte, metered as other
+        ex = Exchange(client_api=api, path=req.path, body=body)
+        ex.project = req.headers.pop(PROJECT_HEADER, None)
+        ex.client = req.headers.get("user-agent")
+        ex.auth_hash = auth_identity(flow)
+        if api is not None:
+            ex.requested_model = ex.model = api.model(body, req.path)
+            ex.stream = api.is_stream(body, req.path)
+            if ex.stream:  # the taps read the events as they pass: ask for them uncompressed
+                req.headers["accept-encoding"] = "identity"
+        ex.attach(flow)
+
+    def _parse(self, req: http.Request):
+        raw = req.raw_content
+        if not raw or len(raw) > self.max_body:
+            return None
+        try:
+            return json.loads(req.get_content(strict=True))
+        except (ValueError, UnicodeDecodeError) as e:
+            log.info("tokenaddons: %s %s: body is not JSON we can read (%s); passing it through",
+                     req.method, req.path, e.__class__.__name__)
+            return None
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        ex = Exchange.of(flow)
+        if ex is None or flow.response is None or flow.response.raw_content is not None:
+            return  # an answer made here already has its whole body: nothing to stream
+        sse = is_sse(flow.response.headers.get("content-type"))
+        if not sse and not (ex.stream and flow.response.status_code == 200):
+            return  # a whole answer: mitmproxy reads it, the addons see it in `response`
+        headers = flow.response.headers
+        try:
+            decode = stream_decoder(headers.get("content-encoding"))
+        except ValueError as e:
+            log.warning("tokenaddons: %s stream: %s; passing it through unread", flow.request.path, e)
+            flow.response.stream = True
+            return
+        if decode is not None:  # the client gets it decoded
+            del headers["content-encoding"]
+            if headers.pop("content-length", None) is not None and flow.response.http_version == "HTTP/1.1":
+                headers["transfer-encoding"] = "chunked"
+        if not sse:
+            # a stream that is not SSE (Gemini without alt=sse: one JSON array, an
+            # element at a time): passed on as it comes, a copy kept for the meter
+            ex.add_tap(CopyTap(ex, self.max_body), OBSERVE)
+        flow.response.stream = StreamPump(ex, decode, sse)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        # Keep what upstream sent, before any addon rewrites it for the client
+        # (scrub restores real values): stored bodies must be the scrubbed ones.
+        ex = Exchange.of(flow)
+        if ex is not None and flow.response is not None and not flow.response.stream:
+            # decoded: providers compress JSON answers (gzip, br, zstd) for SDKs that accept it
+            try:
+                ex.upstream_body = flow.response.get_content(strict=True)
+            except ValueError:
+                log.info("tokenaddons: %s: answer in an encoding we cannot read; kept as sent",
+                         flow.request.path)
+                ex.upstream_body = flow.response.raw_content
+
+

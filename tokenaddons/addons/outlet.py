@@ -1,0 +1,19 @@
+"""Last in the request phase: the body serialized back once, if anything changed it."""
+from __future__ import annotations
+
+import json
+
+from mitmproxy import http
+
+from tokenaddons.exchange import Exchange
+
+
+class Outlet:
+    """Serializes the request body once, at the end of the request phase."""
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        ex = Exchange.of(flow)
+        if ex is None or not ex.dirty or flow.response is not None:
+            return
+        flow.request.content = json.dumps(ex.body, ensure_ascii=False, separators=(",", ":")).encode()
+        ex.dirty = False

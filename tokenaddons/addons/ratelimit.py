@@ -1,0 +1,132 @@
+"""Rate limits: token buckets per provider and per project, for requests and input
+tokens per minute. A request over the limit waits for room (up to
+`ratelimit_max_wait_s`, on mitmproxy's event loop, never blocking it), then is
+refused with the provider's own 429. An upstream 429 or 529 with `retry-after`
+pauses that provider's buckets for that long, so a client's retry storm does
+not keep hammering a provider that already said no.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from mitmproxy import ctx, http
+
+from tokenaddons.errors import refuse
+from tokenaddons.exchange import Exchange, handled
+from tokenaddons.options import number
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bucket:
+    per_minute: float
+    level: float = field(default=-1.0)  # tokens available; -1 = full on first use
+    stamp: float = 0.0
+    paused_until: float = 0.0
+
+    def refill(self, now: float) -> None:
+        if self.level < 0:
+            self.level, self.stamp = self.per_minute, now
+        self.level = min(self.per_minute, self.level + (now - self.stamp) * self.per_minute / 60)
+        self.stamp = now
+
+    def wait_for(self, amount: float, now: float) -> float:
+        """Seconds until `amount` fits (0 = now). An amount above the whole
+        bucket waits for a full bucket rather than forever."""
+        self.refill(now)
+        amount = min(amount, self.per_minute)
+        wait = max(0.0, (amount - self.level) * 60 / self.per_minute)
+        return max(wait, self.paused_until - now)
+
+
+class RateLimit:
+    def __init__(self, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable] = asyncio.sleep):
+        self.clock = clock
+        self.sleep = sleep
+        self.buckets: dict[tuple[str, str, str], Bucket] = {}
+        self.paused: dict[str, float] = {}  # provider -> unix time its pause ends
+        # options, parsed in configure
+        self.limits: dict[tuple[str, str], int] = {}  # (scope, kind) -> per minute; 0 = off
+        self.max_wait = 10.0
+
+    def load(self, loader) -> None:
+        loader.add_option("ratelimit_rpm", int, 0, "Requests per minute to each provider (0 = no limit).")
+        loader.add_option("ratelimit_itpm", int, 0, "Input tokens per minute to each provider (0 = no limit).")
+        loader.add_option("ratelimit_project_rpm", int, 0, "Requests per minute for each project (0 = no limit).")
+        loader.add_option("ratelimit_project_itpm", int, 0, "Input tokens per minute for each project (0 = no limit).")
+        loader.add_option("ratelimit_max_wait_s", str, "10",
+                          "How long a request over a rate limit may wait for room before it is refused.")
+
+    def configure(self, updated) -> None:
+        o = ctx.options
+        self.max_wait = number("ratelimit_max_wait_s")
+        self.limits = {("provider", "rpm"): o.ratelimit_rpm, ("provider", "itpm"): o.ratelimit_itpm,
+                       ("project", "rpm"): o.ratelimit_project_rpm, ("project", "itpm"): o.ratelimit_project_itpm}
+
+    def _bucket(self, scope: str, name: str, kind: str, per_minute: int) -> Bucket:
+        key = (scope, name, kind)
+        b = self.buckets.get(key)
+        if b is None or b.per_minute != per_minute:
+            b = self.buckets[key] = Bucket(per_minute)
+        return b
+
+    def _needs(self, ex: Exchange) -> list[tuple[Bucket, float, str]]:
+        needs = []
+        for (scope, kind), per_minute in self.limits.items():
+            name = ex.provider if scope == "provider" else ex.project
+            if per_minute > 0 and name is not None:
+                needs.append((self._bucket(scope, name, kind, per_minute), 1 if kind == "rpm" else ex.input_tokens(),
+                              f"{kind} of {scope} {name}"))
+        return needs
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        ex = Exchange.of(flow)
+        if ex is None or not ex.known or handled(flow):
+            return  # answered here (a cache hit, one following a stream in flight): costs nothing
+        needs = self._needs(ex)
+        paused = self.paused.get(ex.provider, 0.0)
+        if not needs and paused <= self.clock():
+            return
+        deadline = self.clock() + self.max_wait
+        waited = 0.0
+        while True:
+            now = self.clock()
+            waits = [(b.wait_for(n, now), why) for b, n, why in needs]
+            waits.append((max(0.0, self.paused.get(ex.provider, 0.0) - now), f"{ex.provider} asked to slow down"))
+            wait, why = max(waits)
+            if wait <= 0:
+                for b, n, _ in needs:  # room everywhere: take it, with no await in between
+                    b.refill(now)
+                    b.level -= min(n, b.per_minute)
+                if waited:
+                    ex.decide("ratelimit", "delayed", waited_s=round(waited, 3))
+                return
+            if now + wait > deadline:
+                refuse(flow, "ratelimit", "rate_limit",
+                       f"rate limit reached ({why}); room again in {wait:.1f} s", retry_after=wait,
+                       headers={"x-tokenaddons-ratelimit": why})
+                ex.decide("ratelimit", "refused", reason=why, retry_after_s=round(wait, 3))
+                return
+            await self.sleep(wait)
+            waited += wait
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        ex = Exchange.of(flow)
+        resp = flow.response
+        if ex is None or not ex.known or ex.answered_by or resp is None or resp.status_code not in (429, 529, 503):
+            return
+        retry_after = resp.headers.get("retry-after")
+        try:
+            seconds = float(retry_after) if retry_after else None
+        except ValueError:
+            seconds = None
+        if seconds:
+            self.paused[ex.provider] = max(self.paused.get(ex.provider, 0.0), self.clock() + seconds)
+            log.warning("tokenaddons ratelimit: %s answered %d; pausing it for %.1f s",
+                        ex.provider, resp.status_code, seconds)

@@ -1,0 +1,113 @@
+"""Dollars from usage, at the model's real prices (genai-prices, offline snapshot).
+
+Cache reads and writes are priced as such. genai-prices knows one cache-write
+price (Anthropic's 5-minute one); Anthropic bills 1-hour writes at twice the
+base input price, so those are repriced here.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from functools import lru_cache
+
+from genai_prices import Usage as GPUsage
+from genai_prices import data_snapshot
+from genai_prices.types import ModelPrice, calc_mtok_price
+
+from tokenaddons.engines.usage import Usage
+
+log = logging.getLogger(__name__)
+
+PROVIDER_IDS = {"anthropic": "anthropic", "openai": "openai", "gemini": "google"}
+ONE_HOUR_WRITE_FACTOR = Decimal(2)  # × base input price (Anthropic's published rule)
+MTOK = Decimal(1_000_000)
+
+# name -> (prices, 1-hour cache write USD/MTok or None for the 2× rule)
+_overrides: dict[str, tuple[ModelPrice, Decimal | None]] = {}
+_unknown: set[tuple[str, str]] = set()
+
+
+@dataclass(frozen=True)
+class UnitPrices:
+    """USD per token (not per million), at the base tier."""
+
+    input: float
+    output: float
+    cache_read: float
+    cache_write_5m: float
+    cache_write_1h: float
+
+
+def _normalize(model: str) -> str:
+    return model.removeprefix("models/")
+
+
+def set_overrides(table: dict[str, dict]) -> None:
+    """Prices that win over genai-prices: {"provider/model" or "model": {input_mtok, output_mtok,
+    cache_read_mtok, cache_write_mtok, cache_write_1h_mtok}} in USD per million tokens."""
+    _overrides.clear()
+    for name, p in table.items():
+        mp = ModelPrice(**{k: Decimal(str(v)) for k, v in p.items() if k != "cache_write_1h_mtok"})
+        one_hour = p.get("cache_write_1h_mtok")
+        _overrides[name] = (mp, Decimal(str(one_hour)) if one_hour is not None else None)
+    model_price.cache_clear()
+
+
+@lru_cache(maxsize=1024)
+def model_price(provider: str, model: str) -> tuple[ModelPrice, Decimal | None] | None:
+    """The model's prices and its 1-hour cache-write price (None: Anthropic's 2× rule)."""
+    model = _normalize(model)
+    if found := _overrides.get(f"{provider}/{model}") or _overrides.get(model):
+        return found
+    if provider not in PROVIDER_IDS or not model:
+        return None
+    try:
+        snapshot = data_snapshot.get_snapshot()
+        _, found_model = snapshot.find_provider_model(model, None, PROVIDER_IDS[provider], None)
+        return found_model.get_prices(datetime.now(timezone.utc)), None
+    except LookupError:
+        if (provider, model) not in _unknown:
+            _unknown.add((provider, model))
+            log.warning("tokenaddons: no price known for %s model %r; its cost is left empty", provider, model)
+        return None
+
+
+def price(provider: str, model: str, usage: Usage) -> float | None:
+    """USD for one exchange's usage; None when the model's price is unknown."""
+    found = model_price(provider, model)
+    if found is None:
+        return None
+    mp, one_hour = found
+    total = Decimal(mp.calc_price(GPUsage(
+        input_tokens=usage.input_tokens, cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens, output_tokens=usage.output_tokens))["total_price"])
+    if usage.cache_write_1h_tokens and mp.cache_write_mtok is not None:
+        n = usage.cache_write_1h_tokens
+        paid_1h = (calc_mtok_price(one_hour, n, usage.input_tokens) if one_hour is not None
+                   else calc_mtok_price(mp.input_mtok, n, usage.input_tokens) * ONE_HOUR_WRITE_FACTOR)
+        total += paid_1h - calc_mtok_price(mp.cache_write_mtok, n, usage.input_tokens)
+    return float(total)
+
+
+def unit_prices(provider: str, model: str) -> UnitPrices | None:
+    """Base-tier per-token prices, for pre-flight estimates and savings."""
+    found = model_price(provider, model)
+    if found is None:
+        return None
+    mp, one_hour = found
+
+    def per_token(value, fallback: Decimal = Decimal(0)) -> float:
+        if value is None:
+            return float(fallback)
+        base = value if isinstance(value, Decimal) else value.base
+        return float(Decimal(base) / MTOK)
+
+    inp = per_token(mp.input_mtok)
+    return UnitPrices(
+        input=inp, output=per_token(mp.output_mtok),
+        cache_read=per_token(mp.cache_read_mtok, Decimal(str(inp)) * MTOK),
+        cache_write_5m=per_token(mp.cache_write_mtok, Decimal(str(inp)) * MTOK),
+        cache_write_1h=per_token(one_hour) if one_hour is not None else inp * float(ONE_HOUR_WRITE_FACTOR),
+    )
