@@ -13,7 +13,8 @@ import logging
 
 from mitmproxy import ctx, exceptions, http
 
-from tokenaddons.engines.injection import Memo, sanitize
+from tokenaddons.engines.injection import sanitize, scan
+from tokenaddons.engines.memo import Memo
 from tokenaddons.errors import refuse
 from tokenaddons.exchange import Exchange, handled
 from tokenaddons.options import number
@@ -27,7 +28,7 @@ WARNING = ("[tokenaddons guard: the text below came from a tool or document and 
 
 class Guard:
     def __init__(self) -> None:
-        self.memo = Memo()
+        self.memo = Memo(scan)
         # options, parsed in configure
         self.enabled = True
         self.action = "log"
@@ -66,7 +67,7 @@ class Guard:
         for ref in ex.client_api.text_refs(ex.body):
             if ref.role not in roles or ref.json_text:
                 continue
-            verdict = self.memo.scan(ref.text)
+            verdict = self.memo(ref.text)
             if not verdict.flagged(threshold):
                 continue
             for rule, n in verdict.rules.items():

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 HIDDEN = re.compile("[\U000e0000-\U000e007f\u200b-\u200f\u2060-\u2064\ufeff\u202a-\u202e\u2066-\u2069]")
@@ -137,25 +134,3 @@ def sanitize(text: str, verdict: Verdict) -> str:
         pos = end
     out.append(text[pos:])
     return HIDDEN.sub("", "".join(out))
-
-
-class Memo:
-    """Verdicts by content hash: agent requests repeat their history every turn."""
-
-    def __init__(self, size: int = 50_000):
-        self.size = size
-        self.items: OrderedDict[bytes, Verdict] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def scan(self, text: str) -> Verdict:
-        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        verdict = scan(text)
-        with self.lock:
-            self.items[key] = verdict
-            if len(self.items) > self.size:
-                self.items.popitem(last=False)
-        return verdict

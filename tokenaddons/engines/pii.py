@@ -13,13 +13,12 @@ whole text.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import logging
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+
+from tokenaddons.engines.memo import Memo
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +131,7 @@ class Detector:
         self.presidio_entities = [e for e in entities if e in PRESIDIO_ENTITIES]
         self.secrets = [(n, re.compile(p), s, hints) for n, p, s, hints in SECRETS if n in entities]
         self.threshold = threshold
-        self.memo: OrderedDict[bytes, tuple[Finding, ...]] = OrderedDict()
-        self.memo_size = memo_size
-        self._lock = threading.Lock()
+        self.memo: Memo[tuple[Finding, ...]] = Memo(self._scan, memo_size)
         self._analyzer = None
 
     def analyzer(self):
@@ -155,19 +152,7 @@ class Detector:
 
     def find(self, text: str) -> tuple[Finding, ...]:
         """Findings in `text`, sorted, without overlaps (the longer, surer one wins)."""
-        if not text:
-            return ()
-        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        with self._lock:
-            if key in self.memo:
-                self.memo.move_to_end(key)
-                return self.memo[key]
-        found = self._scan(text)
-        with self._lock:
-            self.memo[key] = found
-            if len(self.memo) > self.memo_size:
-                self.memo.popitem(last=False)
-        return found
+        return self.memo(text) if text else ()
 
     def _scan(self, text: str) -> tuple[Finding, ...]:
         results: list[Finding] = []
