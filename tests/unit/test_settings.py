@@ -175,7 +175,7 @@ def test_providers_aliases_and_routes_parse():
 @pytest.mark.parametrize("text, error", [
     ("[providers.anthropic]\nbase_ur = 'x'\n", "[providers.anthropic]: unknown key(s) base_ur"),
     ("[providers.anthropic]\nbase_url = 'api.anthropic.com'\n", "[providers.anthropic] base_url must be an http(s)"),
-    ("[providers.anthropic]\nkey = 'sk-ant-123'\n", "[providers.anthropic] key must be \"keyring\" or \"env:"),
+    ("[providers.anthropic]\nkey = 'sk-ant-123'\n", "[providers.anthropic] key must be \"keyring\", \"env:"),
     ("[providers.anthropic]\nkey = 'env:'\n", "[providers.anthropic] key must be"),
     ("[providers.groq]\nbase_url = 'https://api.groq.com'\n", "[providers.groq]: api is required"),
     ("[providers.groq]\napi = 'mistral'\nbase_url = 'https://x.y'\n", "[providers.groq] api must be one of"),

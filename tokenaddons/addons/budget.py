@@ -173,12 +173,15 @@ class Budget:
         return out
 
     def estimate(self, ex: Exchange) -> float:
-        """Worst-case USD of a request before it is sent."""
-        prices = pricing.unit_prices(ex.provider, ex.model or "")
-        if prices is None:
-            return 0.0
+        """Worst-case USD of a request before it is sent: at the dearest target
+        of route's chain (a fallback may serve it)."""
         expected = self.expected_output or output_cap(ex.body) or DEFAULT_OUTPUT_TOKENS
-        return ex.input_tokens() * prices.input + expected * prices.output
+        worst = 0.0
+        for provider, model in ex.chain or [(ex.provider, ex.model or "")]:
+            prices = pricing.unit_prices(provider, model or "")
+            if prices is not None:
+                worst = max(worst, ex.input_tokens() * prices.input + expected * prices.output)
+        return worst
 
     def request(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)

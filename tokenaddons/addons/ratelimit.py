@@ -116,6 +116,14 @@ class RateLimit:
             await self.sleep(wait)
             waited += wait
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """Answers route did not pass on (it fell back to another target) pause
+        their provider as soon as the answer that is passed on starts."""
+        ex = Exchange.of(flow)
+        for provider, status, seconds in ex.upstream_refusals if ex is not None else ():
+            if status in (429, 529, 503):
+                self._pause(provider, status, seconds)
+
     def response(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
         resp = flow.response
@@ -126,7 +134,9 @@ class RateLimit:
             seconds = float(retry_after) if retry_after else None
         except ValueError:
             seconds = None
+        self._pause(ex.provider, resp.status_code, seconds)
+
+    def _pause(self, provider: str, status: int, seconds: float | None) -> None:
         if seconds:
-            self.paused[ex.provider] = max(self.paused.get(ex.provider, 0.0), self.clock() + seconds)
-            log.warning("tokenaddons ratelimit: %s answered %d; pausing it for %.1f s",
-                        ex.provider, resp.status_code, seconds)
+            self.paused[provider] = max(self.paused.get(provider, 0.0), self.clock() + seconds)
+            log.warning("tokenaddons ratelimit: %s answered %d; pausing it for %.1f s", provider, status, seconds)

@@ -24,7 +24,10 @@ def _no_backend(provider: str, e: Exception) -> KeyUnavailable:
 
 
 def read(provider: str, spec: str) -> str:
-    """The key of `provider` as `spec` ("keyring" or "env:VAR") says where it is."""
+    """The key of `provider` as `spec` ("keyring", "env:VAR" or "none") says
+    where it is ("" for none: the provider is sent no credential)."""
+    if spec == "none":
+        return ""
     if spec.startswith("env:"):
         name = spec[4:]
         value = os.environ.get(name)

@@ -30,7 +30,8 @@ class ProviderSettings:
 
     `api` is the wire-format family it speaks (anthropic, openai, gemini), so an
     OpenAI-compatible service can be named (`[providers.groq]` with `api = "openai"`).
-    `key`: "keyring" (the OS keychain), "env:VAR", or None (the client's own credential).
+    `key`: "keyring" (the OS keychain), "env:VAR", "none" (a local server that wants
+    no key: nothing is sent), or None (the client's own credential).
     """
 
     name: str
@@ -129,9 +130,9 @@ def _provider(name: str, table: dict) -> ProviderSettings:
     if "key" in table:
         key = _text(f"{where} key", table["key"])
         env = key.removeprefix("env:")
-        if key != "keyring" and not (key.startswith("env:") and _ENV_NAME.fullmatch(env)):
-            raise ValueError(f"{where} key must be \"keyring\" or \"env:VARIABLE\", not {table['key']!r} "
-                             f"(leave it out to pass the client's own credential)")
+        if key not in ("keyring", "none") and not (key.startswith("env:") and _ENV_NAME.fullmatch(env)):
+            raise ValueError(f"{where} key must be \"keyring\", \"env:VARIABLE\" or \"none\", not "
+                             f"{table['key']!r} (leave it out to pass the client's own credential)")
     return ProviderSettings(name, api, base_url, key)
 
 
