@@ -10,7 +10,6 @@ import re
 from urllib.parse import urlsplit
 
 import anthropic
-import httpx
 import openai
 import pytest
 from anthropic.types import Message
@@ -20,6 +19,7 @@ from openai.types.chat import completion_create_params as chat_params
 from pydantic import TypeAdapter
 
 from tests.replay.traffic import body_bytes, files, interactions
+from tests.sdk import anthropic_final, chat_final, claude, gpt
 from tokenaddons.providers import CHAT, MESSAGES, detect
 from tokenaddons.providers.sse import Event, SSEParser
 from tokenaddons.providers.translate import Untranslatable, chat_on_messages
@@ -90,31 +90,6 @@ def valid_chat_request(body: dict) -> None:
 
 def valid_messages_request(body: dict) -> None:
     _force(MESSAGES_REQUEST[bool(body.get("stream"))].validate_python(body))
-
-
-def _transport(status: int, body: bytes, content_type: str):
-    return httpx.Client(transport=httpx.MockTransport(
-        lambda request: httpx.Response(status, content=body, headers={"content-type": content_type})))
-
-
-def claude(status: int, body: bytes, content_type="text/event-stream") -> anthropic.Anthropic:
-    return anthropic.Anthropic(api_key="x", max_retries=0, http_client=_transport(status, body, content_type))
-
-
-def gpt(status: int, body: bytes, content_type="text/event-stream") -> openai.OpenAI:
-    return openai.OpenAI(api_key="x", max_retries=0, http_client=_transport(status, body, content_type))
-
-
-def anthropic_final(sse: bytes):
-    """The anthropic SDK's own stream helper over a stream's bytes."""
-    with claude(200, sse).messages.stream(model="m", max_tokens=1, messages=[{"role": "user", "content": "x"}]) as s:
-        return s.get_final_message()
-
-
-def chat_final(sse: bytes):
-    """The openai SDK's own stream helper over a stream's bytes."""
-    with gpt(200, sse).chat.completions.stream(model="m", messages=[{"role": "user", "content": "x"}]) as s:
-        return s.get_final_completion()
 
 
 def run_stream(translator, sse: bytes, one_by_one: bool = True) -> bytes:

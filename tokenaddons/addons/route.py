@@ -105,12 +105,14 @@ class Attempts:
     def __init__(self, ex: Exchange, planned: list[Planned]):
         self.ex = ex
         self.by_label = {p.label: p for p in planned}
+        self.tried = 0
 
     def skipped(self, candidate: Candidate, reason: str) -> None:
         self.ex.decide("route", "skipped", target=candidate.label, reason=reason)
 
     def failed(self, candidate: Candidate, status: int | None, error: str | None, retry_after: float | None,
                seconds: float) -> None:
+        self.tried += 1
         detail = {"target": candidate.label, "ms": round(seconds * 1000, 1)}
         detail.update({"status": status} if status else {"error": error})
         if retry_after is not None:
@@ -134,6 +136,7 @@ class Route:
         self.keys: dict[str, str] = {}  # provider -> key held by the proxy
         self.key_errors: dict[str, str] = {}  # provider -> why its key could not be read
         self._keys_for = -1  # the settings generation the keys were read for
+        self._warned_for: set[str] = set()
         # options, parsed in configure
         self.token = ""
         self.all_providers = False
@@ -171,7 +174,8 @@ class Route:
             errors = self._read_keys(self.settings.values)
             if errors:  # at start, or a new file: a key that cannot be read stops it here, clearly
                 raise exceptions.OptionsError("; ".join(f"[providers.{p}] key: {e}" for p, e in errors.items()))
-        if self.keys and not self.token:
+        if self.keys and not self.token and self._warned_for != set(self.keys):
+            self._warned_for = set(self.keys)
             log.warning("tokenaddons route: the proxy holds keys for %s and proxy_token is empty: every client "
                         "that reaches this port spends them", ", ".join(sorted(self.keys)))
 
@@ -418,7 +422,7 @@ class Route:
         candidates = [Candidate(p.label, (lambda p=p: self._prepare(ex, p, primary, incoming))) for p in planned]
         candidate, reply = await first_answer(self._http(), candidates, self.breakers, report)
         if reply is None:
-            return self._unavailable(ex, planned)
+            return self._unavailable(ex, planned, tried=report.tried)
         served = report.by_label[candidate.label]
         index = planned.index(served)
         ex.upstream_provider = served.target.provider.name
@@ -468,11 +472,11 @@ class Route:
         headers = upstream_headers(incoming.headers, p.target.provider.api, p.key, translated, drop=drop)
         return Prepared(incoming.method, f"{base.scheme}://{base.netloc}{path}", headers, body)
 
-    def _unavailable(self, ex: Exchange, planned: list[Planned]) -> Reply:
-        """No target answered: every breaker open, or none reachable."""
+    def _unavailable(self, ex: Exchange, planned: list[Planned], tried: int) -> Reply:
+        """No target answered: none reachable, or every breaker open."""
         waits = [self.breakers.retry_in(p.label) for p in planned]
         api = ex.client_api
-        if all(w > 0 for w in waits):
+        if not tried and all(w > 0 for w in waits):
             status, kind = 503, "overloaded"
             message = f"every target's circuit breaker is open; retry in {min(waits):.0f} s"
             extra = [("retry-after", str(max(1, int(min(waits) + 0.999))))]

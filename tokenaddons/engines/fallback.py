@@ -99,10 +99,14 @@ async def first_answer(client: httpx.AsyncClient, candidates: Iterable[Candidate
                           time.monotonic() - started)
             continue  # an earlier target's answer, if any, says more than "unreachable"
         if resp.status_code in FALLBACK_STATUS:
-            try:
-                body = await resp.aread()
+            body = b""
+            try:  # as sent (still encoded): its headers go back with it
+                async for chunk in resp.aiter_raw():
+                    body += chunk
+                    if len(body) > MAX_ERROR_BODY:
+                        break
             except httpx.HTTPError:
-                body = b""
+                pass
             finally:
                 await resp.aclose()
             breakers.failure(candidate.label)

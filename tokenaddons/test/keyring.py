@@ -7,12 +7,19 @@ import json
 import os
 from pathlib import Path
 
+from jaraco.classes.properties import classproperty
 from keyring.backend import KeyringBackend
 from keyring.errors import PasswordDeleteError
 
+ENV = "TOKENADDONS_TEST_KEYRING"
+
 
 class MemoryKeyring(KeyringBackend):
-    priority = 1  # type: ignore[assignment]
+    """Set explicitly (`keyring.set_keyring(MemoryKeyring())`); never chosen on its own."""
+
+    @classproperty
+    def priority(cls) -> float:
+        raise RuntimeError("a test keyring: set it explicitly")
 
     def __init__(self) -> None:
         super().__init__()
@@ -30,11 +37,18 @@ class MemoryKeyring(KeyringBackend):
 
 
 class FileKeyring(MemoryKeyring):
-    """The in-memory keyring, kept in the file TOKENADDONS_TEST_KEYRING."""
+    """The in-memory keyring, kept in the file TOKENADDONS_TEST_KEYRING (only
+    usable where that variable is set, by name: PYTHON_KEYRING_BACKEND)."""
+
+    @classproperty
+    def priority(cls) -> float:
+        if not os.environ.get(ENV):
+            raise RuntimeError(f"a test keyring: {ENV} is not set")
+        return 1.0
 
     def __init__(self) -> None:
         super().__init__()
-        self.path = Path(os.environ["TOKENADDONS_TEST_KEYRING"])
+        self.path = Path(os.environ[ENV])
 
     def _load(self) -> None:
         data = json.loads(self.path.read_text()) if self.path.exists() else {}
