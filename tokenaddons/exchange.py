@@ -96,6 +96,7 @@ class Decision:
     detail: dict = field(default_factory=dict)
     tokens_saved: int = 0
     usd_saved: float = 0.0
+    about: tuple[str, str] | None = None  # (provider, model) it concerns, if not the exchange's (a fallback target)
 
 
 Settler = Callable[[http.HTTPFlow, "Exchange"], None]
@@ -181,8 +182,8 @@ class Exchange:
         return self._input_tokens[1]
 
     def decide(self, addon: str, action: str, *, tokens_saved: int = 0,
-               usd_saved: float = 0.0, **detail: Any) -> Decision:
-        d = Decision(addon, action, detail, tokens_saved, usd_saved)
+               usd_saved: float = 0.0, about: tuple[str, str] | None = None, **detail: Any) -> Decision:
+        d = Decision(addon, action, detail, tokens_saved, usd_saved, about)
         self.decisions.append(d)
         return d
 

@@ -191,11 +191,12 @@ class Meter:
                 row["response_body"] = ex.upstream_body[:cap].decode("utf-8", "replace")
         events.put_request(row)
         for d in ex.decisions:
+            provider, d_model = d.about or (ex.provider, model)
             events.put_decision({
                 "exchange_id": flow.id, "ts": start, "addon": d.addon, "action": d.action,
                 "detail": json.dumps(d.detail, default=str), "tokens_saved": d.tokens_saved,
-                "usd_saved": d.usd_saved, "project": ex.project, "provider": ex.provider,
-                "model": model,
+                "usd_saved": d.usd_saved, "project": ex.project, "provider": provider,
+                "model": d_model,
             })
 
     @staticmethod

@@ -108,7 +108,8 @@ class Attempts:
         self.tried = 0
 
     def skipped(self, candidate: Candidate, reason: str) -> None:
-        self.ex.decide("route", "skipped", target=candidate.label, reason=reason)
+        self.ex.decide("route", "skipped", about=_about(self.by_label[candidate.label]), target=candidate.label,
+                       reason=reason)
 
     def failed(self, candidate: Candidate, status: int | None, error: str | None, retry_after: float | None,
                seconds: float) -> None:
@@ -117,7 +118,7 @@ class Attempts:
         detail.update({"status": status} if status else {"error": error})
         if retry_after is not None:
             detail["retry_after_s"] = retry_after
-        self.ex.decide("route", "failed", **detail)
+        self.ex.decide("route", "failed", about=_about(self.by_label[candidate.label]), **detail)
         if status:
             self.ex.upstream_refusals.append((self.by_label[candidate.label].target.provider.name, status,
                                               retry_after))
@@ -315,7 +316,7 @@ class Route:
                 except translate.Untranslatable as e:
                     kind, why = "translate", f"cannot be translated: {e}"
             reasons.append((kind, target.label, why))
-            ex.decide("route", "skipped", target=target.label, reason=why)
+            ex.decide("route", "skipped", about=(name, target.model or ""), target=target.label, reason=why)
         return planned, reasons
 
     @staticmethod
@@ -438,7 +439,7 @@ class Route:
                 detail["translated"] = f"{ex.client_api.name} -> {served.api.name}"
                 if served.dropped:
                     detail["dropped"] = served.dropped
-            ex.decide("route", "served" if index == 0 else "fallback", **detail)
+            ex.decide("route", "served" if index == 0 else "fallback", about=_about(served), **detail)
             if index:
                 log.info("tokenaddons route: %s served %s after %d failed", served.label, ex.path, index)
         reply.headers.append((SERVED_HEADER, served.label))
@@ -543,9 +544,10 @@ class Route:
             if p.dropped:
                 detail["dropped"] = p.dropped
         if error is not None or status in FALLBACK_STATUS:
-            ex.decide("route", "failed", **detail, **({"status": status} if error is None else {"error": error}))
+            ex.decide("route", "failed", about=_about(p), **detail,
+                      **({"status": status} if error is None else {"error": error}))
         else:
-            ex.decide("route", "served", **detail, status=status)
+            ex.decide("route", "served", about=_about(p), **detail, status=status)
 
     @staticmethod
     def _translate_whole(flow: http.HTTPFlow, ex: Exchange, resp: http.Response) -> None:
@@ -583,6 +585,11 @@ class Route:
             "action": "saved", "detail": json.dumps({"instead_of": would.label, "served": f"{ex.provider}/{ex.model}"}),
             "tokens_saved": 0, "usd_saved": full - ex.cost_usd, "project": ex.project, "provider": ex.provider,
             "model": ex.served_model or ex.model})
+
+
+def _about(p: Planned) -> tuple[str, str]:
+    """The provider and model a decision row about one target is counted under."""
+    return p.target.provider.name, p.target.model or ""
 
 
 def _include_usage(body: Any) -> bool:
