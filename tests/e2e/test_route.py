@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 
 import anthropic
 import httpx
@@ -12,6 +13,7 @@ import openai
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import ROOT
 from tokenaddons.engines import pricing
 from tokenaddons.engines.usage import Usage
 from tokenaddons.sim import Simulator
@@ -249,3 +251,43 @@ def test_no_keyring_backend_says_so_at_start(make_proxy, tmp_path, providers, mo
         assert proxy.proc.wait(30) != 0
         said = proxy.log.read_text()
     assert "no keyring backend" in said and 'key = "env:ANTHROPIC_API_KEY"' in said
+
+
+NEWEST = ROOT / ".venv-newest" / "bin" / "python"
+
+
+@pytest.mark.skipif(not NEWEST.exists(), reason="the newest SDKs not installed (scripts/setup.sh installs them)")
+def test_the_newest_sdks_served_across_apis(make_proxy, tmp_path, providers, monkeypatch):
+    a, o, g = providers
+    a.fault = "529"
+    monkeypatch.setenv("NEWEST_ANTHROPIC_KEY", "sk-ant-held")
+    monkeypatch.setenv("NEWEST_OPENAI_KEY", "sk-openai-held")
+    with Simulator() as b:
+        proxy = one_port(make_proxy, tmp_path, providers_toml(
+            a, o, g, openai_key="env:NEWEST_OPENAI_KEY", anthropic_key="env:NEWEST_ANTHROPIC_KEY") + (
+            f"[providers.backup]\napi = \"anthropic\"\nbase_url = \"{b.url}\"\nkey = \"env:NEWEST_ANTHROPIC_KEY\"\n"
+            "[aliases]\nhaiku = \"backup/claude-haiku-4-5\"\n"
+            "[[routes]]\nmatch = \"claude-sonnet-*\"\nfallbacks = [\"openai/gpt-4.1\"]\n"), proxy_token="newest-token")
+        run = subprocess.run([str(NEWEST), "-W", "ignore", str(ROOT / "tests" / "e2e" / "clients" / "newest_route.py"),
+                              proxy.url, "newest-token"], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        got = json.loads(run.stdout)
+        assert got["anthropic_json"]["model"] == "gpt-4.1" and got["anthropic_json"]["stop"] == "end_turn"
+        assert got["anthropic_stream_tool"] == {"stop": "tool_use", "name": "get_weather", "input": {"city": "Oslo"}}
+        assert got["chat_json"]["model"] == "claude-haiku-4-5" and got["chat_json"]["finish"] == "stop"
+        assert got["chat_stream_tool"] == {"finish": "tool_calls", "name": "get_weather",
+                                           "arguments": {"city": "Oslo"}}
+        assert got["wrong_token"] == 401
+        # the newest anthropic SDK sends its key as a bearer token: the provider sees the proxy's key instead
+        assert all(sent(q).get("x-api-key") == "sk-ant-held" and "authorization" not in sent(q)
+                   for q in a.requests + b.requests)
+        assert len(b.requests) == 2 and all(q.body["model"] == "claude-haiku-4-5" for q in b.requests)
+        rows = proxy.rows(5)
+        assert [(r["provider"], r["model"]) for r in rows[:4]] == [
+            ("openai", "gpt-4.1"), ("openai", "gpt-4.1"), ("backup", "claude-haiku-4-5"),
+            ("backup", "claude-haiku-4-5")]
+        for r in rows[2:4]:  # a provider named in the file, priced as the API it speaks
+            assert r["cost_usd"] == pytest.approx(pricing.price("anthropic", "claude-haiku-4-5", Usage(
+                input_tokens=r["input_tokens"], cache_read_tokens=r["cache_read_tokens"],
+                cache_write_tokens=r["cache_write_tokens"], cache_write_5m_tokens=r["cache_write_5m_tokens"],
+                output_tokens=r["output_tokens"]))) and r["cost_usd"] > 0

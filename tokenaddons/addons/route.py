@@ -293,7 +293,7 @@ class Route:
             api = translate.upstream_api(client, target.provider.api)
             key = None
             if api is None:
-                kind, why = "translate", f"a {target.provider.api} provider cannot serve a {client.name} request"
+                kind, why = "translate", f"{name} speaks the {target.provider.api} API, not {client.name}"
             elif target.provider.key:
                 key = self.keys.get(name)
                 if self.token and not token_ok:
@@ -457,14 +457,16 @@ class Route:
             path = target_path(incoming.target, client_api.name, p.api.name, p.target.provider.base_url,
                                p.target.model, drop_query=("key",) if p.key else ())
         drop = [TOKEN_HEADER]
-        if p is primary or p.api is None:
-            body = incoming.body
+        if p.api is None or (p is primary and not translated):
+            body = incoming.body  # as the proxy passed it on (compressed, serialized), its encoding kept
         else:
-            if p.api is primary.api:  # the final body, with this target's model
+            if p is primary:
+                source = ex.body
+            elif p.api is primary.api:  # the final body, with this target's model
                 source = dict(ex.body)
                 if p.target.model and p.api.name != "gemini.generate":
                     p.api.set_model(source, p.target.model)
-            else:
+            else:  # prepared from the client's (scrubbed) request in the request phase
                 source = p.body
                 if p.api is client_api and ex.stream and p.api.prepare_stream_usage(source):
                     ex.state["route"]["hide_usage"] = p.api  # asked for the meter: not for the client

@@ -106,6 +106,7 @@ class Settings:
 
     def _apply(self, values: Values, path: str) -> None:
         pricing.set_overrides(values.prices)
+        pricing.set_families({name: p.api for name, p in values.providers.items()})
         self.published.publish(values)
         if path:
             caps = sum(len(v) for v in values.budgets.values())
