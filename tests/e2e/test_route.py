@@ -4,6 +4,7 @@ SDKs as clients; fallback across providers with translation, held keys."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 
@@ -159,7 +160,7 @@ def test_anthropic_down_the_anthropic_sdk_is_served_by_openai_unawares(make_prox
 
 def test_openai_down_the_openai_sdk_is_served_by_anthropic_unawares(make_proxy, tmp_path, providers, monkeypatch):
     a, o, g = providers
-    o.fault = "500"
+    o.fault = "529"  # the OpenAI stand-in's overload: a 503
     monkeypatch.setenv("E2E_ANTHROPIC_KEY", "sk-ant-held")
     proxy = one_port(make_proxy, tmp_path, providers_toml(a, o, g, anthropic_key="env:E2E_ANTHROPIC_KEY") + (
         "[[routes]]\nmatch = \"gpt-4.1*\"\nfallbacks = [\"anthropic/claude-haiku-4-5\"]\n"))
@@ -291,3 +292,37 @@ def test_the_newest_sdks_served_across_apis(make_proxy, tmp_path, providers, mon
                 input_tokens=r["input_tokens"], cache_read_tokens=r["cache_read_tokens"],
                 cache_write_tokens=r["cache_write_tokens"], cache_write_5m_tokens=r["cache_write_5m_tokens"],
                 output_tokens=r["output_tokens"]))) and r["cost_usd"] > 0
+
+
+CLAUDE = ROOT / ".tools" / "node_modules" / ".bin" / "claude"
+
+
+@pytest.mark.skipif(not CLAUDE.exists(), reason="Claude Code not installed (scripts/setup.sh installs it)")
+def test_claude_codes_tool_loop_goes_on_when_anthropic_is_down(make_proxy, tmp_path, providers, monkeypatch):
+    """Claude Code's real requests (extended thinking on, context editing, a
+    dozen tools, a JSON-schema title request) served by the OpenAI stand-in."""
+    a, o, g = providers
+    a.fault = "529"
+    monkeypatch.setenv("E2E_OPENAI_KEY", "sk-openai-held")
+    proxy = one_port(make_proxy, tmp_path, providers_toml(a, o, g, openai_key="env:E2E_OPENAI_KEY") + (
+        "[[routes]]\nmatch = \"claude-*\"\nfallbacks = [\"openai/gpt-4.1\"]\n"))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "ANTHROPIC_BASE_URL": proxy.url,
+           "ANTHROPIC_API_KEY": "sk-ant-test", "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_TELEMETRY": "1",
+           "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1", "ANTHROPIC_SMALL_FAST_MODEL": "claude-haiku-4-5"}
+    prompt = 'Check the machine. [[tool:Bash {"command": "echo tokenaddons-$((6*7))"}]]'
+    out = subprocess.run([str(CLAUDE), "-p", prompt, "--allowedTools", "Bash", "--model", "claude-sonnet-4-5"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "tokenaddons-42" in out.stdout  # the tool ran, its result went back, the loop ended
+    chats = [q for q in o.requests if q.path == "/v1/chat/completions"]
+    assert any(m.get("role") == "tool" and "tokenaddons-42" in m.get("content", "")
+               for q in chats for m in q.body["messages"])
+    main = [q.body for q in chats if q.body["model"] == "gpt-4.1" and len(q.body.get("tools", [])) >= 10]
+    assert len(main) >= 2 and all("thinking" not in b and "context_management" not in b for b in main)
+    rows = [r for r in proxy.rows(len(chats)) if r["api"] == "openai.chat"]
+    assert rows and all((r["provider"], r["model"], r["status"]) == ("openai", "gpt-4.1", 200) for r in rows)
+    dropped = [d for act, _, d in decisions(proxy, 2 * len(rows)) if act == "fallback" and d.get("dropped")]
+    assert dropped and all(set(d["dropped"]) <= {"thinking", "context_management", "output_config.effort"}
+                           for d in dropped)

@@ -349,12 +349,16 @@ async def test_a_chat_client_served_by_anthropic_gets_chat_chunks(pipe):
 async def test_what_cannot_translate_skips_that_target_with_a_decision(pipe):
     addons, route, store, clock, use, tctx = pipe
     use(LOCAL + "[[routes]]\nmatch = 'claude-*'\nfallbacks = ['local/llama3']\n")
-    body = {**ANTHROPIC_BODY, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    body = {**ANTHROPIC_BODY, "thinking": {"type": "enabled", "budget_tokens": 1024}, "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "sig"},
+                                          {"type": "text", "text": "hello"}]},
+        {"role": "user", "content": "and then?"}]}
     f = await arun_flow(addons, flow_for("/v1/messages", body, ANTHROPIC_HEADERS))
     ex = Exchange.of(f)
     assert f.request.host == "api.anthropic.com" and f.request.content == json.dumps(body).encode()
     assert [(d.action, d.detail["target"]) for d in ex.decisions] == [("skipped", "local/llama3")]
-    assert "extended thinking" in ex.decisions[0].detail["reason"]
+    assert "'thinking' block" in ex.decisions[0].detail["reason"]
 
 
 async def test_a_client_credential_never_goes_to_another_provider(pipe):

@@ -161,7 +161,7 @@ def system_text(body: dict) -> str:
 # ------------------------------------------------------------------ requests
 
 ANTHROPIC_REQUESTS = [(name, body) for name, body, _ in ANTHROPIC]
-UNTRANSLATABLE = ("thinking", "server tool", "block", "request field", "source")
+UNTRANSLATABLE = ("thinking", "server tool", "block", "request field", "source", "output_config", "output format")
 
 
 @pytest.mark.parametrize("name, body", ANTHROPIC_REQUESTS, ids=[n for n, _ in ANTHROPIC_REQUESTS])
@@ -307,7 +307,6 @@ def test_request_fields_map_both_ways():
 
 
 @pytest.mark.parametrize("body, reason", [
-    ({"thinking": {"type": "enabled", "budget_tokens": 1000}}, "extended thinking"),
     ({"messages": [{"role": "assistant", "content": [{"type": "thinking", "thinking": "x", "signature": "s"}]}]},
      "'thinking' block"),
     ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "server tool 'web_search_20250305'"),
@@ -320,6 +319,35 @@ def test_what_anthropic_has_and_chat_has_not_is_refused(body, reason):
     base = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
     with pytest.raises(Untranslatable, match=re.escape(reason)):
         translate_request(MESSAGES, CHAT, {**base, **body})
+
+
+def test_thinking_asked_for_is_dropped_and_structured_output_carried_both_ways():
+    """What Claude Code sends: extended thinking on, context editing, a long JSON
+    user id; its small model asks for a JSON schema."""
+    schema = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"],
+              "additionalProperties": False}
+    user = json.dumps({"device_id": "d" * 64, "session_id": "426f676e-b71b-4b05-883c-78d732e876a4"})
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 32000, "messages": [{"role": "user", "content": "hi"}],
+            "thinking": {"type": "enabled", "budget_tokens": 31999}, "metadata": {"user_id": user},
+            "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+            "output_config": {"format": {"type": "json_schema", "schema": schema}, "effort": "high"}}
+    t = translate_request(MESSAGES, CHAT, body)
+    valid_chat_request(t.body)
+    assert t.dropped == ["context_management", "thinking", "output_config.effort"]
+    assert t.body["response_format"] == {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+    assert len(t.body["user"]) == 32 and t.body["user"] == translate_request(MESSAGES, CHAT, body).body["user"]
+    back = translate_request(CHAT, MESSAGES, t.body).body
+    valid_messages_request(back)
+    assert back["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    # thinking already in the conversation cannot be carried over
+    with pytest.raises(Untranslatable, match="'thinking' block"):
+        translate_request(MESSAGES, CHAT, {**body, "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "s"},
+                                              {"type": "text", "text": "ok"}]},
+            {"role": "user", "content": "and?"}]})
+    with pytest.raises(Untranslatable, match="output_config task_budget"):
+        translate_request(MESSAGES, CHAT, {**body, "output_config": {"task_budget": 5}})
 
 
 @pytest.mark.parametrize("body, reason", [

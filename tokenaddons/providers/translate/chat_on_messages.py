@@ -148,7 +148,12 @@ def request(body: dict) -> Translated:
     if (body.get("n") or 1) != 1:
         raise Untranslatable("more than one choice (n)")
     fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+    schema = None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise Untranslatable("response_format json_schema without a schema")
+    elif isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
         raise Untranslatable(f"response_format {fmt.get('type')!r}")
     system, messages = _messages(body.get("messages") or [])
     cap = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
@@ -174,6 +179,8 @@ def request(body: dict) -> Translated:
         out["tool_choice"] = {**out.get("tool_choice", {"type": "auto"}), "disable_parallel_tool_use": True}
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
+    if schema is not None:  # structured output: Anthropic's output_config format
+        out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     if body.get("stream"):
         out["stream"] = True
     return Translated(out, dropped)

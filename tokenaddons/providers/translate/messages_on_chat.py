@@ -3,6 +3,7 @@ the request into Chat's shape, and the answer (JSON or stream) back into
 Anthropic's, event by event."""
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -18,8 +19,12 @@ from tokenaddons.providers.translate.common import (
 # Request fields with a Chat equivalent, and those dropped because Chat has none
 # and the answer does not depend on them (recorded as dropped).
 HANDLED = {"model", "messages", "system", "max_tokens", "tools", "tool_choice", "stop_sequences", "temperature",
-           "top_p", "stream", "metadata", "thinking"}
-DROPPED = {"top_k", "service_tier", "cache_control"}
+           "top_p", "stream", "metadata", "thinking", "output_config"}
+# thinking: the other model answers without visible thinking (thinking blocks already in the
+# conversation are another matter: they cannot be carried over); context_management edits
+# history on Anthropic's side, the other side gets it whole.
+DROPPED = {"top_k", "service_tier", "cache_control", "context_management"}
+USER_MAX = 64  # longer end-user ids (Claude Code's are JSON) are sent hashed
 MAX_STOPS = 4  # Chat accepts at most four stop sequences
 
 
@@ -156,9 +161,10 @@ def request(body: dict) -> Translated:
     unknown = sorted(set(body) - HANDLED - DROPPED)
     if unknown:
         raise Untranslatable(f"the request field(s) {', '.join(unknown)}")
+    dropped = sorted(k for k in body if k in DROPPED)
     thinking = body.get("thinking")
     if isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled"):
-        raise Untranslatable("extended thinking")
+        dropped.append("thinking")
     messages = []
     if (system := _system(body.get("system"))) is not None:
         messages.append(system)
@@ -193,12 +199,24 @@ def request(body: dict) -> Translated:
         if choice.get("disable_parallel_tool_use") and out.get("tools"):
             out["parallel_tool_calls"] = False
     user = (body.get("metadata") or {}).get("user_id")
-    if isinstance(user, str):
-        out["user"] = user
+    if isinstance(user, str) and user:
+        out["user"] = user if len(user) <= USER_MAX else hashlib.sha256(user.encode()).hexdigest()[:32]
+    config = body.get("output_config")
+    if isinstance(config, dict):
+        unknown = sorted(set(config) - {"format", "effort"})
+        if unknown:
+            raise Untranslatable(f"output_config {', '.join(unknown)}")
+        if config.get("effort") is not None:
+            dropped.append("output_config.effort")
+        fmt = config.get("format")
+        if isinstance(fmt, dict):
+            if fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+                raise Untranslatable(f"output format {fmt.get('type')!r}")
+            out["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt["schema"]}}
     if body.get("stream"):
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}  # Anthropic's answer always carries usage
-    return Translated(out, sorted(k for k in body if k in DROPPED))
+    return Translated(out, dropped)
 
 
 # ------------------------------------------------------------------ response
