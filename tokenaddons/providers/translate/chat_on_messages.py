@@ -9,6 +9,7 @@ from typing import Any
 
 from tokenaddons.providers.sse import Event
 from tokenaddons.providers.translate.common import (
+    TO_ANTHROPIC_CHOICE,
     Translated,
     Untranslatable,
     chat_usage,
@@ -129,12 +130,8 @@ def _tools(tools: list) -> list[dict]:
 
 
 def _tool_choice(choice: Any) -> dict:
-    if choice == "auto":
-        return {"type": "auto"}
-    if choice == "required":
-        return {"type": "any"}
-    if choice == "none":
-        return {"type": "none"}
+    if isinstance(choice, str) and choice in TO_ANTHROPIC_CHOICE:
+        return {"type": TO_ANTHROPIC_CHOICE[choice]}
     if isinstance(choice, dict) and choice.get("type") == "function":
         return {"type": "tool", "name": (choice.get("function") or {}).get("name")}
     raise Untranslatable(f"tool_choice {choice!r}")

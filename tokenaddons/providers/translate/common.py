@@ -25,6 +25,11 @@ TO_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
            "content_filter": "refusal"}
 
 
+# Anthropic tool_choice type <-> Chat tool_choice (a named tool is a dict on each side)
+TO_CHAT_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
+TO_ANTHROPIC_CHOICE = {v: k for k, v in TO_CHAT_CHOICE.items()}
+
+
 def finish_reason(stop_reason: str | None) -> str:
     return TO_FINISH.get(stop_reason or "end_turn", "stop")
 

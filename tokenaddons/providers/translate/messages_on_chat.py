@@ -9,6 +9,7 @@ from typing import Any
 
 from tokenaddons.providers.sse import Event
 from tokenaddons.providers.translate.common import (
+    TO_CHAT_CHOICE,
     Translated,
     Untranslatable,
     data_url,
@@ -145,12 +146,8 @@ def _tools(tools: list) -> list[dict]:
 
 def _tool_choice(choice: dict) -> str | dict:
     kind = choice.get("type")
-    if kind == "auto":
-        return "auto"
-    if kind == "any":
-        return "required"
-    if kind == "none":
-        return "none"
+    if kind in TO_CHAT_CHOICE:
+        return TO_CHAT_CHOICE[kind]
     if kind == "tool":
         return {"type": "function", "function": {"name": choice.get("name")}}
     raise Untranslatable(f"tool_choice {kind!r}")
