@@ -96,17 +96,20 @@ class Intake:
             del headers["content-encoding"]
             if headers.pop("content-length", None) is not None and flow.response.http_version == "HTTP/1.1":
                 headers["transfer-encoding"] = "chunked"
-        if not sse:
-            # a stream that is not SSE (Gemini without alt=sse: one JSON array, an
-            # element at a time): passed on as it comes, a copy kept for the meter
-            ex.add_tap(CopyTap(ex, self.max_body), OBSERVE)
+        # a copy of what upstream sent (bounded): the meter reads a stream that is
+        # not SSE from it (Gemini without alt=sse: one JSON array, an element at a
+        # time), and it becomes the flow's body, so a saved flow replays metered
+        ex.add_tap(CopyTap(ex, self.max_body), OBSERVE)
         flow.response.stream = StreamPump(ex, decode, sse)
 
     def response(self, flow: http.HTTPFlow) -> None:
         # Keep what upstream sent, before any addon rewrites it for the client
         # (scrub restores real values): stored bodies must be the scrubbed ones.
         ex = Exchange.of(flow)
-        if ex is not None and flow.response is not None and not flow.response.stream:
+        if ex is not None and flow.response is not None and flow.response.stream:
+            if flow.response.raw_content is None and ex.upstream_body is not None:
+                flow.response.content = ex.upstream_body  # already sent: this is what a saved flow keeps
+        elif ex is not None and flow.response is not None:
             # decoded: providers compress JSON answers (gzip, br, zstd) for SDKs that accept it
             try:
                 ex.upstream_body = flow.response.get_content(strict=True)
