@@ -36,7 +36,7 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from tokenaddons.addons.store import Store
-from tokenaddons.engines import keys, pricing
+from tokenaddons.engines import jsonio, keys, pricing
 from tokenaddons.engines.breaker import Breakers
 from tokenaddons.engines.credentials import presented
 from tokenaddons.engines.fallback import FALLBACK_STATUS, Candidate, Prepared, first_answer
@@ -470,7 +470,7 @@ class Route:
                 source = p.body
                 if p.api is client_api and ex.stream and p.api.prepare_stream_usage(source):
                     ex.state["route"]["hide_usage"] = p.api  # asked for the meter: not for the client
-            body = json.dumps(source, ensure_ascii=False, separators=(",", ":")).encode()
+            body = jsonio.dumps(source)
             drop.append("content-encoding")
         headers = upstream_headers(incoming.headers, p.target.provider.api, p.key, translated, drop=drop)
         return Prepared(incoming.method, f"{base.scheme}://{base.netloc}{path}", headers, body)
@@ -555,7 +555,7 @@ class Route:
     def _translate_whole(flow: http.HTTPFlow, ex: Exchange, resp: http.Response) -> None:
         """A whole answer (JSON or error) from another API, in the client's shape."""
         try:
-            data = json.loads(resp.get_content(strict=False) or b"null")
+            data = jsonio.loads(resp.get_content(strict=False) or b"null")
         except ValueError:
             data = None
         if resp.status_code >= 400 or not isinstance(data, dict):
@@ -564,7 +564,7 @@ class Route:
             if resp.status_code < 400:
                 resp.status_code = 502
         else:
-            out = json.dumps(translate.response(ex.upstream_api, ex.client_api, data), ensure_ascii=False).encode()
+            out = jsonio.dumps(translate.response(ex.upstream_api, ex.client_api, data))
         resp.headers.pop("content-encoding", None)
         resp.headers["content-type"] = "application/json"
         resp.content = out
