@@ -55,7 +55,7 @@ from tokenaddons.engines.routing import (
 )
 from tokenaddons.engines.settings_file import Published, Values
 from tokenaddons.errors import refuse
-from tokenaddons.exchange import TRANSLATE, Exchange, handled
+from tokenaddons.exchange import METADATA_KEY, TRANSLATE, Exchange, handled
 from tokenaddons.options import number
 from tokenaddons.providers import translate
 from tokenaddons.providers.base import Api
@@ -236,8 +236,8 @@ class Route:
 
     async def request(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
-        if ex is None or handled(flow):
-            return
+        if ex is None or handled(flow) or METADATA_KEY in flow.metadata:
+            return  # (a saved flow read back: it was routed when it was recorded)
         await self._sync()
         values = self.settings.values
         if not ex.known:
