@@ -464,6 +464,16 @@ def test_cache_reads_survive_translation_both_ways():
         assert got["cache_read_input_tokens"] == data["usage"]["prompt_tokens_details"]["cached_tokens"]
 
 
+def test_tool_calls_without_ids_get_unique_ones():
+    """Some OpenAI-compatible servers leave tool-call ids out (recorded: test_compatible_api_with_tool_calls_without_id)."""
+    data = {"id": "c", "model": "m", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": None, "tool_calls": [
+            {"type": "function", "function": {"name": "f", "arguments": "{}"}},
+            {"type": "function", "function": {"name": "g", "arguments": "{}"}}]}}], "usage": {}}
+    ids = [b.id for b in Message.model_validate(translate_response(CHAT, MESSAGES, data)).content]
+    assert len(set(ids)) == 2 and all(i.startswith("toolu_") for i in ids)
+
+
 def test_a_refusal_and_a_length_stop_translate():
     refusal = {"id": "c", "model": "gpt-4.1", "choices": [{"index": 0, "finish_reason": "stop", "message": {
         "role": "assistant", "content": None, "refusal": "I can't help with that."}}],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from typing import Any
 
 from tokenaddons.providers.sse import Event
@@ -242,7 +243,8 @@ def response(data: dict) -> dict:
         content.append({"type": "text", "text": msg["refusal"]})
     for call in msg.get("tool_calls") or []:
         fn = call.get("function") or {}
-        content.append({"type": "tool_use", "id": call.get("id"), "name": fn.get("name"),
+        # some compatible servers leave the id out; Anthropic's clients need one to answer the call
+        content.append({"type": "tool_use", "id": call.get("id") or _new_id(), "name": fn.get("name"),
                         "input": _tool_input(fn.get("arguments"))})
     stop = "refusal" if msg.get("refusal") and not text else stop_reason(choice.get("finish_reason"))
     return {"id": data.get("id"), "type": "message", "role": "assistant", "model": data.get("model"),
@@ -314,7 +316,7 @@ class Stream:
             n = call.get("index", 0)
             fn = call.get("function") or {}
             if n not in self.tools:
-                block = {"type": "tool_use", "id": call.get("id") or f"toolu_{n}", "name": fn.get("name") or "",
+                block = {"type": "tool_use", "id": call.get("id") or _new_id(), "name": fn.get("name") or "",
                          "input": {}}
                 out += self._open(block, "tool")
                 self.tools[n] = self.index
@@ -350,6 +352,11 @@ class Stream:
                                "usage": messages_usage(self.usage)}, "message_delta"))
         out.append(Event.make({"type": "message_stop"}, "message_stop"))
         return out
+
+
+def _new_id() -> str:
+    """A tool call's id where a compatible server gave none (each must be unique in a conversation)."""
+    return "toolu_" + secrets.token_hex(12)
 
 
 def _error_event(data: dict) -> Event:
