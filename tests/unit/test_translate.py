@@ -439,8 +439,10 @@ def test_every_recorded_chat_answer_reads_as_an_anthropic_message(name, data):
     choice = original.choices[0]
     assert _texts(message) == (choice.message.content or "") + (choice.message.refusal or "")
     uses = [b for b in message.content if b.type == "tool_use"]
-    assert [(u.id, u.name, u.input) for u in uses] == [
-        (c.id, c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls or []]
+    calls = choice.message.tool_calls or []
+    assert [(u.id if c.id else "", u.name, u.input) for u, c in zip(uses, calls)] == [
+        (c.id, c.function.name, json.loads(c.function.arguments)) for c in calls] and len(uses) == len(calls)
+    assert all(u.id for u in uses)  # a compatible server's empty id is replaced: the client must answer the call
     assert message.stop_reason == {"tool_calls": "tool_use", "length": "max_tokens",
                                    "content_filter": "refusal"}.get(choice.finish_reason, "end_turn")
     cached = (original.usage.prompt_tokens_details.cached_tokens or 0) if original.usage.prompt_tokens_details else 0
