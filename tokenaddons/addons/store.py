@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
-from mitmproxy import ctx
+from mitmproxy import ctx, exceptions
 
 from tokenaddons.store import DEFAULT_PATH, EventStore
 
@@ -15,10 +16,18 @@ class Store:
 
     Other addons are given this instance by the bundle and write through
     `store.events`; it is None until mitmproxy has configured the options.
+    Those that keep tables of their own in the file name their migrations
+    (`add_schema`) when they are made, so they run before the writer starts.
     """
 
     def __init__(self) -> None:
         self.events: EventStore | None = None
+        self.schemas: dict[str, list[str]] = {}
+
+    def add_schema(self, version_table: str, migrations: list[str]) -> None:
+        self.schemas[version_table] = migrations
+        if self.events is not None:
+            self.events.add_schema(version_table, migrations)
 
     def load(self, loader) -> None:
         loader.add_option("store_path", str, DEFAULT_PATH,
@@ -29,9 +38,13 @@ class Store:
 
     def configure(self, updated) -> None:
         if "store_path" in updated or self.events is None:
+            events = EventStore(ctx.options.store_path, schemas=self.schemas)
+            try:
+                events.start()
+            except (OSError, sqlite3.Error) as e:  # the store in use, if any, stays
+                raise exceptions.OptionsError(f"store_path: cannot open the event store {events.path}: {e}") from e
             self.done()
-            self.events = EventStore(ctx.options.store_path)
-            self.events.start()
+            self.events = events
             log.info("tokenaddons: events go to %s", self.events.path)
 
     def done(self) -> None:
