@@ -10,6 +10,7 @@ from mitmproxy import ctx, http
 
 from tokenaddons import providers
 from tokenaddons.exchange import OBSERVE, Exchange
+from tokenaddons.providers.base import model_name
 from tokenaddons.providers.sse import is_sse
 from tokenaddons.stream import CopyTap, StreamPump, stream_decoder
 
@@ -61,7 +62,7 @@ class Intake:
         ex.client = req.headers.get("user-agent")
         ex.auth_hash = auth_identity(flow)
         if api is not None:
-            ex.requested_model = ex.model = api.model(body, req.path)
+            ex.requested_model = ex.model = model_name(api.model(body, req.path))
             ex.stream = api.is_stream(body, req.path)
             if ex.stream:  # the taps read the events as they pass: ask for them uncompressed
                 req.headers["accept-encoding"] = "identity"

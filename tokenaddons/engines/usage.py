@@ -1,7 +1,9 @@
 """Token usage of one exchange, in one shape for every provider."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+
+MAX_TOKENS = 1 << 53  # far beyond any real exchange, and exact as a float
 
 
 @dataclass
@@ -17,6 +19,16 @@ class Usage:
     output_tokens: int = 0
     reasoning_tokens: int = 0  # already included in output_tokens
     estimated: bool = False  # counted locally, not reported by the provider
+
+    def __post_init__(self) -> None:
+        # what a provider reports is checked here, once: a count that is not
+        # one (a string, an object, a negative number) would price wrong and
+        # poison every sum it is added to
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "estimated" and (isinstance(value, bool) or not isinstance(value, int)
+                                          or not 0 <= value <= MAX_TOKENS):
+                raise ValueError(f"usage {f.name} is not a token count: {value!r:.100}")
 
     @property
     def uncached_input_tokens(self) -> int:
