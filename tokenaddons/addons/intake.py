@@ -18,16 +18,21 @@ log = logging.getLogger(__name__)
 
 PROJECT_HEADER = "x-tokenaddons-project"
 AUTH_HEADERS = ("x-api-key", "authorization", "x-goog-api-key", "api-key")
+AUTH_QUERY = "key"  # Gemini's ?key=
 
 
 def auth_identity(flow: http.HTTPFlow) -> str | None:
-    """A short hash naming the caller's credential (the credential itself is never kept)."""
-    for name in AUTH_HEADERS:
-        if value := flow.request.headers.get(name):
-            return hashlib.sha256(f"{name}:{value}".encode()).hexdigest()[:16]
-    if key := flow.request.query.get("key"):  # Gemini's ?key=
-        return hashlib.sha256(f"key:{key}".encode()).hexdigest()[:16]
-    return None
+    """A short hash naming every credential the request carries (none is
+    kept): a gateway key with a per-user token behind it, or a Gemini header
+    key with a different ?key=, are different callers."""
+    req = flow.request
+    found = [(name, value) for name in AUTH_HEADERS for value in req.headers.get_all(name) if value]
+    found += [(AUTH_QUERY, value) for value in req.query.get_all(AUTH_QUERY) if value]
+    if not found:
+        return None
+    # one credential hashes as it always has, so caches and pseudonyms made before stay the caller's
+    text = "{}:{}".format(*found[0]) if len(found) == 1 else json.dumps(found)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class Intake:

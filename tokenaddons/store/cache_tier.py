@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tokenaddons.store.db import connect
-from tokenaddons.store.schema import migrate
 from tokenaddons.store.writer import EventStore
 
 MIGRATIONS = [
@@ -40,7 +39,12 @@ class Entry:
 
 
 class Tiers:
-    """A memory LRU bounded in bytes in front of an SQLite table in the event store's file."""
+    """A memory LRU bounded in bytes in front of an SQLite table in the event store's file.
+
+    The event loop reads and fills the memory tier, and `get_disk` runs in a
+    worker thread and fills it too: one lock guards the memory tier (each
+    step under it is short), another the disk tier's read connection.
+    """
 
     def __init__(self, clock: Callable[[], float]):
         self.clock = clock
@@ -48,50 +52,52 @@ class Tiers:
         self.memory_bytes = 0
         self.memory_max = 64 << 20
         self.disk_max = 1 << 30
+        self._memory_lock = threading.Lock()
         self._read: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
         self.events: EventStore | None = None
 
     def open(self, events: EventStore) -> None:
         self.events = events
-        conn = connect(events.path)
-        migrate(conn, MIGRATIONS, version_table="cache_schema")
-        conn.close()
+        events.add_schema("cache_schema", MIGRATIONS)  # at hand already when the Cache addon named it
         self._read = connect(events.path)
 
     def close(self) -> None:
-        if self._read:
-            self._read.close()
-            self._read = None
+        with self._read_lock:  # not while a worker thread reads through it
+            if self._read:
+                self._read.close()
+                self._read = None
         self.events = None
 
     # memory tier
     def _remember(self, key: str, entry: Entry) -> None:
-        old = self.memory.pop(key, None)
-        if old:
-            self.memory_bytes -= old.size
-        self.memory[key] = entry
-        self.memory_bytes += entry.size
-        while self.memory_bytes > self.memory_max and self.memory:
-            _, evicted = self.memory.popitem(last=False)
-            self.memory_bytes -= evicted.size
+        with self._memory_lock:
+            old = self.memory.pop(key, None)
+            if old:
+                self.memory_bytes -= old.size
+            self.memory[key] = entry
+            self.memory_bytes += entry.size
+            while self.memory_bytes > self.memory_max and self.memory:
+                _, evicted = self.memory.popitem(last=False)
+                self.memory_bytes -= evicted.size
 
     def get_memory(self, key: str) -> Entry | None:
-        entry = self.memory.get(key)
-        if entry is None:
-            return None
-        if entry.expires <= self.clock():
-            self.memory.pop(key)
-            self.memory_bytes -= entry.size
-            return None
-        self.memory.move_to_end(key)
-        return entry
+        with self._memory_lock:
+            entry = self.memory.get(key)
+            if entry is None:
+                return None
+            if entry.expires <= self.clock():
+                del self.memory[key]
+                self.memory_bytes -= entry.size
+                return None
+            self.memory.move_to_end(key)
+            return entry
 
     def get_disk(self, key: str) -> Entry | None:
         """Blocking read: called off the event loop."""
-        if self._read is None:
-            return None
         with self._read_lock:
+            if self._read is None:
+                return None
             row = self._read.execute("SELECT * FROM cache_entries WHERE key = ?", (key,)).fetchone()
         if row is None or row["expires"] <= self.clock():
             return None
