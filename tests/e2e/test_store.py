@@ -6,6 +6,7 @@ import json
 import signal
 import stat
 import subprocess
+import time
 import sys
 
 import anthropic
@@ -80,3 +81,32 @@ def test_e2e_listening_beyond_loopback_with_no_proxyauth_is_warned_about(make_pr
     local = make_proxy(sim.url)
     assert ask(local.url, 2) == 200
     assert "no proxyauth" not in local.log.read_text()
+
+
+def test_e2e_a_writer_held_up_by_a_lock_is_reported_behind_then_loses_nothing(make_proxy, sim):
+    from click.testing import CliRunner
+
+    from tokenaddons.store import connect
+    from tokenaddons.ui.cli import main
+
+    proxy = make_proxy(sim.url, {"store_stall_s": "1"})
+    assert ask(proxy.url, 0) == 200
+    proxy.rows(1)
+    blocker = connect(proxy.store)
+    blocker.execute("BEGIN IMMEDIATE")  # another program holds the write lock
+    try:
+        assert [ask(proxy.url, i) for i in range(1, 6)] == [200] * 5  # answers never wait for the store
+        deadline = time.monotonic() + 10
+        while "stuck" not in proxy.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "the writer has been stuck in one batch" in proxy.log.read_text()
+        report = CliRunner().invoke(main, ["report", "--store", str(proxy.store)])
+        assert "event store is behind" in report.output and "events are queued" in report.output
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert len(proxy.rows(6)) == 6  # held up, not lost
+    deadline = time.monotonic() + 10
+    while "moving again" not in proxy.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "behind" not in CliRunner().invoke(main, ["report", "--store", str(proxy.store)]).output

@@ -6,6 +6,7 @@ import sqlite3
 
 from mitmproxy import ctx, exceptions
 
+from tokenaddons.options import number
 from tokenaddons.store import DEFAULT_PATH, EventStore
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,16 @@ class Store:
         loader.add_option("store_bodies", bool, False,
                           "Store request and response bodies (after scrubbing) with each event.")
         loader.add_option("store_body_max", int, 65536, "Bytes of each stored body kept at most.")
+        loader.add_option("store_stall_s", str, "30",
+                          "Seconds the writer may spend on one batch (the database locked by another program, "
+                          "a full disk) before it is reported stuck, in the log and in report/stats.")
 
     def configure(self, updated) -> None:
+        stall = number("store_stall_s")
+        if self.events is not None:
+            self.events.stall_after = stall
         if "store_path" in updated or self.events is None:
-            events = EventStore(ctx.options.store_path, schemas=self.schemas)
+            events = EventStore(ctx.options.store_path, schemas=self.schemas, stall_after=stall)
             try:
                 events.start()
             except (OSError, sqlite3.Error) as e:  # the store in use, if any, stays

@@ -210,6 +210,7 @@ class EventStore:
     def _write(self, work: list) -> None:
         conn = self._conn
         assert conn is not None
+        tries = 0
         while True:
             try:
                 with conn:
@@ -226,8 +227,11 @@ class EventStore:
                     log.error("tokenaddons store: the database is still busy at close; %d items are lost", len(work))
                     self.dropped += len(work)
                     return
-                log.warning("tokenaddons store: the database is busy (%s); trying the batch again", e)
-                time.sleep(self.busy_pause)  # the watchdog reports the writer stuck if this lasts
+                tries += 1
+                if tries == 1:  # the watchdog reports the writer stuck if this lasts
+                    log.warning("tokenaddons store: the database is busy (%s); trying the batch again until it "
+                                "is not", e)
+                time.sleep(self.busy_pause)
         named = 0
         for item in work:
             try:
