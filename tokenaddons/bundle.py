@@ -29,10 +29,10 @@ def addons() -> list:
     published = Published()
     store = Store()
     return [
-        Exposure(),           # a warning when anyone on the network could use the proxy
         Settings(published),  # the TOML file: price overrides, budget caps per provider/model/project
         store,                # the event store every other addon writes through
         Intake(),             # detect the API, parse the body once, project tag
+        Exposure(),           # a warning when anyone on the network could use the proxy (options only)
         Guard(),              # prompt injections in tool results and user text
         Scrub(store),         # PII and secrets out, placeholders restored in answers
         Cache(store),         # exact-match lookup (after scrub: the key is what would be sent)

@@ -188,3 +188,11 @@ def test_usage_that_is_not_a_count_fails_the_metering_but_keeps_the_row(pipe):
     detail = sqlite3.connect(store.events.path).execute(
         "SELECT detail FROM decisions WHERE addon = 'meter' AND action = 'failed'").fetchone()[0]
     assert "output_tokens" in json.loads(detail)["error"]
+
+
+def test_a_usage_row_names_every_field():
+    from dataclasses import fields
+
+    from tokenaddons.engines.usage import Usage
+
+    assert list(Usage().as_row()) == [f.name for f in fields(Usage)]

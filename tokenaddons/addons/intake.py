@@ -3,12 +3,12 @@ parses the JSON body once, reads the project tag and starts the stream pump."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 
 from mitmproxy import ctx, http
 
 from tokenaddons import providers
+from tokenaddons.engines import jsonio
 from tokenaddons.exchange import OBSERVE, Exchange
 from tokenaddons.providers.base import model_name
 from tokenaddons.providers.sse import is_sse
@@ -31,8 +31,8 @@ def auth_identity(flow: http.HTTPFlow) -> str | None:
     if not found:
         return None
     # one credential hashes as it always has, so caches and pseudonyms made before stay the caller's
-    text = "{}:{}".format(*found[0]) if len(found) == 1 else json.dumps(found)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    text = "{}:{}".format(*found[0]).encode() if len(found) == 1 else jsonio.dumps(found)
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 class Intake:
@@ -78,7 +78,7 @@ class Intake:
         if not raw or len(raw) > self.max_body:
             return None
         try:
-            return json.loads(req.get_content(strict=True))
+            return jsonio.loads(req.get_content(strict=True))
         except (ValueError, UnicodeDecodeError) as e:
             log.info("tokenaddons: %s %s: body is not JSON we can read (%s); passing it through",
                      req.method, req.path, e.__class__.__name__)
@@ -102,17 +102,20 @@ class Intake:
             del headers["content-encoding"]
             if headers.pop("content-length", None) is not None and flow.response.http_version == "HTTP/1.1":
                 headers["transfer-encoding"] = "chunked"
-        if not sse:
-            # a stream that is not SSE (Gemini without alt=sse: one JSON array, an
-            # element at a time): passed on as it comes, a copy kept for the meter
-            ex.add_tap(CopyTap(ex, self.max_body), OBSERVE)
+        # a copy of what upstream sent (bounded): the meter reads a stream that is
+        # not SSE from it (Gemini without alt=sse: one JSON array, an element at a
+        # time), and it becomes the flow's body, so a saved flow replays metered
+        ex.add_tap(CopyTap(ex, self.max_body), OBSERVE)
         flow.response.stream = StreamPump(ex, decode, sse)
 
     def response(self, flow: http.HTTPFlow) -> None:
         # Keep what upstream sent, before any addon rewrites it for the client
         # (scrub restores real values): stored bodies must be the scrubbed ones.
         ex = Exchange.of(flow)
-        if ex is not None and flow.response is not None and not flow.response.stream:
+        if ex is not None and flow.response is not None and flow.response.stream:
+            if flow.response.raw_content is None and ex.upstream_body is not None:
+                flow.response.content = ex.upstream_body  # already sent: this is what a saved flow keeps
+        elif ex is not None and flow.response is not None:
             # decoded: providers compress JSON answers (gzip, br, zstd) for SDKs that accept it
             try:
                 ex.upstream_body = flow.response.get_content(strict=True)

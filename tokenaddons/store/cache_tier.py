@@ -56,11 +56,17 @@ class Tiers:
         self._read: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
         self.events: EventStore | None = None
+        # key -> size of what is stored on disk, so a miss costs no disk read (nor a
+        # thread hop to make it); kept by the writer thread as it inserts and evicts
+        self.on_disk: dict[str, int] = {}
+        self.disk_bytes = 0
 
     def open(self, events: EventStore) -> None:
         self.events = events
         events.add_schema("cache_schema", MIGRATIONS)  # at hand already when the Cache addon named it
         self._read = connect(events.path)
+        self.on_disk = dict(self._read.execute("SELECT key, size FROM cache_entries").fetchall())
+        self.disk_bytes = sum(self.on_disk.values())
 
     def close(self) -> None:
         with self._read_lock:  # not while a worker thread reads through it
@@ -68,6 +74,8 @@ class Tiers:
                 self._read.close()
                 self._read = None
         self.events = None
+        self.on_disk = {}
+        self.disk_bytes = 0
 
     # memory tier
     def _remember(self, key: str, entry: Entry) -> None:
@@ -93,8 +101,13 @@ class Tiers:
             self.memory.move_to_end(key)
             return entry
 
+    def may_be_on_disk(self, key: str) -> bool:
+        return key in self.on_disk
+
     def get_disk(self, key: str) -> Entry | None:
         """Blocking read: called off the event loop."""
+        if key not in self.on_disk:
+            return None
         with self._read_lock:
             if self._read is None:
                 return None
@@ -117,14 +130,26 @@ class Tiers:
             conn.execute("INSERT OR REPLACE INTO cache_entries VALUES (?,?,?,?,?,?,?,?,?,?)",
                          (key, entry.created, entry.expires, entry.created, entry.content_type, entry.body,
                           entry.model, json.dumps(entry.usage), entry.cost_usd, entry.size))
-            conn.execute("DELETE FROM cache_entries WHERE expires <= ?", (entry.created,))
-            total = conn.execute("SELECT COALESCE(SUM(size), 0) FROM cache_entries").fetchone()[0]
-            if total > disk_max:  # evict least recently used until under the cap
-                conn.execute("""DELETE FROM cache_entries WHERE key IN (
+            self._note(key, entry.size)
+            if self.disk_bytes > disk_max:  # full: expired entries go first, then the least recently used
+                self._forget(conn.execute("DELETE FROM cache_entries WHERE expires <= ? RETURNING key, size",
+                                          (entry.created,)))
+            if self.disk_bytes > disk_max:
+                self._forget(conn.execute("""DELETE FROM cache_entries WHERE key IN (
                     SELECT key FROM (SELECT key, SUM(size) OVER (ORDER BY last_used DESC) AS running
-                                     FROM cache_entries) WHERE running > ?)""", (disk_max,))
+                                     FROM cache_entries) WHERE running > ?) RETURNING key, size""", (disk_max,)))
 
         events.submit(write)
+
+    # The writer thread notes what the table holds. The same note twice changes
+    # nothing: a job runs again, alone, when its batch failed.
+    def _note(self, key: str, size: int) -> None:
+        self.disk_bytes += size - self.on_disk.get(key, 0)
+        self.on_disk[key] = size
+
+    def _forget(self, deleted) -> None:
+        for key, _ in deleted.fetchall():
+            self.disk_bytes -= self.on_disk.pop(key, 0)
 
     def touch(self, key: str) -> None:
         events = self.events

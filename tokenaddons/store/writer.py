@@ -137,7 +137,9 @@ class EventStore:
         self._queue.put(("decisions", DECISION_COLUMNS, row))
 
     def submit(self, job: Job) -> None:
-        """Run `job(conn)` on the writer thread, inside its current batch."""
+        """Run `job(conn)` on the writer thread, inside its current batch. When
+        the batch fails, its items run again one at a time: what a job changes
+        outside the database must come out the same if it runs twice."""
         self._queue.put(job)
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -187,11 +189,15 @@ class EventStore:
 
     def _batch(self) -> bool:
         """Write one batch; True when asked to stop."""
-        batch = [self._queue.get()]
-        deadline = time.monotonic() + self.flush_interval
+        item = self._queue.get()  # idle: wait for work
+        batch = [item]
+        if not isinstance(item, threading.Event) and item is not None:
+            # Let the batch gather without waking on every put: each wake-up of
+            # this thread takes the GIL from mitmproxy's event loop.
+            time.sleep(self.flush_interval)
         while len(batch) < self.batch_max:
             try:
-                batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                batch.append(self._queue.get_nowait())
             except queue.Empty:
                 break
         stop = any(item is None for item in batch)
