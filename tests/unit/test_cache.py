@@ -346,3 +346,20 @@ def test_the_memory_tier_is_safe_while_a_worker_thread_reads_the_disk(tmp_path):
         events.close()
     assert not errors
     assert tiers.memory_bytes == sum(e.size for e in tiers.memory.values()) <= tiers.memory_max
+
+
+def test_a_cache_write_in_a_failed_batch_is_counted_once(tmp_path):
+    events = EventStore(tmp_path / "e.db", flush_interval=0.3)  # both land in one batch
+    events.start()
+    tiers = Tiers(Clock())
+    tiers.open(events)
+    try:
+        tiers.put("k", Entry(b"x" * 100, "application/json", 0.0, 1e12, "m", {}, 0.0))
+        events.put_request({"exchange_id": "bad", "ts": None})  # fails the batch: its items run again alone
+        assert events.flush()
+        assert events.dropped == 1
+        stored = sqlite3.connect(events.path).execute("SELECT COALESCE(SUM(size), 0) FROM cache_entries").fetchone()[0]
+        assert tiers.disk_bytes == stored == 356 and tiers.on_disk == {"k": 356}
+    finally:
+        tiers.close()
+        events.close()
