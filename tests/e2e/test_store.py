@@ -30,7 +30,7 @@ def test_e2e_twenty_concurrent_requests_one_with_a_model_that_is_a_list_all_mete
     models = ["claude-sonnet-4-5"] * 19 + [["x"]]
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
         statuses = list(pool.map(lambda im: ask(proxy.url, im[0], im[1]), enumerate(models)))
-    rows = proxy.rows(20)  # the floor is 19: a value SQLite cannot bind costs no row at all
+    rows = proxy.rows(20)  # at least 19 must be written; a value SQLite cannot bind costs no row at all
     assert statuses == [200] * 19 + [400]  # refused by the provider, as a real one does
     odd = [r for r in rows if r["requested_model"] == '["x"]']
     assert len(odd) == 1 and odd[0]["status"] == 400 and odd[0]["model"] == '["x"]'
