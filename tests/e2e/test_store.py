@@ -6,8 +6,8 @@ import json
 import signal
 import stat
 import subprocess
-import time
 import sys
+import time
 
 import anthropic
 import httpx
