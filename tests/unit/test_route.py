@@ -488,7 +488,8 @@ async def test_fallback_before_the_first_byte_pauses_the_refusing_provider(pipe,
     ratelimit = addons[4]
     f.response = http.Response.make(200, b"", {"content-type": "text/event-stream"})
     ratelimit.responseheaders(f)
-    assert ratelimit.paused["anthropic"] > 0  # the 429's retry-after feeds the provider pause
+    # the 429's retry-after feeds the provider's pause, for the credential that met it
+    assert ratelimit.paused[("anthropic", ex.auth_hash)] == pytest.approx(ratelimit.clock() + 7, abs=1)
 
 
 async def test_the_breaker_sends_traffic_straight_to_the_fallback_then_a_probe_closes_it(pipe, sims):

@@ -8,7 +8,6 @@ each target is reported to the caller (the route addon turns it into decision
 rows and provider pauses). No mitmproxy here."""
 from __future__ import annotations
 
-import email.utils
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +18,7 @@ import httpx
 
 from tokenaddons.engines.breaker import Breakers
 from tokenaddons.engines.loopback import Reply
+from tokenaddons.engines.retry_after import retry_after
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +51,6 @@ class Report(Protocol):
 
     def failed(self, candidate: Candidate, status: int | None, error: str | None, retry_after: float | None,
                seconds: float) -> None: ...
-
-
-def retry_after(headers: httpx.Headers, now: float | None = None) -> float | None:
-    """Retry-After in seconds (a number or an HTTP date), or None."""
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
 
 
 def _headers(resp: httpx.Response) -> list[tuple[str, str]]:
@@ -110,7 +94,7 @@ async def first_answer(client: httpx.AsyncClient, candidates: Iterable[Candidate
             finally:
                 await resp.aclose()
             breakers.failure(candidate.label)
-            wait = retry_after(resp.headers)
+            wait = retry_after(resp.headers, time.time())
             report.failed(candidate, resp.status_code, None, wait, time.monotonic() - started)
             last = (candidate, Reply(resp.status_code, _headers(resp), body=body[:MAX_ERROR_BODY]))
             continue

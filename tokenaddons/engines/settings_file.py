@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-PRICE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
+PRICE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok",
+              "max_output_tokens")
 BUDGET_SCOPES = ("provider", "model", "project")
 BUDGET_KEYS = ("hourly_usd", "daily_usd", "monthly_usd")
 PROVIDER_KEYS = ("base_url", "key", "api")
@@ -88,6 +89,12 @@ def _amount(where: str, value) -> float:
     return float(value)
 
 
+def _count(where: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{where} must be a positive whole number, not {value!r}")
+    return value
+
+
 def _table(where: str, value) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"{where} must be a table")
@@ -158,8 +165,8 @@ def _route(values: Values, i: int, table) -> RouteRule:
     if not isinstance(fallbacks, list):
         raise ValueError(f"{where} fallbacks must be a list of \"provider/model\"")
     limit = table.get("max_input_tokens")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
-        raise ValueError(f"{where} max_input_tokens must be a positive whole number, not {limit!r}")
+    if limit is not None:
+        limit = _count(f"{where} max_input_tokens", limit)
     no_tools = table.get("no_tools", False)
     if not isinstance(no_tools, bool):
         raise ValueError(f"{where} no_tools must be true or false, not {no_tools!r}")
@@ -187,7 +194,8 @@ def parse(doc: dict) -> Values:
         for needed in ("input_mtok", "output_mtok"):
             if needed not in table:
                 raise ValueError(f"{where}: {needed} is required")
-        out.prices[model] = {k: _amount(f"{where} {k}", v) for k, v in table.items()}
+        out.prices[model] = {k: _count(f"{where} {k}", v) if k == "max_output_tokens" else _amount(f"{where} {k}", v)
+                             for k, v in table.items()}
     budget = _table("[budget]", doc.get("budget", {}))
     _unknown("[budget]", budget, BUDGET_SCOPES)
     for kind in BUDGET_SCOPES:
