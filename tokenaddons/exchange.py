@@ -88,13 +88,18 @@ class BoundedCopy:
 
 @dataclass
 class Decision:
-    """One thing an addon did to an exchange (one `decisions` row)."""
+    """One thing an addon did to an exchange (one `decisions` row).
+
+    `settle`, if set, completes the decision from what the provider billed
+    (`exchange.usage`, `exchange.cost_usd`): the meter calls it just before
+    writing the row."""
 
     addon: str
     action: str
     detail: dict = field(default_factory=dict)
     tokens_saved: int = 0
     usd_saved: float = 0.0
+    settle: Callable[[Exchange], None] | None = None
 
 
 Settler = Callable[[http.HTTPFlow, "Exchange"], None]

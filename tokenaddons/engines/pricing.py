@@ -91,6 +91,18 @@ def price(provider: str, model: str, usage: Usage) -> float | None:
     return float(total)
 
 
+def prompt_cache_saving(provider: str, model: str, usage: Usage, cost: float | None) -> float:
+    """What the provider's prompt cache saved on one exchange against paying the
+    full input price for every prompt token (negative when writes cost more
+    than reads saved)."""
+    if cost is None or not (usage.cache_read_tokens or usage.cache_write_tokens):
+        return 0.0
+    plain = Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                  reasoning_tokens=usage.reasoning_tokens)
+    full = price(provider, model, plain)
+    return (full - cost) if full is not None else 0.0
+
+
 def unit_prices(provider: str, model: str) -> UnitPrices | None:
     """Base-tier per-token prices, for pre-flight estimates and savings."""
     found = model_price(provider, model)

@@ -22,6 +22,7 @@ class TextRef:
     key: Any  # key or index in the container
     role: str
     json_text: bool = False  # the string is itself JSON (OpenAI tool-call arguments)
+    call: str | None = None  # for a tool output: the id of the tool call it answers
 
     @property
     def text(self) -> str:
@@ -106,20 +107,20 @@ class Api:
         return iter(())
 
 
-def walk_strings(value: Any, role: str) -> Iterator[TextRef]:
+def walk_strings(value: Any, role: str, call: str | None = None) -> Iterator[TextRef]:
     """Every string leaf of a JSON value (tool inputs are free-form JSON)."""
     if isinstance(value, dict):
         for k, v in value.items():
             if isinstance(v, str):
-                yield TextRef(value, k, role)
+                yield TextRef(value, k, role, call=call)
             else:
-                yield from walk_strings(v, role)
+                yield from walk_strings(v, role, call)
     elif isinstance(value, list):
         for i, v in enumerate(value):
             if isinstance(v, str):
-                yield TextRef(value, i, role)
+                yield TextRef(value, i, role, call=call)
             else:
-                yield from walk_strings(v, role)
+                yield from walk_strings(v, role, call)
 
 
 def json_error(obj: Any) -> bytes:

@@ -63,7 +63,8 @@ def _parts(content: Any, role: str) -> Iterator[TextRef]:
         elif isinstance(part.get("functionCall"), dict):
             yield from walk_strings(part["functionCall"].get("args"), "tool_input")
         elif isinstance(part.get("functionResponse"), dict):
-            yield from walk_strings(part["functionResponse"].get("response"), "tool")
+            answer = part["functionResponse"]
+            yield from walk_strings(answer.get("response"), "tool", answer.get("id"))
 
 
 class Generate(Api):

@@ -60,15 +60,15 @@ class ChatStream(StreamState):
                 self.text.append((call.get("function") or {}).get("arguments") or "")
 
 
-def content_refs(msg: dict, key: str, role: str) -> Iterator[TextRef]:
+def content_refs(msg: dict, key: str, role: str, call: str | None = None) -> Iterator[TextRef]:
     """A message's content: a string, or a list of parts with text (shared with Responses)."""
     content = msg.get(key)
     if isinstance(content, str):
-        yield TextRef(msg, key, role)
+        yield TextRef(msg, key, role, call=call)
     elif isinstance(content, list):
         for part in content:
             if isinstance(part, dict) and isinstance(part.get("text"), str):
-                yield TextRef(part, "text", role)
+                yield TextRef(part, "text", role, call=call)
 
 
 class OpenAIApi(Api):
@@ -119,7 +119,8 @@ class ChatCompletions(OpenAIApi):
             if not isinstance(msg, dict):
                 continue
             role = ROLES.get(msg.get("role"), "user")
-            yield from content_refs(msg, "content", role)
+            answered = msg.get("tool_call_id") or msg.get("name") if role == "tool" else None
+            yield from content_refs(msg, "content", role, answered)
             for call in msg.get("tool_calls") or []:
                 fn = call.get("function") if isinstance(call, dict) else None
                 if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):

@@ -71,12 +71,7 @@ class Responses(OpenAIApi):
             elif kind in ("function_call", "custom_tool_call") and isinstance(item.get("arguments"), str):
                 yield TextRef(item, "arguments", "tool_input", json_text=True)
             elif kind in ("function_call_output", "custom_tool_call_output"):
-                if isinstance(item.get("output"), str):
-                    yield TextRef(item, "output", "tool")
-                elif isinstance(item.get("output"), list):
-                    for part in item["output"]:
-                        if isinstance(part, dict) and isinstance(part.get("text"), str):
-                            yield TextRef(part, "text", "tool")
+                yield from content_refs(item, "output", "tool", item.get("call_id"))
 
     def response_text_refs(self, response: Any) -> Iterator[TextRef]:
         if not isinstance(response, dict):

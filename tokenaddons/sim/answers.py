@@ -20,7 +20,8 @@ from typing import Any
 from tokenaddons.engines import tokens
 from tokenaddons.providers import base
 from tokenaddons.providers.sse import frame
-from tokenaddons.sim.prompt_cache import MAX_BREAKPOINTS, PromptCache
+from tokenaddons.engines.cache_hints import MAX_BREAKPOINTS
+from tokenaddons.sim.prompt_cache import PromptCache
 
 TOOL_DIRECTIVE = re.compile(r"\[\[tool:(?P<name>[\w.-]+)\s*(?P<args>\{.*?\})?\]\]", re.S)
 FILLER = ("The simulator answers deterministically so that tests and demos can rely on "

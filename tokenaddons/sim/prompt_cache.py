@@ -18,19 +18,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tokenaddons.engines.cache_hints import anthropic_minimum
+
 TTL = {"5m": 300.0, "1h": 3600.0}
 LOOKBACK = 20  # blocks checked for an earlier cache entry at each breakpoint, the breakpoint's own included
-MAX_BREAKPOINTS = 4
-# the shortest prefix each model caches (Anthropic's published minimums); others 1024
-MINIMUMS = (("opus-4-5", 4096), ("opus-4-6", 4096), ("haiku-4-5", 4096), ("sonnet-4-6", 2048),
-            ("haiku-3", 2048), ("3-5-haiku", 2048), ("3-haiku", 2048))
-
-
-def anthropic_minimum(model: str) -> int:
-    for fragment, tokens in MINIMUMS:
-        if fragment in model:
-            return tokens
-    return 1024
 
 
 @dataclass

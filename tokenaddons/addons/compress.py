@@ -1,0 +1,275 @@
+"""Compress: agent sessions cheaper in billed dollars, never by breaking the
+provider's prefix cache.
+
+After the cache lookup (whose key is what the client sent) and after route
+(the body is in the upstream's final format), before rate limits and budgets
+(which price what is sent):
+- provider prompt-cache hints (`cache_hints`): Anthropic breakpoints for a
+  request that carries none, an OpenAI `prompt_cache_key` when the client set
+  none (tokenaddons.engines.cache_hints);
+- transforms of tool output only (`compress`, lossless; `compress_lossy` adds
+  a cap), each a pure function of one block (tokenaddons.engines.compressors),
+  plus an output identical to an earlier one of the conversation replaced by a
+  reference to it. Results are memoized by content hash in the event store,
+  so history the client resends compresses to the same bytes on every turn,
+  after a restart and after an upgrade.
+
+Savings are priced as billed: a token removed from a block on the turn it
+first appears is worth the uncached input price (the cache-write price where
+a breakpoint covers it), and on each later turn that resends it the
+cache-read price. A hint decision records what the provider then reported.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from tokenaddons.addons.store import Store
+from tokenaddons.engines import cache_hints, compressors, pricing, tokens
+from tokenaddons.engines.memo import Memo, digest
+from tokenaddons.exchange import Decision, Exchange, handled
+from tokenaddons.providers.base import TextRef
+from tokenaddons.store.compress_memo import CompressMemo, Entry
+
+log = logging.getLogger(__name__)
+
+APIS = ("anthropic.messages", "openai.chat", "openai.responses", "gemini.generate")
+MIN_CHARS = 64  # shorter outputs are left alone: nothing to win, a memo entry to keep
+
+
+@dataclass
+class Block:
+    """One tool output string of the request, and what it becomes."""
+
+    ref: TextRef
+    position: int  # its message's index (Anthropic: which breakpoint covers it)
+    key: bytes
+    twin_of: str | None = None  # an earlier tool call whose output was identical
+    entry: Entry | None = None
+    seen: bool = False  # sent before: the provider has it cached
+
+
+class Compress:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.memo = CompressMemo(clock)
+        self._memo_for: str | None = None
+        self.sizes: Memo[int] = Memo(tokens.count_text, 20_000)  # tokens of a block, for the hints' minimum
+        # options, parsed in configure
+        self.enabled = True
+        self.lossy = False
+        self.max_tokens = 2000
+        self.hints = True
+        self.hints_ttl = "5m"
+
+    def load(self, loader) -> None:
+        loader.add_option("compress", bool, True,
+                          "Lossless, prefix-stable transforms of tool output: escape codes and redraws, trailing "
+                          "whitespace and blank runs, pretty JSON, repeated lines, repeated outputs.")
+        loader.add_option("compress_lossy", bool, False,
+                          "Also cap each tool output at compress_max_tokens, keeping its head and tail "
+                          "(the middle is lost to the model; see docs/compress.md).")
+        loader.add_option("compress_max_tokens", int, 2000,
+                          "With compress_lossy: the most tokens one tool output keeps.")
+        loader.add_option("cache_hints", bool, True,
+                          "Provider prompt-cache hints: Anthropic breakpoints for requests that carry none, "
+                          "an OpenAI prompt_cache_key where the client set none.")
+        loader.add_option("cache_hints_ttl", str, "5m",
+                          "TTL of the breakpoint on the stable prefix (tools and system): 5m or 1h "
+                          "(1-hour writes cost 2x input instead of 1.25x).")
+
+    def configure(self, updated) -> None:
+        if ctx.options.cache_hints_ttl not in cache_hints.TTLS:
+            raise exceptions.OptionsError(f"cache_hints_ttl must be 5m or 1h, not {ctx.options.cache_hints_ttl!r}")
+        if ctx.options.compress_max_tokens < 200:
+            raise exceptions.OptionsError("compress_max_tokens must be at least 200")
+        self.enabled = ctx.options.compress
+        self.lossy = ctx.options.compress_lossy
+        self.max_tokens = ctx.options.compress_max_tokens
+        self.hints = ctx.options.cache_hints
+        self.hints_ttl = ctx.options.cache_hints_ttl
+        events = self.store.events
+        if events is not None and self._memo_for != str(events.path):
+            self._memo_for = str(events.path)
+            self.memo.open(events)
+
+    def done(self) -> None:
+        self.memo.close()
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        ex = Exchange.of(flow)
+        if ex is None or not ex.known or handled(flow) or not (self.enabled or self.hints):
+            return
+        if ex.upstream_api is None or ex.upstream_api.name not in APIS or not isinstance(ex.body, dict):
+            return
+        try:
+            blocks = self._blocks(ex) if self.enabled else []
+            if any(b.entry is None for b in blocks):  # something new: compressing it is work for a thread
+                await asyncio.to_thread(self._compute, blocks, ex.model)
+            else:
+                self._compute(blocks, ex.model)
+            self._apply(ex, blocks)
+        except Exception:
+            log.exception("tokenaddons compress: %s is sent as the client sent it", flow.request.path)
+
+    # -- the tool outputs of the request
+
+    def _signature(self, model: str | None) -> str:
+        """What besides the text decides a result (never the code's version: see compressors.VERSION)."""
+        steps = f"cap:{self.max_tokens}" if self.lossy else "lossless"
+        return f"{tokens.encoding_name(model)}|{steps}"
+
+    def _blocks(self, ex: Exchange) -> list[Block]:
+        api, body = ex.upstream_api, ex.body
+        if api.name == "anthropic.messages":  # positions matter: breakpoints cover messages up to theirs
+            found = [(i, ref) for i, msg in enumerate(body.get("messages") or []) if isinstance(msg, dict)
+                     for ref in api.text_refs({"messages": [msg]})]
+        else:
+            found = [(0, ref) for ref in api.text_refs(body)]
+        outputs = [(i, ref) for i, ref in found if ref.role == "tool" and isinstance(ref.text, str)]
+        parts = defaultdict(int)  # refs per tool call: only single-text outputs are compared whole
+        for _, ref in outputs:
+            parts[ref.call] += 1
+        first: dict[bytes, str] = {}  # output text -> the first call that returned it
+        signature = self._signature(ex.model)
+        blocks = []
+        for position, ref in outputs:
+            text = ref.text
+            if len(text) < MIN_CHARS:
+                continue
+            twin = None
+            if ref.call and parts[ref.call] == 1:
+                twin = first.setdefault(digest(text), ref.call)
+                twin = twin if twin != ref.call else None
+            key = digest(f"{signature}\0{'ref:' + twin if twin else ''}\0{text}")
+            entry = self.memo.get(key)
+            blocks.append(Block(ref, position, key, twin, entry, entry is not None))
+        return blocks
+
+    def _compute(self, blocks: list[Block], model: str | None) -> None:
+        """Results for blocks never seen before (in a worker thread when there are any)."""
+        count = lambda text: tokens.count_text(text, model)  # noqa: E731
+        cap = self.max_tokens if self.lossy else None
+        for b in blocks:
+            if b.entry is not None:
+                continue
+            text = b.ref.text
+            entry = None
+            if b.twin_of is not None:
+                before, reference = count(text), compressors.reference(b.twin_of)
+                after = count(reference)
+                if after < before:
+                    entry = Entry(compressors.VERSION, reference, before, after, {"dedupe": before - after})
+            if entry is None:
+                r = compressors.compress(text, count, cap)
+                entry = Entry(compressors.VERSION, r.text if r.changed else None, r.before, r.after, r.saved)
+            b.entry = self.memo.put(b.key, entry)
+
+    # -- what is sent, and what it saved
+
+    def _apply(self, ex: Exchange, blocks: list[Block]) -> None:
+        body, api = ex.body, ex.upstream_api
+        placed: list[cache_hints.Breakpoint] = []
+        key = None
+        if self.hints and api.name == "anthropic.messages":
+            placed = cache_hints.anthropic_breakpoints(body, ex.model, self._size, self.hints_ttl)
+        elif self.hints and api.provider == "openai":
+            key = cache_hints.openai_cache_key(api.name, body, ex.auth_hash, ex.project)
+        price = self._pricer(ex, placed)
+        saved: dict[str, list] = defaultdict(lambda: [0, 0.0, 0])  # step -> tokens, usd, blocks
+        changed = [b for b in blocks if b.entry is not None and b.entry.output is not None]
+        for b in changed:
+            unit = price(b)
+            for step, n in b.entry.saved.items():
+                acc = saved[step]
+                acc[0] += n
+                acc[1] += n * unit
+                acc[2] += 1
+        # everything decided: now change the body (plain assignments)
+        for b in changed:
+            b.ref.text = b.entry.output
+        for point in placed:
+            point.apply()
+        if key is not None:
+            body["prompt_cache_key"] = key
+        if changed or placed or key is not None:
+            ex.mark_changed()
+        for step in compressors.STEPS + ("dedupe",):
+            if step in saved:
+                n, usd, count = saved[step]
+                ex.decide("compress", step, tokens_saved=n, usd_saved=usd, blocks=count)
+        if placed:
+            d = ex.decide("compress", "hints", breakpoints=[p.where for p in placed], ttl=self.hints_ttl)
+            d.settle = partial(_settle_breakpoints, d)
+        elif key is not None:
+            d = ex.decide("compress", "hints", prompt_cache_key=key)
+            d.settle = partial(_settle_cache_key, d)
+
+    def _size(self, value: Any) -> int:
+        return self.sizes(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+
+    @staticmethod
+    def _pricer(ex: Exchange, placed: list[cache_hints.Breakpoint]) -> Callable[[Block], float]:
+        """USD per token removed from a block: the uncached input price (the
+        cache-write price under a breakpoint) the turn it first appears, the
+        cache-read price each later turn that resends it."""
+        prices = pricing.unit_prices(ex.provider, ex.model or "")
+        if prices is None:
+            return lambda b: 0.0
+        if ex.upstream_api.name != "anthropic.messages":
+            return lambda b: prices.cache_read if b.seen else prices.input
+        covers = _breakpoints_by_message(ex.body, placed)  # message index -> ttl of its breakpoint
+        auto = isinstance(ex.body.get("cache_control"), dict)
+
+        def price(b: Block) -> float:
+            ttl = next((t for i, t in covers if i >= b.position), None)
+            if ttl is None and not auto:
+                return prices.input  # no breakpoint after it: billed in full, every turn
+            if b.seen:
+                return prices.cache_read
+            return prices.cache_write_1h if ttl == "1h" else prices.cache_write_5m
+
+        return price
+
+
+def _breakpoints_by_message(body: dict, placed: list[cache_hints.Breakpoint]) -> list[tuple[int, str]]:
+    """(message index, ttl) of every breakpoint in the messages, the client's
+    and those about to be placed, in order."""
+    marked = {id(p.container): p.ttl for p in placed}
+    out = []
+    for i, msg in enumerate(body.get("messages") or []):
+        if not isinstance(msg, dict):
+            continue
+        content = msg.get("content")
+        ttl = marked.get(id(msg)) or marked.get(id(content))
+        for block in content if isinstance(content, list) else []:
+            cc = block.get("cache_control") if isinstance(block, dict) else None
+            if isinstance(cc, dict):
+                ttl = cc.get("ttl") or "5m"
+        if ttl:
+            out.append((i, ttl))
+    return out
+
+
+def _settle_breakpoints(d: Decision, ex: Exchange) -> None:
+    """The client set no breakpoint: every cache read and write of this exchange is the hints' doing."""
+    u = ex.usage
+    if u is None:
+        return
+    d.detail.update(cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens)
+    d.usd_saved = pricing.prompt_cache_saving(ex.provider, ex.served_model or ex.model or "", u, ex.cost_usd)
+
+
+def _settle_cache_key(d: Decision, ex: Exchange) -> None:
+    """OpenAI caches prefixes with or without a key: the reads are recorded, not credited."""
+    if ex.usage is not None:
+        d.detail.update(cache_read_tokens=ex.usage.cache_read_tokens)
