@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 APIS = ("anthropic.messages", "openai.chat", "openai.responses", "gemini.generate")
 MIN_CHARS = 64  # shorter outputs are left alone: nothing to win, a memo entry to keep
+DELTA_CANDIDATES = 4  # earlier outputs of as many lines a new one is compared with, newest first
 
 
 @dataclass
@@ -52,10 +53,19 @@ class Block:
 
     ref: TextRef
     position: int  # its message's index (Anthropic: which breakpoint covers it)
-    key: bytes
-    twin_of: str | None = None  # an earlier tool call whose output was identical
+    key: bytes  # the text and every tool output before it: the same on each turn that resends it
+    whole: bool  # the tool call's only text: it may be compared with another output whole
     entry: Entry | None = None
-    seen: bool = False  # sent before: the provider has it cached
+    seen: bool = False  # sent before in this conversation: the provider has it cached
+
+    @property
+    def sent(self) -> str:
+        return self.entry.output if self.entry is not None and self.entry.output is not None else self.ref.text
+
+    @property
+    def plain(self) -> bool:
+        """Sent as itself (compressed or not), not as a reference to another output."""
+        return self.entry is not None and not set(self.entry.saved) & set(compressors.CONVERSATION)
 
 
 class Compress:
@@ -115,8 +125,6 @@ class Compress:
             blocks = self._blocks(ex) if self.enabled else []
             if any(b.entry is None for b in blocks):  # something new: compressing it is work for a thread
                 await asyncio.to_thread(self._compute, blocks, ex.model)
-            else:
-                self._compute(blocks, ex.model)
             self._apply(ex, blocks)
         except Exception:
             log.exception("tokenaddons compress: %s is sent as the client sent it", flow.request.path)
@@ -136,43 +144,56 @@ class Compress:
         else:
             found = [(0, ref) for ref in api.text_refs(body)]
         outputs = [(i, ref) for i, ref in found if ref.role == "tool" and isinstance(ref.text, str)]
-        parts = defaultdict(int)  # refs per tool call: only single-text outputs are compared whole
+        parts: dict[str | None, int] = defaultdict(int)
         for _, ref in outputs:
             parts[ref.call] += 1
-        first: dict[bytes, str] = {}  # output text -> the first call that returned it
-        signature = self._signature(ex.model)
+        # A result is keyed by its text and the tool outputs before it (which
+        # the client resends unchanged): found again on every later turn of
+        # this conversation, whatever a later version of the steps would do.
+        context = digest(self._signature(ex.model))
         blocks = []
         for position, ref in outputs:
             text = ref.text
-            if len(text) < MIN_CHARS:
-                continue
-            twin = None
-            if ref.call and parts[ref.call] == 1:
-                twin = first.setdefault(digest(text), ref.call)
-                twin = twin if twin != ref.call else None
-            key = digest(f"{signature}\0{'ref:' + twin if twin else ''}\0{text}")
-            entry = self.memo.get(key)
-            blocks.append(Block(ref, position, key, twin, entry, entry is not None))
+            key = digest(f"{context.hex()}\0{ref.call}\0{text}")
+            if len(text) >= MIN_CHARS:
+                entry = self.memo.get(key)
+                blocks.append(Block(ref, position, key, bool(ref.call) and parts[ref.call] == 1, entry,
+                                    entry is not None))
+            context = key
         return blocks
 
     def _compute(self, blocks: list[Block], model: str | None) -> None:
-        """Results for blocks never seen before (in a worker thread when there are any)."""
+        """Results for blocks this conversation never sent before (in a worker
+        thread when there are any); earlier outputs are their references."""
         count = lambda text: tokens.count_text(text, model)  # noqa: E731
         cap = self.max_tokens if self.lossy else None
+        first: dict[bytes, Block] = {}  # an output's text -> the first whole output with it
+        earlier: dict[int, list[Block]] = defaultdict(list)  # lines -> whole outputs sent as themselves
         for b in blocks:
-            if b.entry is not None:
-                continue
-            text = b.ref.text
-            entry = None
-            if b.twin_of is not None:
-                before, reference = count(text), compressors.reference(b.twin_of)
-                after = count(reference)
-                if after < before:
-                    entry = Entry(compressors.VERSION, reference, before, after, {"dedupe": before - after})
-            if entry is None:
-                r = compressors.compress(text, count, cap)
-                entry = Entry(compressors.VERSION, r.text if r.changed else None, r.before, r.after, r.saved)
-            b.entry = self.memo.put(b.key, entry)
+            if b.entry is None:
+                b.entry = self.memo.put(b.key, self._result(b, first, earlier, count, cap))
+            if b.whole:
+                first.setdefault(digest(b.ref.text), b)
+                if b.plain:
+                    earlier[b.sent.count("\n")].append(b)
+
+    @staticmethod
+    def _result(b: Block, first: dict[bytes, Block], earlier: dict[int, list[Block]],
+                count: Callable[[str], int], cap: int | None) -> Entry:
+        text = b.ref.text
+        twin = first.get(digest(text)) if b.whole else None
+        if twin is not None:
+            reference = compressors.reference(twin.ref.call)
+            before, after = count(text), count(reference)
+            if after < before:
+                return Entry(compressors.VERSION, reference, before, after, {"dedupe": before - after})
+        r = compressors.compress(text, count, cap)
+        if b.whole:  # a few lines from an earlier output (a test run again, a status again)?
+            for other in reversed(earlier[r.text.count("\n")][-DELTA_CANDIDATES:]):
+                found = compressors.delta(other.sent, r.text, other.ref.call)
+                if found is not None and (n := count(found)) < r.after:
+                    return Entry(compressors.VERSION, found, r.before, n, {"delta": r.before - n})
+        return Entry(compressors.VERSION, r.text if r.changed else None, r.before, r.after, r.saved)
 
     # -- what is sent, and what it saved
 
@@ -203,7 +224,7 @@ class Compress:
             body["prompt_cache_key"] = key
         if changed or placed or key is not None:
             ex.mark_changed()
-        for step in compressors.STEPS + ("dedupe",):
+        for step in compressors.STEPS:
             if step in saved:
                 n, usd, count = saved[step]
                 ex.decide("compress", step, tokens_saved=n, usd_saved=usd, blocks=count)

@@ -3,9 +3,12 @@
 Anthropic caches a prompt prefix only up to a `cache_control` breakpoint the
 request marks. For a request that marks none, breakpoints go where they earn
 reads: the end of the stable prefix (tools and system, shared by every
-conversation of the same agent), the end of the newest turn (what the next
-turn will read), and the end of the turn before (what this one reads, even
-when more than 20 blocks came in between, beyond the provider's lookback).
+conversation of the same agent), and, in a conversation (a request that
+offers tools or carries an earlier answer), the end of the newest turn (what
+the next turn will read) and the end of the turn before (what this one reads,
+even when more than 20 blocks came in between, beyond the provider's lookback).
+A one-off question gets no turn breakpoint: its cache write (1.25x the input
+price) would never be read back.
 Never more than the provider's limit of 4, never below the model's minimum
 cacheable length, never on a block that cannot carry one, and never when the
 client placed any breakpoint of its own (its choices are left exactly as
@@ -116,6 +119,8 @@ def anthropic_breakpoints(body: dict, model: str | None, count: Callable[[Any], 
     if stable and found is not None:
         out.append(Breakpoint("prefix", *found, ttl))
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    if not tools and not any(m.get("role") == "assistant" for m in messages):
+        return out  # a one-off question: nothing says a next turn will read it back
     last = len(messages) - 1
     # the turn before: the last user message an assistant message follows
     previous = next((i for i in range(last - 1, -1, -1) if messages[i].get("role") == "user"

@@ -16,6 +16,10 @@ Lossless steps, in the order they run:
 - whitespace: trailing whitespace of each line, and runs of more than two
   blank lines;
 - repeats: runs of identical lines, kept once with a count.
+Besides, an output identical to an earlier one of the conversation becomes a
+reference to it (dedupe), and one that differs from an earlier one in a few
+lines only, a reference plus those lines (delta): both depend on earlier
+history only, which the client resends unchanged, so they are as stable.
 Lossy step (opt-in): cap, which keeps the head and the tail of an output
 longer than a token budget and says what was cut.
 
@@ -37,7 +41,10 @@ from dataclasses import dataclass, field
 VERSION = 1
 LOSSLESS = ("terminal", "json", "whitespace", "repeats")
 LOSSY = ("cap",)
-STEPS = LOSSLESS + LOSSY
+# what the conversation allows besides: an output identical to an earlier one
+# (dedupe), or the same but for a few lines (delta), sent as a reference to it
+CONVERSATION = ("dedupe", "delta")
+STEPS = LOSSLESS + LOSSY + CONVERSATION
 
 Count = Callable[[str], int]
 
@@ -257,11 +264,28 @@ def _cut(text: str, total: int, budget: int, count: Count) -> str:
 # ---------------------------------------------------------------- the pipeline
 
 REFERENCE = "[identical to the output of tool call {call} above]"
+DELTA_HEAD = "[the output of tool call {call} above, except for these lines:]"
+DELTA_LINE = "line {n}: {text}"
+DELTA_MIN_LINES = 8  # shorter outputs are cheaper to send whole
 
 
 def reference(call_id: str) -> str:
     """What replaces an output identical to an earlier one of the same conversation."""
     return REFERENCE.format(call=call_id)
+
+
+def delta(earlier: str, text: str, call_id: str) -> str | None:
+    """An output that differs from an earlier one of the conversation (as both
+    were sent) in a few lines only: a reference to the earlier output and
+    those lines, numbered, verbatim. None when they differ more (or in their
+    number of lines)."""
+    old, new = earlier.split("\n"), text.split("\n")
+    if len(old) != len(new) or len(new) < DELTA_MIN_LINES:
+        return None
+    changed = [(n, line) for n, (was, line) in enumerate(zip(old, new), 1) if was != line]
+    if not changed or len(changed) > max(2, len(new) // 10):
+        return None
+    return "\n".join([DELTA_HEAD.format(call=call_id)] + [DELTA_LINE.format(n=n, text=line) for n, line in changed])
 
 
 @dataclass

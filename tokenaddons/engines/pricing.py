@@ -110,16 +110,16 @@ def unit_prices(provider: str, model: str) -> UnitPrices | None:
         return None
     mp, one_hour = found
 
-    def per_token(value, fallback: Decimal = Decimal(0)) -> float:
+    def per_token(value, fallback: float = 0.0) -> float:
         if value is None:
-            return float(fallback)
+            return fallback  # already per token
         base = value if isinstance(value, Decimal) else value.base
         return float(Decimal(base) / MTOK)
 
     inp = per_token(mp.input_mtok)
     return UnitPrices(
         input=inp, output=per_token(mp.output_mtok),
-        cache_read=per_token(mp.cache_read_mtok, Decimal(str(inp)) * MTOK),
-        cache_write_5m=per_token(mp.cache_write_mtok, Decimal(str(inp)) * MTOK),
+        cache_read=per_token(mp.cache_read_mtok, inp),
+        cache_write_5m=per_token(mp.cache_write_mtok, inp),  # no write price (OpenAI, Gemini): writes cost input
         cache_write_1h=per_token(one_hour) if one_hour is not None else inp * float(ONE_HOUR_WRITE_FACTOR),
     )
