@@ -101,12 +101,13 @@ def directives(read: str, read_arg: str, run: str, run_arg: str, read_via_run: b
 
 
 def run_tool(name: str, args: dict) -> str:
+    # as agents' tools do: bytes decoded, carriage returns kept (no newline translation)
     if name == "read_file":
-        return Path(args["path"]).read_text()
+        return Path(args["path"]).read_bytes().decode("utf-8", "replace")
     if name == "bash":
-        done = subprocess.run(args["command"], shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        done = subprocess.run(args["command"], shell=True, cwd=ROOT, capture_output=True, timeout=300,
                               env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-        return done.stdout + done.stderr
+        return (done.stdout + done.stderr).decode("utf-8", "replace")
     return "no matches"
 
 

@@ -169,9 +169,20 @@ def minify_json(text: str) -> str:
         try:
             json.loads(body)
         except ValueError:
+            end = text.find("\n", m.start())
+            if _parses(text[m.start():end if end != -1 else len(text)]):
+                break  # a line that is JSON by itself: JSON Lines, or several documents; left as they are
             continue
         return text[:m.start()] + _squeeze(body)
     return text
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------- whitespace
