@@ -149,7 +149,7 @@ async def test_history_compresses_to_the_same_bytes_on_every_turn_after_a_restar
         assert len(pipe.compress.memo) >= len(OUTPUTS)
         assert await pipe.sent(path, turn(len(OUTPUTS))) == sent[-1]
     # an upgrade that compresses differently: history already sent keeps its bytes, new output gets the new steps
-    monkeypatch.setattr(compressors, "compress", lambda text, count, max_tokens=None: compressors.Result(
+    monkeypatch.setattr(compressors, "compress", lambda text, count, max_tokens=None, file=False: compressors.Result(
         text, count(text), count(text)))
     with Pipe(store) as pipe:
         assert await pipe.sent(path, turn(len(OUTPUTS))) == sent[-1]
@@ -339,7 +339,7 @@ def masked_tools_equal(sent: dict, body: dict) -> bool:
 
 
 async def test_a_failure_sends_the_request_as_the_client_sent_it(tmp_path, monkeypatch, caplog):
-    def broken(text, count, max_tokens=None):
+    def broken(text, count, max_tokens=None, file=False):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(compressors, "compress", broken)
@@ -358,3 +358,23 @@ async def test_bad_options_are_refused(tmp_path):
             pipe.ctx.configure(pipe.compress, cache_hints_ttl="2h")
         with pytest.raises(exceptions.OptionsError, match="compress_max_tokens"):
             pipe.ctx.configure(pipe.compress, compress_max_tokens=10)
+
+
+@pytest.mark.parametrize("tool,args", [("read_file", {"path": "bom.json"}), ("bash", {"command": "cat bom.json"})])
+async def test_a_file_read_keeps_its_bytes_and_command_output_is_compressed(tmp_path, tool, args):
+    bom = sample("pip_bom.cdx.json")
+    body = anthropic_turn(0)
+    body["messages"] += [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_r", "name": tool, "input": args}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_r", "content": bom}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_c", "name": "bash",
+                                           "input": {"command": "curl -s localhost/bom"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_c", "content": bom + " "}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_again", "name": tool, "input": args}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_again", "content": bom}]}]
+    with Pipe(tmp_path / "events.db") as pipe:
+        sent = await pipe.sent("/v1/messages", body)
+    read, fetched, again = (sent["messages"][i]["content"][0]["content"] for i in (2, 4, 6))
+    assert read == bom  # as the file is: the agent may edit it by exact text
+    assert fetched.startswith('{"$schema"') and json.loads(fetched) == json.loads(bom)  # command output: minified
+    assert again == "[identical to the output of tool call toolu_r above]"  # a second read of the same file

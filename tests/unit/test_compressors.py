@@ -166,3 +166,30 @@ def test_any_text_compresses_idempotently(text):
     once = c.compress(text, count_text)
     assert c.compress(once.text, count_text).text == once.text
     assert once.after <= once.before
+
+
+@pytest.mark.parametrize("name,args,reads", [
+    ("Read", {"file_path": "/repo/a.py"}, True),
+    ("read_file", {"path": "a.json"}, True),
+    ("str_replace_based_edit_tool", {"command": "view", "path": "a.py"}, True),
+    ("str_replace_based_edit_tool", {"command": "str_replace", "path": "a.py"}, False),
+    ("Bash", {"command": "cat package.json"}, True),
+    ("exec_command", {"cmd": "sed -n '1,200p' src/app.py"}, True),
+    ("exec_command", {"cmd": "cd repo && nl -ba setup.cfg | sed -n '1,80p'"}, True),
+    ("shell", {"command": ["bash", "-lc", "head -50 README.md"]}, True),
+    ("bash", {"command": "git show HEAD:pyproject.toml"}, True),
+    ("bash", {"command": "/usr/bin/tail -n 20 log.txt"}, True),
+    ("bash", {"command": "pytest -v"}, False),
+    ("bash", {"command": "git log --stat"}, False),
+    ("bash", {"command": "curl -s https://api.example.org/items"}, False),
+    ("search", {"pattern": "def main"}, False),
+    ("exec_command", "not even JSON", False),
+])
+def test_which_calls_read_a_file(name, args, reads):
+    assert c.reads_file(name, args) is reads
+
+
+def test_a_file_read_is_shown_as_it_is():
+    text = sample("pip_bom.cdx.json")
+    assert c.compress(text, count_text, file=True).text == text  # an agent may edit it by exact text
+    assert c.compress(text, count_text).changed

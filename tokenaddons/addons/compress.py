@@ -55,6 +55,7 @@ class Block:
     position: int  # its message's index (Anthropic: which breakpoint covers it)
     key: bytes  # the text and every tool output before it: the same on each turn that resends it
     whole: bool  # the tool call's only text: it may be compared with another output whole
+    file: bool  # what a file read returned: shown as it is (see compressors.compress)
     entry: Entry | None = None
     seen: bool = False  # sent before in this conversation: the provider has it cached
 
@@ -147,6 +148,8 @@ class Compress:
         parts: dict[str | None, int] = defaultdict(int)
         for _, ref in outputs:
             parts[ref.call] += 1
+        calls = api.tool_calls(body)
+        files = {call for call, (name, args) in calls.items() if compressors.reads_file(name, args)}
         # A result is keyed by its text and the tool outputs before it (which
         # the client resends unchanged): found again on every later turn of
         # this conversation, whatever a later version of the steps would do.
@@ -154,10 +157,11 @@ class Compress:
         blocks = []
         for position, ref in outputs:
             text = ref.text
-            key = digest(f"{context.hex()}\0{ref.call}\0{text}")
+            file = ref.call in files
+            key = digest(f"{context.hex()}\0{ref.call}\0{'file' if file else ''}\0{text}")
             if len(text) >= MIN_CHARS:
                 entry = self.memo.get(key)
-                blocks.append(Block(ref, position, key, bool(ref.call) and parts[ref.call] == 1, entry,
+                blocks.append(Block(ref, position, key, bool(ref.call) and parts[ref.call] == 1, file, entry,
                                     entry is not None))
             context = key
         return blocks
@@ -187,7 +191,7 @@ class Compress:
             before, after = count(text), count(reference)
             if after < before:
                 return Entry(compressors.VERSION, reference, before, after, {"dedupe": before - after})
-        r = compressors.compress(text, count, cap)
+        r = compressors.compress(text, count, cap, b.file)
         if b.whole:  # a few lines from an earlier output (a test run again, a status again)?
             for other in reversed(earlier[r.text.count("\n")][-DELTA_CANDIDATES:]):
                 found = compressors.delta(other.sent, r.text, other.ref.call)

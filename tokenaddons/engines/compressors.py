@@ -23,7 +23,10 @@ history only, which the client resends unchanged, so they are as stable.
 Lossy step (opt-in): cap, which keeps the head and the tail of an output
 longer than a token budget and says what was cut.
 
-A step is kept only if the text gets smaller in tokens.
+A step is kept only if the text gets smaller in tokens. What a file read
+returned (a read tool, `cat`, `sed -n`...) gets none of the lossless steps:
+an agent edits files by exact text and must see them as they are; only
+dedupe, delta and the opt-in cap apply to it.
 
 Every regular expression here is linear in its input.
 """
@@ -33,6 +36,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 # Results are memoized by content and persisted: a change to what any step
 # produces gets a new VERSION, and history compressed by an older one keeps
@@ -272,6 +276,42 @@ def _cut(text: str, total: int, budget: int, count: Count) -> str:
     return head + ("" if head.endswith("\n") else "\n") + mark + "\n" + text[tail_start:]
 
 
+# ---------------------------------------------------------------- file reads
+
+READ_TOOLS = {"read", "read_file", "readfile", "view", "view_file", "open_file", "read_many_files", "cat"}
+EDITOR_TOOLS = {"str_replace_editor", "str_replace_based_edit_tool"}  # their "view" command reads a file
+READ_COMMANDS = {"cat", "head", "tail", "sed", "nl", "less", "more", "bat", "batcat", "type", "get-content"}
+COMMAND_KEYS = ("command", "cmd", "script")
+
+
+def _command(args: Any) -> str | None:
+    if isinstance(args, dict):
+        args = next((args[k] for k in COMMAND_KEYS if k in args), None)
+    if isinstance(args, list) and args and all(isinstance(a, str) for a in args):
+        args = args[-1] if len(args) >= 3 and args[-2] in ("-c", "-lc") else " ".join(args)  # ["bash", "-lc", cmd]
+    return args if isinstance(args, str) else None
+
+
+def reads_file(name: str, args: Any) -> bool:
+    """Whether a tool call reads a file: a read tool, an editor's view command,
+    or a shell command that prints a file (cat, head, tail, sed -n, nl, git show...)."""
+    name = (name or "").lower()
+    if name in READ_TOOLS:
+        return True
+    if name in EDITOR_TOOLS:
+        return isinstance(args, dict) and args.get("command") == "view"
+    command = _command(args)
+    if command is None:
+        return False
+    for segment in re.split(r"&&|;|\|\|", command):
+        words = segment.split()
+        if not words or words[0] == "cd":
+            continue  # "cd repo && cat x": what runs after
+        first = words[0].rsplit("/", 1)[-1].lower()
+        return first in READ_COMMANDS or (first == "git" and words[1:2] == ["show"])
+    return False
+
+
 # ---------------------------------------------------------------- the pipeline
 
 REFERENCE = "[identical to the output of tool call {call} above]"
@@ -311,13 +351,15 @@ class Result:
         return self.after < self.before
 
 
-def compress(text: str, count: Count, max_tokens: int | None = None) -> Result:
+def compress(text: str, count: Count, max_tokens: int | None = None, file: bool = False) -> Result:
     """The lossless steps (and, with `max_tokens`, the cap) in order, each kept
-    only if the text got smaller in tokens."""
+    only if the text got smaller in tokens. A `file` (what a file read
+    returned) gets no lossless step: an agent edits files by exact text, and
+    must see them as they are."""
     before = tokens = count(text)
     current = text
     saved: dict[str, int] = {}
-    steps: list[tuple[str, Callable[[str], str]]] = [
+    steps: list[tuple[str, Callable[[str], str]]] = [] if file else [
         ("terminal", render_terminal), ("json", minify_json), ("whitespace", tidy_whitespace),
         ("repeats", collapse_repeats)]
     if max_tokens is not None:

@@ -139,6 +139,15 @@ class Messages(Api):
         if isinstance(response, dict):
             yield from _content_refs(response.get("content"), "assistant")
 
+    def tool_calls(self, body: Any) -> dict[str, tuple[str, Any]]:
+        out = {}
+        for msg in body.get("messages") or [] if isinstance(body, dict) else []:
+            content = msg.get("content") if isinstance(msg, dict) else None
+            for block in content if isinstance(content, list) else []:
+                if isinstance(block, dict) and block.get("type") == "tool_use" and block.get("id"):
+                    out[block["id"]] = (block.get("name") or "", block.get("input"))
+        return out
+
 
 class CountTokens(Messages):
     """Free to call: metered with zero tokens billed."""

@@ -106,6 +106,20 @@ class Api:
         """Every model-written string in a complete answer (text and tool inputs)."""
         return iter(())
 
+    def tool_calls(self, body: Any) -> dict[str, tuple[str, Any]]:
+        """The tool calls in a request's history: call id -> (tool name, arguments, parsed where they are JSON)."""
+        return {}
+
+
+def parsed_arguments(arguments: Any) -> Any:
+    """Tool-call arguments sent as JSON text, parsed (left as they are if they are not JSON)."""
+    if isinstance(arguments, str):
+        try:
+            return json.loads(arguments)
+        except ValueError:
+            return arguments
+    return arguments
+
 
 def walk_strings(value: Any, role: str, call: str | None = None) -> Iterator[TextRef]:
     """Every string leaf of a JSON value (tool inputs are free-form JSON)."""

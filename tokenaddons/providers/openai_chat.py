@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tokenaddons.engines.usage import Usage
-from tokenaddons.providers.base import Api, StreamState, TextRef
+from tokenaddons.providers.base import Api, StreamState, TextRef, parsed_arguments
 from tokenaddons.providers.sse import Event
 
 ERROR_TYPES = {
@@ -126,6 +126,15 @@ class ChatCompletions(OpenAIApi):
                 if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
                     # arguments is JSON text; placeholders are plain words, so it stays valid
                     yield TextRef(fn, "arguments", "tool_input", json_text=True)
+
+    def tool_calls(self, body: Any) -> dict[str, tuple[str, Any]]:
+        out = {}
+        for msg in body.get("messages") or [] if isinstance(body, dict) else []:
+            for call in (msg.get("tool_calls") or []) if isinstance(msg, dict) else []:
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict) and call.get("id"):
+                    out[call["id"]] = (fn.get("name") or "", parsed_arguments(fn.get("arguments")))
+        return out
 
     def response_text_refs(self, response: Any) -> Iterator[TextRef]:
         if not isinstance(response, dict):
