@@ -80,17 +80,26 @@ async def test_second_identical_request_is_a_hit_metered_at_zero_with_the_saving
 
 
 async def test_key_ignores_user_id_and_stream_flag_but_not_any_parameter(pipe):
-    addons, *_ = pipe
+    addons, store, cache, clock, tctx = pipe
 
     def key(body, headers=HEADERS):
         f = make_flow("/v1/messages", body, dict(headers))
         Intake().request(f)
-        return Cache.key(f, Exchange.of(f))
+        return cache.key(f, Exchange.of(f))  # the body as the client sent it: by its bytes
+
+    def changed(body, headers=HEADERS):
+        f = make_flow("/v1/messages", body, dict(headers))
+        Intake().request(f)
+        Exchange.of(f).mark_changed()
+        return cache.key(f, Exchange.of(f))  # as changed by an addon: serialized canonically
 
     base = key(BODY)
-    assert key({**BODY, "metadata": {"user_id": "session-1"}}) == key({**BODY, "metadata": {"user_id": "s2"}}) == base
-    assert key({**BODY, "stream": True}) == base
-    assert key(dict(reversed(list(BODY.items())))) == base
+    assert key(BODY) == base  # the same bytes again
+    assert key({**BODY, "metadata": {"user_id": "session-1"}}) == key({**BODY, "metadata": {"user_id": "s2"}})
+    assert changed({**BODY, "metadata": {"user_id": "session-1"}}) == changed(BODY) == changed({**BODY, "stream": True})
+    assert changed(dict(reversed(list(BODY.items())))) == changed(BODY)
+    for change in ({"temperature": 0.5}, {"messages": [{"role": "user", "content": "hi!"}]}):
+        assert changed({**BODY, **change}) != changed(BODY), change
     for change in ({"temperature": 0.5}, {"max_tokens": 51}, {"tool_choice": {"type": "auto"}},
                    {"metadata": {"user_id": "x", "other": 1}}, {"parallel_tool_calls": False}):
         assert key({**BODY, **change}) != base, change

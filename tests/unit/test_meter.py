@@ -153,3 +153,11 @@ def test_upstream_error_is_metered_with_its_type(pipe):
     run_flow(addons, f)
     [row] = rows(store)
     assert (row["status"], row["error_type"], row["input_tokens"]) == (529, "overloaded_error", 0)
+
+
+def test_a_usage_row_names_every_field():
+    from dataclasses import fields
+
+    from tokenaddons.engines.usage import Usage
+
+    assert list(Usage().as_row()) == [f.name for f in fields(Usage)]

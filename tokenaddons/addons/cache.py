@@ -17,7 +17,7 @@ from collections.abc import Callable
 from mitmproxy import ctx, http
 
 from tokenaddons.addons.store import Store
-from tokenaddons.engines.cache_keys import VARY, cache_key
+from tokenaddons.engines.cache_keys import VARY, body_digest, cache_key, raw_body_digest
 from tokenaddons.engines.fanout import Broadcast, FanoutServer
 from tokenaddons.engines.usage import Usage
 from tokenaddons.exchange import RECORD, BoundedCopy, Exchange, handled
@@ -101,7 +101,9 @@ class Cache:
         ex.on_settle("cache", self.settle)
         broadcast = None
         if mode == "normal":
-            entry = self.tiers.get_memory(key) or await asyncio.to_thread(self.tiers.get_disk, key)
+            entry = self.tiers.get_memory(key)
+            if entry is None and self.tiers.may_be_on_disk(key):
+                entry = await asyncio.to_thread(self.tiers.get_disk, key)
             if entry is None and key in self.inflight:
                 flowing = self.broadcasts.get(key)
                 if flowing is not None and self.fanout.server is not None:
@@ -121,11 +123,15 @@ class Cache:
             ex.state["cache"]["recorder"] = recorder = Recorder(self.max_entry, broadcast)
             ex.add_tap(recorder, RECORD)
 
-    @staticmethod
-    def key(flow: http.HTTPFlow, ex: Exchange) -> str:
+    def key(self, flow: http.HTTPFlow, ex: Exchange) -> str:
         req = flow.request
+        body_hash = None
+        if ex.body_version == 0:  # still the client's own bytes: hash them, do not serialize again
+            body_hash = raw_body_digest(req.get_content(strict=False) or b"", ex.body)
+        if body_hash is None:
+            body_hash = body_digest(ex.body)
         return cache_key(ex.provider, req.path.split("?")[0], req.query.items(multi=True), ex.auth_hash,
-                         [(name, req.headers.get(name)) for name in VARY], ex.body)
+                         [(name, req.headers.get(name)) for name in VARY], body_hash)
 
     @staticmethod
     def _mode(flow: http.HTTPFlow) -> str:

@@ -3,12 +3,12 @@ parses the JSON body once, reads the project tag and starts the stream pump."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 
 from mitmproxy import ctx, http
 
 from tokenaddons import providers
+from tokenaddons.engines import jsonio
 from tokenaddons.exchange import OBSERVE, Exchange
 from tokenaddons.providers.sse import is_sse
 from tokenaddons.stream import CopyTap, StreamPump, stream_decoder
@@ -72,7 +72,7 @@ class Intake:
         if not raw or len(raw) > self.max_body:
             return None
         try:
-            return json.loads(req.get_content(strict=True))
+            return jsonio.loads(req.get_content(strict=True))
         except (ValueError, UnicodeDecodeError) as e:
             log.info("tokenaddons: %s %s: body is not JSON we can read (%s); passing it through",
                      req.method, req.path, e.__class__.__name__)

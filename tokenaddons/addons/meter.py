@@ -6,14 +6,13 @@ the row says so.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 
 from mitmproxy import ctx, http
 
 from tokenaddons.addons.store import Store
-from tokenaddons.engines import pricing, tokens
+from tokenaddons.engines import jsonio, pricing, tokens
 from tokenaddons.engines.usage import Usage
 from tokenaddons.exchange import FILTER, OBSERVE, Exchange, handled
 from tokenaddons.providers.base import Api, StreamState
@@ -54,7 +53,7 @@ class HideUsageTap:
 
 def _json(raw: bytes | None):
     try:
-        return json.loads(raw) if raw else None
+        return jsonio.loads(raw) if raw else None
     except ValueError:
         return None
 
@@ -189,7 +188,7 @@ class Meter:
                     log.exception("tokenaddons meter: settling a %s decision failed", d.addon)
             events.put_decision({
                 "exchange_id": flow.id, "ts": start, "addon": d.addon, "action": d.action,
-                "detail": json.dumps(d.detail, default=str), "tokens_saved": d.tokens_saved,
+                "detail": jsonio.dumps_str(d.detail, default=str), "tokens_saved": d.tokens_saved,
                 "usd_saved": d.usd_saved, "project": ex.project, "provider": ex.provider,
                 "model": model,
             })

@@ -1,7 +1,7 @@
 """Token usage of one exchange, in one shape for every provider."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass
@@ -23,6 +23,8 @@ class Usage:
         return max(0, self.input_tokens - self.cache_read_tokens - self.cache_write_tokens)
 
     def as_row(self) -> dict:
-        row = asdict(self)
-        row["estimated"] = int(self.estimated)
-        return row
+        # written out: dataclasses.asdict is several times slower, and this runs for every row
+        return {"input_tokens": self.input_tokens, "cache_read_tokens": self.cache_read_tokens,
+                "cache_write_tokens": self.cache_write_tokens, "cache_write_5m_tokens": self.cache_write_5m_tokens,
+                "cache_write_1h_tokens": self.cache_write_1h_tokens, "output_tokens": self.output_tokens,
+                "reasoning_tokens": self.reasoning_tokens, "estimated": int(self.estimated)}

@@ -51,11 +51,17 @@ class Tiers:
         self._read: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
         self.events: EventStore | None = None
+        # keys stored on disk, so a miss costs no disk read (nor a thread hop to make it);
+        # kept by the writer thread as it inserts and evicts
+        self.on_disk: set[str] = set()
+        self.disk_bytes = 0
 
     def open(self, events: EventStore) -> None:
         self.events = events
         conn = connect(events.path)
         migrate(conn, MIGRATIONS, version_table="cache_schema")
+        self.on_disk = {key for (key,) in conn.execute("SELECT key FROM cache_entries")}
+        self.disk_bytes = conn.execute("SELECT COALESCE(SUM(size), 0) FROM cache_entries").fetchone()[0]
         conn.close()
         self._read = connect(events.path)
 
@@ -64,6 +70,8 @@ class Tiers:
             self._read.close()
             self._read = None
         self.events = None
+        self.on_disk = set()
+        self.disk_bytes = 0
 
     # memory tier
     def _remember(self, key: str, entry: Entry) -> None:
@@ -87,9 +95,12 @@ class Tiers:
         self.memory.move_to_end(key)
         return entry
 
+    def may_be_on_disk(self, key: str) -> bool:
+        return key in self.on_disk
+
     def get_disk(self, key: str) -> Entry | None:
         """Blocking read: called off the event loop."""
-        if self._read is None:
+        if self._read is None or key not in self.on_disk:
             return None
         with self._read_lock:
             row = self._read.execute("SELECT * FROM cache_entries WHERE key = ?", (key,)).fetchone()
@@ -108,17 +119,26 @@ class Tiers:
         disk_max = self.disk_max
 
         def write(conn: sqlite3.Connection) -> None:
+            old = conn.execute("SELECT size FROM cache_entries WHERE key = ?", (key,)).fetchone()
             conn.execute("INSERT OR REPLACE INTO cache_entries VALUES (?,?,?,?,?,?,?,?,?,?)",
                          (key, entry.created, entry.expires, entry.created, entry.content_type, entry.body,
                           entry.model, json.dumps(entry.usage), entry.cost_usd, entry.size))
-            conn.execute("DELETE FROM cache_entries WHERE expires <= ?", (entry.created,))
-            total = conn.execute("SELECT COALESCE(SUM(size), 0) FROM cache_entries").fetchone()[0]
-            if total > disk_max:  # evict least recently used until under the cap
-                conn.execute("""DELETE FROM cache_entries WHERE key IN (
+            self.on_disk.add(key)
+            self.disk_bytes += entry.size - (old[0] if old else 0)
+            if self.disk_bytes > disk_max:  # full: expired entries go first, then the least recently used
+                self._forget(conn.execute("DELETE FROM cache_entries WHERE expires <= ? RETURNING key, size",
+                                          (entry.created,)))
+            if self.disk_bytes > disk_max:
+                self._forget(conn.execute("""DELETE FROM cache_entries WHERE key IN (
                     SELECT key FROM (SELECT key, SUM(size) OVER (ORDER BY last_used DESC) AS running
-                                     FROM cache_entries) WHERE running > ?)""", (disk_max,))
+                                     FROM cache_entries) WHERE running > ?) RETURNING key, size""", (disk_max,)))
 
         events.submit(write)
+
+    def _forget(self, deleted) -> None:
+        for key, size in deleted.fetchall():
+            self.on_disk.discard(key)
+            self.disk_bytes -= size
 
     def touch(self, key: str) -> None:
         events = self.events

@@ -79,12 +79,15 @@ class EventStore:
         assert conn
         stop = False
         while not stop:
-            item = self._queue.get()
+            item = self._queue.get()  # idle: wait for work
             batch = [item]
-            deadline = time.monotonic() + self.flush_interval
+            if not isinstance(item, threading.Event) and item is not None:
+                # Let the batch gather without waking on every put: each wake-up of
+                # this thread takes the GIL from mitmproxy's event loop.
+                time.sleep(self.flush_interval)
             while len(batch) < self.batch_max:
                 try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             waiters = []
