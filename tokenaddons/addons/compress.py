@@ -35,7 +35,7 @@ from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
 from tokenaddons.engines import cache_hints, compressors, pricing, tokens
-from tokenaddons.engines.memo import Memo, digest
+from tokenaddons.engines.memo import Memo, digest, stable_digest
 from tokenaddons.exchange import Decision, Exchange, handled
 from tokenaddons.providers.base import TextRef
 from tokenaddons.store.compress_memo import CompressMemo, Entry
@@ -153,12 +153,12 @@ class Compress:
         # A result is keyed by its text and the tool outputs before it (which
         # the client resends unchanged): found again on every later turn of
         # this conversation, whatever a later version of the steps would do.
-        context = digest(self._signature(ex.model))
+        context = stable_digest(self._signature(ex.model))
         blocks = []
         for position, ref in outputs:
             text = ref.text
             file = ref.call in files
-            key = digest(f"{context.hex()}\0{ref.call}\0{'file' if file else ''}\0{text}")
+            key = stable_digest(f"{context.hex()}\0{ref.call}\0{'file' if file else ''}\0{text}")
             if len(text) >= MIN_CHARS:
                 entry = self.memo.get(key)
                 blocks.append(Block(ref, position, key, bool(ref.call) and parts[ref.call] == 1, file, entry,
@@ -171,7 +171,7 @@ class Compress:
         thread when there are any); earlier outputs are their references."""
         count = lambda text: tokens.count_text(text, model)  # noqa: E731
         cap = self.max_tokens if self.lossy else None
-        first: dict[bytes, Block] = {}  # an output's text -> the first whole output with it
+        first: dict[tuple, Block] = {}  # an output's text -> the first whole output with it
         earlier: dict[int, list[Block]] = defaultdict(list)  # lines -> whole outputs sent as themselves
         for b in blocks:
             if b.entry is None:
@@ -182,7 +182,7 @@ class Compress:
                     earlier[b.sent.count("\n")].append(b)
 
     @staticmethod
-    def _result(b: Block, first: dict[bytes, Block], earlier: dict[int, list[Block]],
+    def _result(b: Block, first: dict[tuple, Block], earlier: dict[int, list[Block]],
                 count: Callable[[str], int], cap: int | None) -> Entry:
         text = b.ref.text
         twin = first.get(digest(text)) if b.whole else None

@@ -21,11 +21,12 @@ developer instructions), so one agent's requests share a cache.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from tokenaddons.engines.memo import stable_digest
 
 MAX_BREAKPOINTS = 4
 # The shortest prefix each Anthropic model caches (published minimums); others 1024.
@@ -150,4 +151,4 @@ def openai_cache_key(api_name: str, body: dict, caller: str | None, project: str
     if not isinstance(body, dict) or body.get("prompt_cache_key") is not None:
         return None
     stable = json.dumps([caller, project, _stable_prefix(api_name, body)], sort_keys=True, default=str)
-    return "tokenaddons-" + hashlib.blake2b(stable.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+    return "tokenaddons-" + stable_digest(stable)[:12].hex()
