@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from tokenaddons.exchange import Exchange
 from tokenaddons.providers import detect
 from tokenaddons.test.flows import make_flow
 from tokenaddons.test.pipeline import arun_flow
+from tokenaddons.test.pipeline import rows as stored_rows
 from tokenaddons.vcr import body_bytes
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -265,15 +265,6 @@ def answer() -> http.Response:
     return http.Response.make(200, json.dumps(ANSWER).encode(), {"content-type": "application/json"})
 
 
-def decisions(store: Store) -> list[dict]:
-    store.events.flush()
-    conn = sqlite3.connect(store.events.path)
-    conn.row_factory = sqlite3.Row
-    out = [dict(r) for r in conn.execute("SELECT * FROM decisions ORDER BY id")]
-    conn.close()
-    return out
-
-
 async def test_savings_priced_at_write_price_first_and_read_price_after(tmp_path):
     prices = pricing.unit_prices("anthropic", "claude-sonnet-4-5")
     with Pipe(tmp_path / "events.db") as pipe:
@@ -281,7 +272,7 @@ async def test_savings_priced_at_write_price_first_and_read_price_after(tmp_path
         await pipe.send("/v1/messages", anthropic_turn(1) | {"messages": anthropic_turn(1)["messages"] + [
             {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
             {"role": "user", "content": "and now?"}]}, answer())
-        rows = decisions(pipe.store)
+        rows = stored_rows(pipe.store, "decisions")
     first, again = [r for r in rows if r["action"] == "terminal"]
     assert first["tokens_saved"] == again["tokens_saved"] > 0
     assert first["usd_saved"] == pytest.approx(first["tokens_saved"] * prices.cache_write_5m)  # a breakpoint covers it

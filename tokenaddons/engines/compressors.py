@@ -32,11 +32,12 @@ Every regular expression here is linear in its input.
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from tokenaddons.engines import jsonio
 
 # Results are memoized by content and persisted: a change to what any step
 # produces gets a new VERSION, and history compressed by an older one keeps
@@ -170,23 +171,12 @@ def minify_json(text: str) -> str:
         if n == JSON_CANDIDATES:
             break
         body = text[m.start():]
-        try:
-            json.loads(body)
-        except ValueError:
-            end = text.find("\n", m.start())
-            if _parses(text[m.start():end if end != -1 else len(text)]):
-                break  # a line that is JSON by itself: JSON Lines, or several documents; left as they are
-            continue
-        return text[:m.start()] + _squeeze(body)
+        if jsonio.is_json(body):
+            return text[:m.start()] + _squeeze(body)
+        end = text.find("\n", m.start())
+        if jsonio.is_json(text[m.start():end if end != -1 else len(text)]):
+            break  # a line that is JSON by itself: JSON Lines, or several documents; left as they are
     return text
-
-
-def _parses(text: str) -> bool:
-    try:
-        json.loads(text)
-        return True
-    except ValueError:
-        return False
 
 
 # ---------------------------------------------------------------- whitespace

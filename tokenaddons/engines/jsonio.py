@@ -26,6 +26,14 @@ def loads(data: bytes | bytearray | str) -> Any:
         return json.loads(data, parse_constant=_no_constant)
 
 
+def is_json(text: bytes | bytearray | str) -> bool:
+    try:
+        loads(text)
+        return True
+    except ValueError:
+        return False
+
+
 def dumps(value: Any, *, sort_keys: bool = False, default=None) -> bytes:
     """Compact UTF-8 JSON."""
     try:
