@@ -369,3 +369,17 @@ async def test_a_file_read_keeps_its_bytes_and_command_output_is_compressed(tmp_
     assert read == bom  # as the file is: the agent may edit it by exact text
     assert fetched.startswith('{"$schema"') and json.loads(fetched) == json.loads(bom)  # command output: minified
     assert again == "[identical to the output of tool call toolu_r above]"  # a second read of the same file
+
+
+async def test_a_result_fallen_out_of_memory_is_found_on_disk(tmp_path, monkeypatch):
+    with Pipe(tmp_path / "events.db") as pipe:
+        first = await pipe.sent("/v1/messages", anthropic_turn(3))
+        pipe.store.events.flush()
+        pipe.compress.memo.items.clear()  # as if evicted by newer outputs
+        monkeypatch.setattr(compressors, "compress", lambda text, count, max_tokens=None, file=False:
+                            compressors.Result(text, count(text), count(text)))
+        flow = await pipe.send("/v1/messages", anthropic_turn(3))
+    assert json.loads(flow.request.content) == first
+    terminal = next(d for d in Exchange.of(flow).decisions if d.action == "terminal")
+    read = pricing.unit_prices("anthropic", "claude-sonnet-4-5").cache_read
+    assert terminal.usd_saved == pytest.approx(terminal.tokens_saved * read)  # resent: priced as read

@@ -174,6 +174,8 @@ class Compress:
         first: dict[tuple, Block] = {}  # an output's text -> the first whole output with it
         earlier: dict[int, list[Block]] = defaultdict(list)  # lines -> whole outputs sent as themselves
         for b in blocks:
+            if b.entry is None and (kept := self.memo.get_disk(b.key)) is not None:
+                b.entry, b.seen = kept, True  # sent before, since fallen out of memory
             if b.entry is None:
                 b.entry = self.memo.put(b.key, self._result(b, first, earlier, count, cap))
             if b.whole:

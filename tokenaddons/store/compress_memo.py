@@ -3,7 +3,8 @@ in the event store's file so history resent after a restart or an upgrade
 compresses to the bytes it had (the provider has those bytes cached).
 
 Rows are written through the event store's writer thread; the recent ones are
-read back when the store opens, into a memory map bounded in bytes.
+read back when the store opens, into a memory map bounded in bytes, and one
+not in memory is looked for on disk before anything is computed anew.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ MIGRATIONS = [
     CREATE INDEX compress_memo_last_used ON compress_memo(last_used);
     """,
 ]
+COLUMNS = "key, version, output, before, after, saved, last_used"
 RETENTION_S = 7 * 86400  # a block unseen this long belongs to a conversation long gone from any provider cache
 TOUCH_S = 3600  # how stale last_used may get before a hit writes it again
 
@@ -49,17 +51,23 @@ class Entry:
         return len(self.output or "") + 128
 
 
+def _entry(row) -> Entry:
+    return Entry(row[1], row[2], row[3], row[4], json.loads(row[5]), row[6])
+
+
 class CompressMemo:
     """Entries by key (a content hash): a memory LRU bounded in bytes, every
     entry also written to the event store, the recent ones read back on open."""
 
-    def __init__(self, clock: Callable[[], float], max_bytes: int = 256 << 20):
+    def __init__(self, clock: Callable[[], float], max_bytes: int = 128 << 20):
         self.clock = clock
         self.max_bytes = max_bytes
         self.items: OrderedDict[bytes, Entry] = OrderedDict()
         self.bytes = 0
         self.events: EventStore | None = None
         self._lock = threading.Lock()
+        self._read: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
 
     def open(self, events: EventStore) -> None:
         """Bring the table up to date, forget entries past retention, read the rest."""
@@ -75,11 +83,12 @@ class CompressMemo:
         loaded = 0
         try:
             with closing(connect(events.path, readonly=True)) as conn:
-                rows = conn.execute("SELECT key, version, output, before, after, saved, last_used FROM compress_memo "
-                                    "WHERE last_used >= ? ORDER BY last_used", (cutoff,))
+                rows = conn.execute(f"SELECT {COLUMNS} FROM compress_memo WHERE last_used >= ? ORDER BY last_used",
+                                    (cutoff,))
                 for row in rows:  # oldest first: the newest end up most recently used
-                    self._remember(bytes(row[0]), Entry(row[1], row[2], row[3], row[4], json.loads(row[5]), row[6]))
+                    self._remember(bytes(row[0]), _entry(row))
                     loaded += 1
+            self._read = connect(events.path, readonly=True)
         except sqlite3.Error as e:
             log.warning("tokenaddons compress: earlier results could not be read (%s); history already sent may "
                         "be compressed anew", e)
@@ -88,6 +97,24 @@ class CompressMemo:
 
     def close(self) -> None:
         self.events = None
+        if self._read is not None:
+            self._read.close()
+            self._read = None
+
+    def get_disk(self, key: bytes) -> Entry | None:
+        """An entry no longer in memory, from the store (blocking: off the event loop)."""
+        if self._read is None:
+            return None
+        try:
+            with self._read_lock:
+                row = self._read.execute(f"SELECT {COLUMNS} FROM compress_memo WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error:
+            return None
+        if row is None:
+            return None
+        entry = _entry(row)
+        self._remember(key, entry)
+        return entry
 
     def _remember(self, key: bytes, entry: Entry) -> None:
         with self._lock:
