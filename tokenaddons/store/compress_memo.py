@@ -71,6 +71,7 @@ class CompressMemo:
 
     def open(self, events: EventStore) -> None:
         """Bring the table up to date, forget entries past retention, read the rest."""
+        self.close()
         self.events = events
         cutoff = self.clock() - RETENTION_S
 
