@@ -22,7 +22,6 @@ cache-read price. A hint decision records what the provider then reported.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import defaultdict
@@ -35,7 +34,7 @@ from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
 from tokenaddons.engines import cache_hints, compressors, pricing, tokens
-from tokenaddons.engines.memo import Memo, digest, stable_digest
+from tokenaddons.engines.memo import digest, stable_digest
 from tokenaddons.exchange import Decision, Exchange, handled
 from tokenaddons.providers.base import TextRef
 from tokenaddons.store.compress_memo import CompressMemo, Entry
@@ -74,7 +73,6 @@ class Compress:
         self.store = store
         self.memo = CompressMemo(clock)
         self._memo_for: str | None = None
-        self.sizes: Memo[int] = Memo(tokens.count_text, 20_000)  # tokens of a block, for the hints' minimum
         # options, parsed in configure
         self.enabled = True
         self.lossy = False
@@ -139,17 +137,14 @@ class Compress:
 
     def _blocks(self, ex: Exchange) -> list[Block]:
         api, body = ex.upstream_api, ex.body
-        if api.name == "anthropic.messages":  # positions matter: breakpoints cover messages up to theirs
-            found = [(i, ref) for i, msg in enumerate(body.get("messages") or []) if isinstance(msg, dict)
-                     for ref in api.text_refs({"messages": [msg]})]
-        else:
-            found = [(0, ref) for ref in api.text_refs(body)]
-        outputs = [(i, ref) for i, ref in found if ref.role == "tool" and isinstance(ref.text, str)]
+        # Anthropic: which message each output sits in (a breakpoint covers the messages up to its own)
+        where = _message_of_blocks(body) if api.name == "anthropic.messages" else {}
+        outputs = [(where.get(id(ref.container), 0), ref) for ref in api.text_refs(body)
+                   if ref.role == "tool" and isinstance(ref.text, str)]
         parts: dict[str | None, int] = defaultdict(int)
         for _, ref in outputs:
             parts[ref.call] += 1
         calls = api.tool_calls(body)
-        files = {call for call, (name, args) in calls.items() if compressors.reads_file(name, args)}
         # A result is keyed by its text and the tool outputs before it (which
         # the client resends unchanged): found again on every later turn of
         # this conversation, whatever a later version of the steps would do.
@@ -157,7 +152,7 @@ class Compress:
         blocks = []
         for position, ref in outputs:
             text = ref.text
-            file = ref.call in files
+            file = ref.call in calls and compressors.reads_file(*calls[ref.call])
             key = stable_digest(f"{context.hex()}\0{ref.call}\0{'file' if file else ''}\0{text}")
             if len(text) >= MIN_CHARS:
                 entry = self.memo.get(key)
@@ -241,8 +236,10 @@ class Compress:
             d = ex.decide("compress", "hints", prompt_cache_key=key)
             d.settle = partial(_settle_cache_key, d)
 
-    def _size(self, value: Any) -> int:
-        return self.sizes(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    @staticmethod
+    def _size(value: Any) -> int:
+        """A block's tokens, for the hints' minimum (each string counted once per process)."""
+        return tokens.estimate_input_tokens(None, [value])
 
     @staticmethod
     def _pricer(ex: Exchange, placed: list[cache_hints.Breakpoint]) -> Callable[[Block], float]:
@@ -266,6 +263,21 @@ class Compress:
             return prices.cache_write_1h if ttl == "1h" else prices.cache_write_5m
 
         return price
+
+
+def _message_of_blocks(body: dict) -> dict[int, int]:
+    """id() of every content block (and of the blocks inside a tool result) -> its message's index."""
+    out: dict[int, int] = {}
+    for i, msg in enumerate(body.get("messages") or []):
+        content = msg.get("content") if isinstance(msg, dict) else None
+        for block in content if isinstance(content, list) else []:
+            out[id(block)] = i
+            inner = block.get("content") if isinstance(block, dict) else None
+            for part in inner if isinstance(inner, list) else []:
+                out[id(part)] = i
+                if isinstance(part, dict) and isinstance(part.get("source"), dict):
+                    out[id(part["source"])] = i
+    return out
 
 
 def _breakpoints_by_message(body: dict, placed: list[cache_hints.Breakpoint]) -> list[tuple[int, str]]:

@@ -43,14 +43,23 @@ def anthropic_minimum(model: str | None) -> int:
     return 1024
 
 
-def has_cache_control(value: Any) -> bool:
-    """Any `cache_control` in a request (top level, tools, system, messages)."""
-    if isinstance(value, dict):
-        return "cache_control" in value or any(has_cache_control(v) for v in value.values()
-                                               if isinstance(v, (dict, list)))
-    if isinstance(value, list):
-        return any(has_cache_control(v) for v in value if isinstance(v, (dict, list)))
-    return False
+def has_cache_control(body: Any) -> bool:
+    """Any `cache_control` in a request: at the top level, on a tool, a system
+    block, a message's block or a block inside a tool result (the places the
+    API accepts one)."""
+    if not isinstance(body, dict):
+        return False
+    if "cache_control" in body:
+        return True
+    blocks = list(body.get("tools") or []) + (body["system"] if isinstance(body.get("system"), list) else [])
+    for msg in body.get("messages") or []:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        for block in content if isinstance(content, list) else []:
+            blocks.append(block)
+            inner = block.get("content") if isinstance(block, dict) else None
+            if isinstance(inner, list):
+                blocks += inner
+    return any(isinstance(b, dict) and "cache_control" in b for b in blocks)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from tokenaddons.engines import jsonio
@@ -291,8 +292,11 @@ def reads_file(name: str, args: Any) -> bool:
     if name in EDITOR_TOOLS:
         return isinstance(args, dict) and args.get("command") == "view"
     command = _command(args)
-    if command is None:
-        return False
+    return command is not None and _prints_a_file(command)
+
+
+@lru_cache(maxsize=4096)  # an agent's history resends the same commands every turn
+def _prints_a_file(command: str) -> bool:
     for segment in re.split(r"&&|;|\|\|", command):
         words = segment.split()
         if not words or words[0] == "cd":

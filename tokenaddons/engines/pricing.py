@@ -53,6 +53,7 @@ def set_overrides(table: dict[str, dict]) -> None:
         one_hour = p.get("cache_write_1h_mtok")
         _overrides[name] = (mp, Decimal(str(one_hour)) if one_hour is not None else None)
     model_price.cache_clear()
+    unit_prices.cache_clear()
 
 
 @lru_cache(maxsize=1024)
@@ -103,6 +104,7 @@ def prompt_cache_saving(provider: str, model: str, usage: Usage, cost: float | N
     return (full - cost) if full is not None else 0.0
 
 
+@lru_cache(maxsize=1024)
 def unit_prices(provider: str, model: str) -> UnitPrices | None:
     """Base-tier per-token prices, for pre-flight estimates and savings."""
     found = model_price(provider, model)
