@@ -237,6 +237,10 @@ async def test_nothing_but_tool_output_changes_in_recorded_requests(recorded_pip
     noisy = copy.deepcopy(original)
     for n, ref in enumerate(r for r in api.text_refs(noisy) if r.role == "tool"):
         ref.text = OUTPUTS[n % len(OUTPUTS)]
+    def where(refs):
+        return [(id(r.container), r.key, r.call) for r in refs]
+
+    assert where(api.tool_refs(noisy)) == where(r for r in api.text_refs(noisy) if r.role == "tool")
     for body in (original, noisy):
         pipe.ctx.configure(pipe.compress, cache_hints=False)
         sent = json.loads((await pipe.send(url_path, body)).request.content)

@@ -139,6 +139,13 @@ class Messages(Api):
         if isinstance(response, dict):
             yield from _content_refs(response.get("content"), "assistant")
 
+    def tool_refs(self, body: Any) -> Iterator[TextRef]:
+        for msg in body.get("messages") or [] if isinstance(body, dict) else []:
+            content = msg.get("content") if isinstance(msg, dict) and msg.get("role") == "user" else None
+            if isinstance(content, list):
+                yield from _content_refs([b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"],
+                                         "user")
+
     def tool_calls(self, body: Any) -> dict[str, tuple[str, Any]]:
         out = {}
         for msg in body.get("messages") or [] if isinstance(body, dict) else []:

@@ -106,6 +106,10 @@ class Api:
         """Every model-written string in a complete answer (text and tool inputs)."""
         return iter(())
 
+    def tool_refs(self, body: Any) -> Iterator[TextRef]:
+        """The strings tools produced (text_refs' role "tool"), without walking the rest."""
+        return (ref for ref in self.text_refs(body) if ref.role == "tool")
+
     def tool_calls(self, body: Any) -> dict[str, tuple[str, Any]]:
         """The tool calls in a request's history: call id -> (tool name, arguments, parsed where they are JSON)."""
         return {}

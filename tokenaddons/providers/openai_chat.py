@@ -71,6 +71,11 @@ def content_refs(msg: dict, key: str, role: str, call: str | None = None) -> Ite
                 yield TextRef(part, "text", role, call=call)
 
 
+def _answers(msg: dict) -> str | None:
+    """The tool call a tool message answers (legacy function messages: by name)."""
+    return msg.get("tool_call_id") or msg.get("name")
+
+
 class OpenAIApi(Api):
     """What OpenAI's two APIs share: the error shape and where usage sits."""
 
@@ -119,13 +124,17 @@ class ChatCompletions(OpenAIApi):
             if not isinstance(msg, dict):
                 continue
             role = ROLES.get(msg.get("role"), "user")
-            answered = msg.get("tool_call_id") or msg.get("name") if role == "tool" else None
-            yield from content_refs(msg, "content", role, answered)
+            yield from content_refs(msg, "content", role, _answers(msg) if role == "tool" else None)
             for call in msg.get("tool_calls") or []:
                 fn = call.get("function") if isinstance(call, dict) else None
                 if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
                     # arguments is JSON text; placeholders are plain words, so it stays valid
                     yield TextRef(fn, "arguments", "tool_input", json_text=True)
+
+    def tool_refs(self, body: Any) -> Iterator[TextRef]:
+        for msg in body.get("messages") or [] if isinstance(body, dict) else []:
+            if isinstance(msg, dict) and ROLES.get(msg.get("role")) == "tool":
+                yield from content_refs(msg, "content", "tool", _answers(msg))
 
     def tool_calls(self, body: Any) -> dict[str, tuple[str, Any]]:
         out = {}
