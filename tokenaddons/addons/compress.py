@@ -9,10 +9,12 @@ After the cache lookup (whose key is what the client sent) and after route
   none (tokenaddons.engines.cache_hints);
 - transforms of tool output only (`compress`, lossless; `compress_lossy` adds
   a cap), each a pure function of one block (tokenaddons.engines.compressors),
-  plus an output identical to an earlier one of the conversation replaced by a
-  reference to it. Results are memoized by content hash in the event store,
-  so history the client resends compresses to the same bytes on every turn,
-  after a restart and after an upgrade.
+  plus an output identical to an earlier one of the conversation, or the same
+  but for a few lines, sent as a reference to it. Results are memoized by
+  content hash (of the block and of the tool outputs before it) in the event
+  store, so history the client resends compresses to the same bytes on every
+  turn, after a restart and after an upgrade. What a file read returned is
+  sent as it is, but for those references.
 
 Savings are priced as billed: a token removed from a block on the turn it
 first appears is worth the uncached input price (the cache-write price where
