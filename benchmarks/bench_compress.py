@@ -125,7 +125,9 @@ def anthropic_loop(url: str, model: str = "claude-sonnet-4-5", own_breakpoints: 
         sent = messages
         if own_breakpoints:  # the last block of the newest message, as Claude Code does
             last = dict(messages[-1])
-            content = last["content"] if isinstance(last["content"], list) else [{"type": "text", "text": last["content"]}]
+            content = last["content"]
+            if not isinstance(content, list):
+                content = [{"type": "text", "text": content}]
             last["content"] = content[:-1] + [{**content[-1], "cache_control": {"type": "ephemeral"}}]
             sent = messages[:-1] + [last]
         m = client.messages.create(model=model, max_tokens=2048, system=system, tools=tool_specs("anthropic"),

@@ -215,9 +215,12 @@ def plain(value):
     return value
 
 
+def api_of(request: dict):
+    return detect(request["method"], "/" + request["uri"].split("://", 1)[-1].partition("/")[2])
+
+
 RECORDED = [(p, i) for p in files() for i, it in enumerate(interactions(p))
-            if (api := detect(it["request"]["method"], "/" + it["request"]["uri"].split("://", 1)[-1].partition("/")[2]))
-            and api.name != "anthropic.count_tokens" and body_bytes(it["request"])]
+            if (api := api_of(it["request"])) and api.name != "anthropic.count_tokens" and body_bytes(it["request"])]
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +234,7 @@ async def test_nothing_but_tool_output_changes_in_recorded_requests(recorded_pip
     pipe = recorded_pipe
     req = interactions(path)[index]["request"]
     url_path = "/" + req["uri"].split("://", 1)[-1].partition("/")[2]
-    api = detect(req["method"], url_path)
+    api = api_of(req)
     original = json.loads(body_bytes(req))
     # the recorded tool outputs, and the same conversation with real noisy output in their place
     noisy = copy.deepcopy(original)

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenaddons.engines import tokens
+from tokenaddons.engines.cache_hints import MAX_BREAKPOINTS
 from tokenaddons.providers import base
 from tokenaddons.providers.sse import frame
-from tokenaddons.engines.cache_hints import MAX_BREAKPOINTS
 from tokenaddons.sim.prompt_cache import PromptCache
 
 TOOL_DIRECTIVE = re.compile(r"\[\[tool:(?P<name>[\w.-]+)\s*(?P<args>\{.*?\})?\]\]", re.S)
