@@ -50,3 +50,15 @@ def test_unit_prices():
         (3e-6, 15e-6, 0.3e-6, 3.75e-6, 6e-6))
     gpt = pricing.unit_prices("openai", "gpt-4.1")  # no cache-write price: a write costs what input costs
     assert (gpt.input, gpt.cache_read, gpt.cache_write_5m) == pytest.approx((2e-6, 0.5e-6, 2e-6))
+
+
+def test_a_provider_the_settings_file_names_is_priced_by_name_or_by_the_api_it_speaks():
+    usage = Usage(input_tokens=1000, output_tokens=100)
+    try:
+        pricing.set_families({"corp-gateway": "anthropic", "groq": "openai"})
+        assert pricing.price("corp-gateway", "claude-haiku-4-5", usage) == pricing.price(
+            "anthropic", "claude-haiku-4-5", usage)
+        assert pricing.price("groq", "llama-3.3-70b-versatile", usage) > 0  # genai-prices knows groq itself
+        assert pricing.price("ollama", "llama3", usage) is None  # a local model: no price, unless [prices] sets one
+    finally:
+        pricing.set_families({})

@@ -205,7 +205,7 @@ class Compress:
         key = None
         if self.hints and api.name == "anthropic.messages":
             placed = cache_hints.anthropic_breakpoints(body, ex.model, self._size, self.hints_ttl)
-        elif self.hints and api.provider == "openai":
+        elif self.hints and ex.provider == "openai":  # OpenAI itself: compatible servers may refuse the field
             key = cache_hints.openai_cache_key(api.name, body, ex.auth_hash, ex.project)
         price = self._pricer(ex, placed)
         saved: dict[str, list] = defaultdict(lambda: [0, 0.0, 0])  # step -> tokens, usd, blocks

@@ -46,8 +46,11 @@ def render_report(data: dict, console: Console | None = None) -> None:
     for warning in data.get("store_warnings") or ():
         console.print(Text(warning, style="bold red"))
     console.print(usage_table("Totals", "all", [{**data, "all": "all"}]))
-    console.print(usage_table("By model", "model", data["models"]))
+    console.print(usage_table("By model", "model", [{**m, "model": f"{m['provider']}/{m['model']}"
+                                                     if m.get("provider") else m["model"]} for m in data["models"]]))
     console.print(usage_table("By project", "project", data["projects"]))
+    if data.get("routing"):
+        console.print(routing_table(data["routing"]))
     sources = data.get("savings_by_source") or {}
     if sources:
         console.print(savings_table(sources))
@@ -64,6 +67,17 @@ def savings_table(sources: dict[str, dict]) -> Table:
                       f"[green]{fmt_usd(usd)}[/]" if usd > 0 else fmt_usd(usd))
     total = sum(s["usd_saved"] for s in sources.values())
     table.add_row("[bold]all[/]", "", f"[bold]{fmt_usd(total)}[/]")
+    return table
+
+
+def routing_table(found: list[dict]) -> Table:
+    """What route did: targets that served (first choice or fallback), failed or were skipped."""
+    table = Table(title="Routing", title_justify="left")
+    for col, justify in (("action", "left"), ("provider/model", "left"), ("count", "right"), ("saved", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for r in found:
+        table.add_row(r["action"], f"{r['provider'] or '-'}/{r['model'] or '-'}", fmt_int(r["count"]),
+                      fmt_usd(r["usd_saved"]) if r["usd_saved"] else "")
     return table
 
 
