@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from mitmproxy import http
+from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons
 
 from tests.replay.traffic import files, interactions
@@ -17,6 +18,8 @@ from tokenaddons.addons.compress import Compress
 from tokenaddons.addons.intake import Intake
 from tokenaddons.addons.meter import Meter
 from tokenaddons.addons.outlet import Outlet
+from tokenaddons.addons.route import Route
+from tokenaddons.addons.settings import Settings
 from tokenaddons.addons.settle import Settle
 from tokenaddons.addons.store import Store
 from tokenaddons.engines import compressors, pricing
@@ -390,3 +393,28 @@ async def test_a_result_fallen_out_of_memory_is_found_on_disk(tmp_path, monkeypa
     terminal = next(d for d in Exchange.of(flow).decisions if d.action == "terminal")
     read = pricing.unit_prices("anthropic", "claude-sonnet-4-5").cache_read
     assert terminal.usd_saved == pytest.approx(terminal.tokens_saved * read)  # resent: priced as read
+
+
+async def test_a_chat_request_routed_to_anthropic_is_compressed_and_hinted_in_anthropics_format(tmp_path):
+    settings, store = Settings(), Store()
+    compress = Compress(store)
+    addons = [settings, store, Intake(), Route(settings.published, store), compress, Outlet()]
+    (tmp_path / "settings.toml").write_text('[providers.claude]\napi = "anthropic"\n'
+                                            'base_url = "http://127.0.0.1:9001"\nkey = "none"\n'
+                                            '[aliases]\nsmart = "claude/claude-sonnet-4-5"\n')
+    with taddons.context(*addons) as tctx:
+        tctx.configure(store, store_path=str(tmp_path / "events.db"))
+        tctx.configure(settings, settings_path=str(tmp_path / "settings.toml"))
+        body = chat_turn(2) | {"model": "smart"}
+        flow = make_flow("/v1/chat/completions", body, {"content-type": "application/json",
+                                                         "authorization": "Bearer sk-client"})
+        flow.client_conn.proxy_mode = ProxyMode.parse("reverse:https://api.openai.com")
+        await arun_flow(addons, flow)
+    store.done()
+    sent = json.loads(flow.request.content)
+    assert flow.request.path.startswith("/v1/messages") and sent["model"] == "claude-sonnet-4-5"
+    results = [b for m in sent["messages"] if isinstance(m["content"], list) for b in m["content"]
+               if b.get("type") == "tool_result"]
+    assert len(results) == 2 and "\x1b" not in json.dumps(results)  # compressed after translation
+    assert has_cache_control(sent) and "prompt_cache_key" not in sent  # Anthropic's hints, not OpenAI's
+    assert {d.action for d in Exchange.of(flow).decisions} >= {"terminal", "hints"}
