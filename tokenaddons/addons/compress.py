@@ -239,8 +239,9 @@ class Compress:
 
     @staticmethod
     def _size(value: Any) -> int:
-        """A block's tokens, for the hints' minimum (each string counted once per process)."""
-        return tokens.estimate_input_tokens(None, [value])
+        """A block's tokens, for the hints' minimum (each string counted once per
+        process; `{"tools": [...]}` as JSON)."""
+        return tokens.estimate_input_tokens(None, value if isinstance(value, dict) else [value])
 
     @staticmethod
     def _pricer(ex: Exchange, placed: list[cache_hints.Breakpoint]) -> Callable[[Block], float]:

@@ -32,6 +32,7 @@ MAX_BREAKPOINTS = 4
 # The shortest prefix each Anthropic model caches (published minimums); others 1024.
 MINIMUMS = (("opus-4-5", 4096), ("opus-4-6", 4096), ("haiku-4-5", 4096), ("sonnet-4-6", 2048),
             ("haiku-3", 2048), ("3-5-haiku", 2048), ("3-haiku", 2048))
+ESTIMATE_SHARE = 0.85  # of the minimum, as estimated locally
 UNMARKABLE = {"thinking", "redacted_thinking"}  # blocks the API refuses a breakpoint on
 TTLS = ("5m", "1h")
 
@@ -107,7 +108,10 @@ def anthropic_breakpoints(body: dict, model: str | None, count: Callable[[Any], 
     and 1-hour breakpoints must come before 5-minute ones)."""
     if not isinstance(body, dict) or has_cache_control(body):
         return []
-    minimum = anthropic_minimum(model)
+    # Counts are estimates (tiktoken; Anthropic's tokenizer counts more), and a
+    # breakpoint on a prefix under the minimum costs nothing (it is just not
+    # cached): so a prefix counts as long enough a little early.
+    minimum = anthropic_minimum(model) * ESTIMATE_SHARE
     size = 0  # the prompt's size so far, counted only until it reaches the minimum
 
     def grows(value: Any) -> bool:
@@ -120,7 +124,7 @@ def anthropic_breakpoints(body: dict, model: str | None, count: Callable[[Any], 
 
     out: list[Breakpoint] = []
     tools = body.get("tools") if isinstance(body.get("tools"), list) else []
-    stable = grows(tools)
+    stable = grows({"tools": tools})  # (tool definitions are counted as the JSON they are)
     if body.get("system"):
         stable = grows(body["system"])
         found = _last_markable(body, "system")
