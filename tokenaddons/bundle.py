@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from tokenaddons.addons.budget import Budget
 from tokenaddons.addons.cache import Cache
+from tokenaddons.addons.compress import Compress
 from tokenaddons.addons.exposure import Exposure
 from tokenaddons.addons.guard import Guard
 from tokenaddons.addons.intake import Intake
@@ -38,6 +39,7 @@ def addons() -> list:
         Scrub(store),         # PII and secrets out, placeholders restored in answers
         Cache(store),         # exact-match lookup (after scrub: the key is what would be sent)
         Route(published, store),  # providers, aliases, routes: fallback, translation, keys the client never holds
+        Compress(store),      # prompt-cache hints, prefix-stable tool-output transforms (on the routed body)
         Upstream(),           # a down upstream answered in the provider's shape (after the cache: hits need no upstream)
         RateLimit(),          # requests and input tokens per minute, per provider and project
         Budget(store, published),  # spend caps: reserve the worst case before sending

@@ -89,7 +89,11 @@ class BoundedCopy:
 
 @dataclass
 class Decision:
-    """One thing an addon did to an exchange (one `decisions` row)."""
+    """One thing an addon did to an exchange (one `decisions` row).
+
+    `settle`, if set, completes the decision from what the provider billed
+    (`exchange.usage`, `exchange.cost_usd`): the meter calls it just before
+    writing the row."""
 
     addon: str
     action: str
@@ -97,6 +101,7 @@ class Decision:
     tokens_saved: int = 0
     usd_saved: float = 0.0
     about: tuple[str, str] | None = None  # (provider, model) it concerns, if not the exchange's (a fallback target)
+    settle: Callable[[Exchange], None] | None = None
 
 
 Settler = Callable[[http.HTTPFlow, "Exchange"], None]

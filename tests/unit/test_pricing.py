@@ -48,6 +48,8 @@ def test_unit_prices():
     p = pricing.unit_prices("anthropic", "claude-sonnet-4-20250514")
     assert (p.input, p.output, p.cache_read, p.cache_write_5m, p.cache_write_1h) == pytest.approx(
         (3e-6, 15e-6, 0.3e-6, 3.75e-6, 6e-6))
+    gpt = pricing.unit_prices("openai", "gpt-4.1")  # no cache-write price: a write costs what input costs
+    assert (gpt.input, gpt.cache_read, gpt.cache_write_5m) == pytest.approx((2e-6, 0.5e-6, 2e-6))
 
 
 def test_a_provider_the_settings_file_names_is_priced_by_name_or_by_the_api_it_speaks():

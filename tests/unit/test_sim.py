@@ -121,3 +121,114 @@ def test_faults(sim):
             s.get_final_message()
     assert httpx.post(sim.url + "/v1/nothing", json={}).status_code == 404
     assert len(sim.requests) == 5
+
+
+def turns(n: int, text: str = "step") -> list[dict]:
+    """n user/assistant exchanges: 2n message blocks."""
+    out = []
+    for i in range(n):
+        out += [{"role": "user", "content": f"{text} {i}"}, {"role": "assistant", "content": f"done {i}"}]
+    return out
+
+
+def marked(messages: list[dict]) -> list[dict]:
+    """The same conversation with a breakpoint on its last block only."""
+    last = messages[-1]
+    return messages[:-1] + [{"role": last["role"], "content": [
+        {"type": "text", "text": last["content"], "cache_control": {"type": "ephemeral"}}]}]
+
+
+def test_anthropic_lookback_finds_the_previous_turn_within_20_blocks(sim):
+    c = claude(sim)
+    big = [{"type": "text", "text": "You are careful. " * 400}]  # no breakpoint of its own
+    ask = lambda msgs: c.messages.create(model="claude-sonnet-4-5", max_tokens=5, system=big, messages=msgs).usage
+    history = turns(3) + [{"role": "user", "content": "next"}]
+    first = ask(marked(history))
+    assert first.cache_read_input_tokens == 0 and first.cache_creation_input_tokens > 1024
+    # one more exchange (2 blocks): the breakpoint moved, the lookback finds the old one
+    second = ask(marked(history + [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]))
+    assert second.cache_read_input_tokens == first.cache_creation_input_tokens
+    assert 0 < second.cache_creation_input_tokens < 40
+    # 21 blocks further on, the old entry is out of reach: everything is written again
+    far = ask(marked(history + turns(10, "later") + [{"role": "user", "content": "end"}]))
+    assert far.cache_read_input_tokens == 0 and far.cache_creation_input_tokens > first.cache_creation_input_tokens
+
+
+def test_anthropic_breakpoint_rules_are_enforced(sim):
+    c = claude(sim)
+    block = lambda text, ttl="5m": {"type": "text", "text": text, "cache_control": {"type": "ephemeral", "ttl": ttl}}
+    with pytest.raises(anthropic.BadRequestError, match="maximum of 4"):
+        c.messages.create(model="claude-sonnet-4-5", max_tokens=5, system=[block(f"s{i}") for i in range(5)],
+                          messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.BadRequestError, match="must not come after"):
+        c.messages.create(model="claude-sonnet-4-5", max_tokens=5, system=[block("a"), block("b", "1h")],
+                          messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.BadRequestError, match="empty text"):
+        c.messages.create(model="claude-sonnet-4-5", max_tokens=5, system=[block("")],
+                          messages=[{"role": "user", "content": "x"}])
+    ok = c.messages.create(model="claude-sonnet-4-5", max_tokens=5, system=[block("a", "1h"), block("b")],
+                           messages=[{"role": "user", "content": "x"}])
+    assert ok.stop_reason == "end_turn"
+
+
+@pytest.mark.parametrize("model,minimum", [("claude-sonnet-4-5", 1024), ("claude-sonnet-4-6", 2048),
+                                           ("claude-haiku-4-5", 4096), ("claude-opus-4-5", 4096),
+                                           ("claude-3-haiku-20240307", 2048)])
+def test_anthropic_minimum_cacheable_length_per_model(sim, model, minimum):
+    c = claude(sim)
+    for words, cached in ((minimum - 60, False), (minimum + 60, True)):
+        system = [{"type": "text", "text": " ".join(f"w{i % 7}" for i in range(words // 2)),
+                   "cache_control": {"type": "ephemeral"}}]
+        u = c.messages.create(model=model, max_tokens=5, system=system,
+                              messages=[{"role": "user", "content": "x"}]).usage
+        assert (u.cache_creation_input_tokens > 0) is cached, (model, words, u)
+
+
+def test_anthropic_automatic_caching_marks_the_last_block(sim):
+    c = claude(sim)
+    history = [{"role": "user", "content": "Read this. " + "lorem ipsum " * 700}]
+    ask = lambda msgs: c.messages.create(model="claude-sonnet-4-5", max_tokens=5, messages=msgs,
+                                         extra_body={"cache_control": {"type": "ephemeral"}}).usage
+    first = ask(history)
+    second = ask(history + [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "and?"}])
+    assert first.cache_creation_input_tokens > 1024
+    assert second.cache_read_input_tokens == first.cache_creation_input_tokens
+
+
+def test_anthropic_bills_the_text_not_its_json_escaping(sim):
+    c = claude(sim)
+    coloured = "\x1b[32mPASSED\x1b[0m\n" * 50
+    u = c.messages.create(model="claude-sonnet-4-5", max_tokens=5,
+                          messages=[{"role": "user", "content": coloured}]).usage
+    from tokenaddons.engines import tokens
+
+    assert u.input_tokens < tokens.count_text(__import__("json").dumps(coloured)) * 0.8
+    assert sim.requests[-1].usage["input"] == u.input_tokens and sim.requests[-1].model == "claude-sonnet-4-5"
+
+
+def test_several_directives_are_played_one_tool_call_per_turn(sim):
+    c = claude(sim)
+    tools = [{"name": "read", "input_schema": {"type": "object"}}, {"name": "run", "input_schema": {"type": "object"}}]
+    messages = [{"role": "user", "content": 'Go. [[tool:read {"path": "a"}]] [[tool:run {"cmd": "ls"}]]'}]
+    calls = []
+    while True:
+        m = c.messages.create(model="claude-sonnet-4-5", max_tokens=50, tools=tools, messages=messages)
+        if m.stop_reason != "tool_use":
+            break
+        call = m.content[0]
+        calls.append((call.name, call.input))
+        messages += [{"role": "assistant", "content": m.content}, {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": call.id, "content": f"result of {call.name}"}]}]
+    assert calls == [("read", {"path": "a"}), ("run", {"cmd": "ls"})]
+    assert "result of run" in m.content[0].text
+    chat = [{"role": "user", "content": '[[tool:f {"n": 1}]] [[tool:f {"n": 2}]]'}]
+    fn = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    seen = []
+    for _ in range(3):
+        o = gpt(sim).chat.completions.create(model="gpt-4o-mini", messages=chat, tools=fn).choices[0]
+        if o.finish_reason != "tool_calls":
+            break
+        tc = o.message.tool_calls[0]
+        seen.append(tc.function.arguments)
+        chat += [o.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": tc.id, "content": "ok"}]
+    assert seen == ['{"n": 1}', '{"n": 2}']

@@ -110,3 +110,42 @@ def test_time_to_reset_reads_at_a_glance():
 
     assert [fmt_duration(s) for s in (5 * 86400 + 7 * 3600 + 59, 7 * 3600 + 33 * 60, 12 * 60 + 5, 59)] == [
         "5d07h", "7h33m", "12m", "0m"]
+
+
+def test_savings_by_source_count_each_dollar_once(tmp_path):
+    """Hint decisions are credited with what the provider's cache saved on their
+    requests, which the requests' prompt_cache_saved_usd already holds."""
+    events = EventStore(tmp_path / "events.db")
+    events.start()
+    rows = [("own", 0.010, None), ("hinted", 0.030, 0.030), ("plain", 0.0, None)]
+    for i, (name, cache_saved, hinted) in enumerate(rows):
+        events.put_request({"exchange_id": name, "ts": NOW - 100 + i, "provider": "anthropic", "api": "x",
+                            "model": "claude-sonnet-4-5", "project": "agent", "input_tokens": 5000,
+                            "cost_usd": 0.01, "status": 200, "prompt_cache_saved_usd": cache_saved})
+        common = {"exchange_id": name, "ts": NOW - 100 + i, "project": "agent", "provider": "anthropic",
+                  "model": "claude-sonnet-4-5", "addon": "compress"}
+        if hinted:
+            events.put_decision({**common, "action": "hints", "usd_saved": hinted,
+                                 "detail": json.dumps({"breakpoints": ["prefix", "newest turn"]})})
+        events.put_decision({**common, "action": "terminal", "tokens_saved": 400, "usd_saved": 0.0012})
+    events.put_decision({"exchange_id": "plain", "ts": NOW - 98, "addon": "compress", "action": "cap",
+                         "tokens_saved": 3000, "usd_saved": 0.009, "project": "agent", "provider": "anthropic",
+                         "model": "claude-sonnet-4-5"})
+    events.flush()
+    events.close()
+    out = CliRunner().invoke(main, ["report", "--store", str(tmp_path / "events.db"), "--json"])
+    report = json.loads(out.output)
+    by = report["savings_by_source"]
+    assert list(by) == ["provider caching", "cache hints", "compression", "lossy compression"]
+    assert by["provider caching"]["usd_saved"] == pytest.approx(0.010)  # the client's own breakpoints
+    assert by["cache hints"]["usd_saved"] == pytest.approx(0.030)
+    assert by["compression"] == {"tokens_saved": 1200, "usd_saved": pytest.approx(0.0036), "count": 3}
+    assert by["lossy compression"]["tokens_saved"] == 3000
+    assert report["savings"]["compress"]["usd_saved"] == pytest.approx(0.0126)  # hints are not in it twice
+    text = CliRunner().invoke(main, ["report", "--store", str(tmp_path / "events.db")]).output
+    assert "Saved, by source" in text and "cache hints" in text and "$0.0526" in text  # 0.01+0.03+0.0036+0.009
+    frame = render(tmp_path / "events.db", 160)
+    assert "$0.0526  provider caching $0.0100  cache hints $0.0300  compression $0.0036" in frame
+    assert "hints: 2 breakpoints; compressed -400 tok" in frame and "compressed -3400 tok" in frame
+    by_model = [line for line in frame.splitlines() if "claude-sonnet-4-5" in line and "$0.0300" in line]
+    assert by_model and "$0.0526" in by_model[0]  # the model's saved column: every source, once

@@ -183,7 +183,7 @@ class Meter:
             "ttfb_ms": (first - start) * 1000 if first else None,
             **usage.as_row(),
             "cost_usd": ex.cost_usd if ex.cost_usd is not None else (0.0 if ex.answered_by else None),
-            "prompt_cache_saved_usd": self._prompt_cache_saving(ex),
+            "prompt_cache_saved_usd": pricing.prompt_cache_saving(ex.provider, model or "", usage, ex.cost_usd),
             "cache_status": ex.cache_status, "answered_by": ex.answered_by,
             "complete": int(ex.complete),
         }
@@ -194,6 +194,11 @@ class Meter:
                 row["response_body"] = ex.upstream_body[:cap].decode("utf-8", "replace")
         events.put_request(row)
         for d in ex.decisions:
+            if d.settle is not None:  # a decision priced from what was billed
+                try:
+                    d.settle(ex)
+                except Exception:
+                    log.exception("tokenaddons meter: settling a %s decision failed", d.addon)
             provider, d_model = d.about or (ex.provider, model)
             events.put_decision({
                 "exchange_id": flow.id, "ts": start, "addon": d.addon, "action": d.action,
@@ -201,14 +206,3 @@ class Meter:
                 "usd_saved": d.usd_saved, "project": ex.project, "provider": provider,
                 "model": d_model,
             })
-
-    @staticmethod
-    def _prompt_cache_saving(ex: Exchange) -> float:
-        """What the provider's prompt cache saved (negative when writes cost more than reads saved)."""
-        u = ex.usage
-        if u is None or ex.cost_usd is None or not (u.cache_read_tokens or u.cache_write_tokens):
-            return 0.0
-        plain = Usage(input_tokens=u.input_tokens, output_tokens=u.output_tokens,
-                      reasoning_tokens=u.reasoning_tokens)
-        full = pricing.price(ex.provider, ex.served_model or ex.model or "", plain)
-        return (full - ex.cost_usd) if full is not None else 0.0

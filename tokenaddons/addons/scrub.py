@@ -24,6 +24,7 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
+from tokenaddons.engines import jsonio
 from tokenaddons.engines.pii import ALL_ENTITIES, Detector
 from tokenaddons.engines.placeholders import LABELS, Pseudonyms, Restorer, RestoreTap, restore_strings
 from tokenaddons.errors import refuse
@@ -178,7 +179,7 @@ class Scrub:
             if parts:
                 new = "".join(parts) + text[pos:]
                 # inside JSON text (tool-call arguments) a placeholder must not break the JSON
-                ref.text = new if not ref.json_text or _valid_json(new) else text
+                ref.text = new if not ref.json_text or jsonio.is_json(new) else text
                 changed = changed or ref.text != text
         if blocked:
             ex.decide("scrub", "block", counts=dict(counts))
@@ -212,11 +213,3 @@ class Scrub:
         restored = restore_strings(data, restorer)
         if restored != data:
             resp.content = json.dumps(restored, ensure_ascii=False).encode()
-
-
-def _valid_json(text: str) -> bool:
-    try:
-        json.loads(text)
-        return True
-    except ValueError:
-        return False

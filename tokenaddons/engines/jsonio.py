@@ -26,6 +26,20 @@ def loads(data: bytes | bytearray | str) -> Any:
         return json.loads(data, parse_constant=_no_constant)
 
 
+def is_json(text: bytes | bytearray | str) -> bool:
+    """Whether the standard library reads `text` as JSON (NaN and Infinity included)."""
+    try:
+        orjson.loads(text)
+        return True
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        return False
+
+
 def dumps(value: Any, *, sort_keys: bool = False, default=None) -> bytes:
     """Compact UTF-8 JSON."""
     try:

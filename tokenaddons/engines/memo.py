@@ -4,6 +4,7 @@ compressed is looked up instead of worked on again. Thread-safe: scans run in
 worker threads."""
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -18,6 +19,13 @@ def digest(text: str) -> tuple[int, int]:
     Two different texts share a key with a chance of about 2**-64. Results kept
     across restarts need a stable hash (hashlib's) instead."""
     return hash(text), len(text)
+
+
+def stable_digest(text: str) -> bytes:
+    """A text's key where it must outlive the process (results kept in the
+    store): SHA-256 (the CPU's own instructions make it the fastest of
+    hashlib's), the first 16 bytes."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
 
 
 _MISSING = object()

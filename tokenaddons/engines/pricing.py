@@ -72,6 +72,7 @@ def set_overrides(table: dict[str, dict]) -> None:
         if p.get("max_output_tokens"):
             _max_output[name] = int(p["max_output_tokens"])
     model_price.cache_clear()
+    unit_prices.cache_clear()
     model_limits.cache_clear()
 
 
@@ -143,6 +144,19 @@ def price(provider: str, model: str, usage: Usage) -> float | None:
     return float(total)
 
 
+def prompt_cache_saving(provider: str, model: str, usage: Usage, cost: float | None) -> float:
+    """What the provider's prompt cache saved on one exchange against paying the
+    full input price for every prompt token (negative when writes cost more
+    than reads saved)."""
+    if cost is None or not (usage.cache_read_tokens or usage.cache_write_tokens):
+        return 0.0
+    plain = Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                  reasoning_tokens=usage.reasoning_tokens)
+    full = price(provider, model, plain)
+    return (full - cost) if full is not None else 0.0
+
+
+@lru_cache(maxsize=1024)
 def unit_prices(provider: str, model: str) -> UnitPrices | None:
     """Base-tier per-token prices, for pre-flight estimates and savings."""
     found = model_price(provider, model)
@@ -150,16 +164,16 @@ def unit_prices(provider: str, model: str) -> UnitPrices | None:
         return None
     mp, one_hour = found
 
-    def per_token(value, fallback: Decimal = Decimal(0)) -> float:
+    def per_token(value, fallback: float = 0.0) -> float:
         if value is None:
-            return float(fallback)
+            return fallback  # already per token
         base = value if isinstance(value, Decimal) else value.base
         return float(Decimal(base) / MTOK)
 
     inp = per_token(mp.input_mtok)
     return UnitPrices(
         input=inp, output=per_token(mp.output_mtok),
-        cache_read=per_token(mp.cache_read_mtok, Decimal(str(inp)) * MTOK),
-        cache_write_5m=per_token(mp.cache_write_mtok, Decimal(str(inp)) * MTOK),
+        cache_read=per_token(mp.cache_read_mtok, inp),
+        cache_write_5m=per_token(mp.cache_write_mtok, inp),  # no write price (OpenAI, Gemini): writes cost input
         cache_write_1h=per_token(one_hour) if one_hour is not None else inp * float(ONE_HOUR_WRITE_FACTOR),
     )

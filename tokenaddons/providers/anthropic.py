@@ -73,7 +73,7 @@ class MessagesStream(StreamState):
             self.error_type = (data.get("error") or {}).get("type", "error")
 
 
-def _content_refs(content: Any, role: str) -> Iterator[TextRef]:
+def _content_refs(content: Any, role: str, call: str | None = None) -> Iterator[TextRef]:
     if not isinstance(content, list):
         return
     for block in content:
@@ -81,21 +81,21 @@ def _content_refs(content: Any, role: str) -> Iterator[TextRef]:
             continue
         kind = block.get("type")
         if kind == "text" and isinstance(block.get("text"), str):
-            yield TextRef(block, "text", role)
+            yield TextRef(block, "text", role, call=call)
         elif kind == "tool_result":
             inner = block.get("content")
             if isinstance(inner, str):
-                yield TextRef(block, "content", "tool")
+                yield TextRef(block, "content", "tool", call=block.get("tool_use_id"))
             else:
-                yield from _content_refs(inner, "tool")
+                yield from _content_refs(inner, "tool", block.get("tool_use_id"))
         elif kind == "tool_use":
             yield from walk_strings(block.get("input"), "tool_input")
         elif kind == "document":
             src = block.get("source") or {}
             if src.get("type") == "text" and isinstance(src.get("data"), str):
-                yield TextRef(src, "data", "tool" if role == "tool" else role)
+                yield TextRef(src, "data", "tool" if role == "tool" else role, call=call)
             elif src.get("type") == "content":
-                yield from _content_refs(src.get("content"), role)
+                yield from _content_refs(src.get("content"), role, call)
         # thinking blocks are signed (editing them invalidates the turn);
         # images and base64 documents are media, not text.
 
@@ -140,6 +140,22 @@ class Messages(Api):
     def response_text_refs(self, response: Any) -> Iterator[TextRef]:
         if isinstance(response, dict):
             yield from _content_refs(response.get("content"), "assistant")
+
+    def tool_refs(self, body: Any) -> Iterator[TextRef]:
+        for msg in body.get("messages") or [] if isinstance(body, dict) else []:
+            content = msg.get("content") if isinstance(msg, dict) and msg.get("role") == "user" else None
+            if isinstance(content, list):
+                yield from _content_refs([b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"],
+                                         "user")
+
+    def tool_calls(self, body: Any) -> dict[str, tuple[str, Any]]:
+        out = {}
+        for msg in body.get("messages") or [] if isinstance(body, dict) else []:
+            content = msg.get("content") if isinstance(msg, dict) else None
+            for block in content if isinstance(content, list) else []:
+                if isinstance(block, dict) and block.get("type") == "tool_use" and block.get("id"):
+                    out[block["id"]] = (block.get("name") or "", block.get("input"))
+        return out
 
 
 class CountTokens(Messages):

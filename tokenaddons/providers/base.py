@@ -31,6 +31,7 @@ class TextRef:
     key: Any  # key or index in the container
     role: str
     json_text: bool = False  # the string is itself JSON (OpenAI tool-call arguments)
+    call: str | None = None  # for a tool output: the id of the tool call it answers
 
     @property
     def text(self) -> str:
@@ -114,21 +115,39 @@ class Api:
         """Every model-written string in a complete answer (text and tool inputs)."""
         return iter(())
 
+    def tool_refs(self, body: Any) -> Iterator[TextRef]:
+        """The strings tools produced (text_refs' role "tool"), without walking the rest."""
+        return (ref for ref in self.text_refs(body) if ref.role == "tool")
 
-def walk_strings(value: Any, role: str) -> Iterator[TextRef]:
+    def tool_calls(self, body: Any) -> dict[str, tuple[str, Any]]:
+        """The tool calls in a request's history: call id -> (tool name, arguments, parsed where they are JSON)."""
+        return {}
+
+
+def parsed_arguments(arguments: Any) -> Any:
+    """Tool-call arguments sent as JSON text, parsed (left as they are if they are not JSON)."""
+    if isinstance(arguments, str):
+        try:
+            return json.loads(arguments)
+        except ValueError:
+            return arguments
+    return arguments
+
+
+def walk_strings(value: Any, role: str, call: str | None = None) -> Iterator[TextRef]:
     """Every string leaf of a JSON value (tool inputs are free-form JSON)."""
     if isinstance(value, dict):
         for k, v in value.items():
             if isinstance(v, str):
-                yield TextRef(value, k, role)
+                yield TextRef(value, k, role, call=call)
             else:
-                yield from walk_strings(v, role)
+                yield from walk_strings(v, role, call)
     elif isinstance(value, list):
         for i, v in enumerate(value):
             if isinstance(v, str):
-                yield TextRef(value, i, role)
+                yield TextRef(value, i, role, call=call)
             else:
-                yield from walk_strings(v, role)
+                yield from walk_strings(v, role, call)
 
 
 def json_error(obj: Any) -> bytes:

@@ -65,7 +65,8 @@ def _parts(content: Any, role: str) -> Iterator[TextRef]:
         elif isinstance(part.get("functionCall"), dict):
             yield from walk_strings(part["functionCall"].get("args"), "tool_input")
         elif isinstance(part.get("functionResponse"), dict):
-            yield from walk_strings(part["functionResponse"].get("response"), "tool")
+            answer = part["functionResponse"]
+            yield from walk_strings(answer.get("response"), "tool", answer.get("id"))
 
 
 class Generate(Api):
@@ -117,6 +118,15 @@ class Generate(Api):
         for content in body.get("contents") or []:
             if isinstance(content, dict):
                 yield from _parts(content, "assistant" if content.get("role") == "model" else "user")
+
+    def tool_calls(self, body: Any) -> dict[str, tuple[str, Any]]:
+        out = {}
+        for content in body.get("contents") or [] if isinstance(body, dict) else []:
+            for part in (content.get("parts") or []) if isinstance(content, dict) else []:
+                call = part.get("functionCall") if isinstance(part, dict) else None
+                if isinstance(call, dict) and call.get("id"):
+                    out[call["id"]] = (call.get("name") or "", call.get("args"))
+        return out
 
     def response_text_refs(self, response: Any) -> Iterator[TextRef]:
         if not isinstance(response, dict):

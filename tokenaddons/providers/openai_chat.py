@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tokenaddons.engines.usage import Usage
-from tokenaddons.providers.base import Api, StreamState, TextRef
+from tokenaddons.providers.base import Api, StreamState, TextRef, parsed_arguments
 from tokenaddons.providers.sse import Event
 
 ERROR_TYPES = {
@@ -62,15 +62,20 @@ class ChatStream(StreamState):
                 self.text.append((call.get("function") or {}).get("arguments") or "")
 
 
-def content_refs(msg: dict, key: str, role: str) -> Iterator[TextRef]:
+def content_refs(msg: dict, key: str, role: str, call: str | None = None) -> Iterator[TextRef]:
     """A message's content: a string, or a list of parts with text (shared with Responses)."""
     content = msg.get(key)
     if isinstance(content, str):
-        yield TextRef(msg, key, role)
+        yield TextRef(msg, key, role, call=call)
     elif isinstance(content, list):
         for part in content:
             if isinstance(part, dict) and isinstance(part.get("text"), str):
-                yield TextRef(part, "text", role)
+                yield TextRef(part, "text", role, call=call)
+
+
+def _answers(msg: dict) -> str | None:
+    """The tool call a tool message answers (legacy function messages: by name)."""
+    return msg.get("tool_call_id") or msg.get("name")
 
 
 class OpenAIApi(Api):
@@ -121,12 +126,26 @@ class ChatCompletions(OpenAIApi):
             if not isinstance(msg, dict):
                 continue
             role = ROLES.get(msg.get("role"), "user")
-            yield from content_refs(msg, "content", role)
+            yield from content_refs(msg, "content", role, _answers(msg) if role == "tool" else None)
             for call in msg.get("tool_calls") or []:
                 fn = call.get("function") if isinstance(call, dict) else None
                 if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
                     # arguments is JSON text; placeholders are plain words, so it stays valid
                     yield TextRef(fn, "arguments", "tool_input", json_text=True)
+
+    def tool_refs(self, body: Any) -> Iterator[TextRef]:
+        for msg in body.get("messages") or [] if isinstance(body, dict) else []:
+            if isinstance(msg, dict) and ROLES.get(msg.get("role")) == "tool":
+                yield from content_refs(msg, "content", "tool", _answers(msg))
+
+    def tool_calls(self, body: Any) -> dict[str, tuple[str, Any]]:
+        out = {}
+        for msg in body.get("messages") or [] if isinstance(body, dict) else []:
+            for call in (msg.get("tool_calls") or []) if isinstance(msg, dict) else []:
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict) and call.get("id"):
+                    out[call["id"]] = (fn.get("name") or "", parsed_arguments(fn.get("arguments")))
+        return out
 
     def response_text_refs(self, response: Any) -> Iterator[TextRef]:
         if not isinstance(response, dict):

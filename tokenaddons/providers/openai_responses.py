@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tokenaddons.engines.usage import Usage
-from tokenaddons.providers.base import StreamState, TextRef
+from tokenaddons.providers.base import StreamState, TextRef, parsed_arguments
 from tokenaddons.providers.openai_chat import ROLES, OpenAIApi, content_refs
 from tokenaddons.providers.sse import Event
 
@@ -71,12 +71,21 @@ class Responses(OpenAIApi):
             elif kind in ("function_call", "custom_tool_call") and isinstance(item.get("arguments"), str):
                 yield TextRef(item, "arguments", "tool_input", json_text=True)
             elif kind in ("function_call_output", "custom_tool_call_output"):
-                if isinstance(item.get("output"), str):
-                    yield TextRef(item, "output", "tool")
-                elif isinstance(item.get("output"), list):
-                    for part in item["output"]:
-                        if isinstance(part, dict) and isinstance(part.get("text"), str):
-                            yield TextRef(part, "text", "tool")
+                yield from content_refs(item, "output", "tool", item.get("call_id"))
+
+    def tool_calls(self, body: Any) -> dict[str, tuple[str, Any]]:
+        out = {}
+        items = body.get("input") if isinstance(body, dict) else None
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict) or not item.get("call_id"):
+                continue
+            if item.get("type") == "function_call":
+                out[item["call_id"]] = (item.get("name") or "", parsed_arguments(item.get("arguments")))
+            elif item.get("type") == "custom_tool_call":
+                out[item["call_id"]] = (item.get("name") or "", item.get("input"))
+            elif item.get("type") == "local_shell_call":
+                out[item["call_id"]] = ("local_shell", (item.get("action") or {}).get("command"))
+        return out
 
     def response_text_refs(self, response: Any) -> Iterator[TextRef]:
         if not isinstance(response, dict):

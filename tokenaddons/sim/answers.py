@@ -3,8 +3,10 @@
 Answers are deterministic: a sentence derived from the last user message (or
 the message itself, in echo mode), or a tool call when asked for one with
 `[[tool:NAME {json args}]]` in the last user text or an `x-sim-tool: NAME`
-header, if the request offers that tool. A turn that ends with a tool result is
-answered with text that quotes the result, so agent loops end.
+header, if the request offers that tool. Several directives in one user text
+are a script: one tool call per turn, in order, as the tool results come
+back. A turn that ends with a tool result and no directive left is answered
+with text that quotes the result, so agent loops end.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenaddons.engines import tokens
+from tokenaddons.engines.cache_hints import MAX_BREAKPOINTS
 from tokenaddons.providers import base
 from tokenaddons.providers.sse import frame
 from tokenaddons.sim.prompt_cache import PromptCache
@@ -70,7 +73,7 @@ def ends_with_tool_result(api_name: str, body: dict) -> str | None:
     elif api_name == "openai.responses":
         items = body.get("input")
         if isinstance(items, list) and items and isinstance(items[-1], dict) \
-                and items[-1].get("type") == "function_call_output":
+                and items[-1].get("type") in ("function_call_output", "custom_tool_call_output"):
             return str(items[-1].get("output"))
     elif api_name == "gemini.generate":
         contents = body.get("contents") or []
@@ -86,20 +89,79 @@ def last_user_text(api: base.Api, body: dict) -> str:
     return texts[-1] if texts else ""
 
 
+def _steps(api_name: str, body: dict) -> list[str | None]:
+    """The conversation as the script reads it: each user text, and None for each tool result."""
+    out: list[str | None] = []
+
+    def texts(content: Any) -> None:
+        if isinstance(content, str):
+            out.append(content)
+        for part in content if isinstance(content, list) else []:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                out.append(part["text"])
+
+    if api_name in ("anthropic.messages", "openai.chat"):
+        for msg in body.get("messages") or []:
+            if not isinstance(msg, dict):
+                continue
+            if msg.get("role") == "tool":
+                out.append(None)
+            elif msg.get("role") == "user":
+                blocks = msg.get("content") if isinstance(msg.get("content"), list) else [msg.get("content")]
+                for block in blocks:
+                    if isinstance(block, dict) and block.get("type") == "tool_result":
+                        out.append(None)
+                    else:
+                        texts([block] if isinstance(block, dict) else block)
+    elif api_name == "openai.responses":
+        items = body.get("input")
+        for item in items if isinstance(items, list) else [{"role": "user", "content": items}]:
+            if not isinstance(item, dict):
+                continue
+            if item.get("type") in ("function_call_output", "custom_tool_call_output"):
+                out.append(None)
+            elif item.get("role") == "user":
+                texts(item.get("content"))
+    elif api_name == "gemini.generate":
+        for content in body.get("contents") or []:
+            if isinstance(content, dict) and content.get("role", "user") == "user":
+                for part in content.get("parts") or []:
+                    if isinstance(part, dict) and "functionResponse" in part:
+                        out.append(None)
+                    elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                        out.append(part["text"])
+    return out
+
+
+def script(api_name: str, body: dict) -> tuple[list[re.Match], int]:
+    """The tool directives of the latest user text that has any, and how many
+    tool results came after it: a prompt with several directives is played
+    one tool call per turn, in order."""
+    directives: list[re.Match] = []
+    done = 0
+    for step in _steps(api_name, body):
+        if step is None:
+            done += 1
+        elif found := list(TOOL_DIRECTIVE.finditer(step)):
+            directives, done = found, 0
+    return directives, done
+
+
 def plan(api: base.Api, body: dict, headers: dict, echo: bool, words: int) -> Turn:
     user = last_user_text(api, body)
     result = ends_with_tool_result(api.name, body)
-    if result is not None:
-        return Turn(text=f"The tool returned: {result[:400]}")
     offered = tool_names(api.name, body)
-    wanted = headers.get("x-sim-tool")
-    directive = TOOL_DIRECTIVE.search(user)
+    directives, done = script(api.name, body)
+    directive = directives[done] if done < len(directives) else None
     if directive and directive.group("name") in offered:
         try:
             args = json.loads(directive.group("args") or "{}")
         except ValueError:
             args = {}
         return Turn(text="", tool=(directive.group("name"), args))
+    if result is not None:
+        return Turn(text=f"The tool returned: {result[:400]}")
+    wanted = headers.get("x-sim-tool")
     if wanted and wanted in offered:
         return Turn(text="", tool=(wanted, {}))
     if echo:
@@ -116,25 +178,63 @@ def chunks(text: str, size: int) -> list[str]:
 # ---------------------------------------------------------------- usage
 
 def anthropic_blocks(body: dict) -> list[tuple[str, int, str | None]]:
-    """(canonical json, tokens, breakpoint ttl) for tools, system, then message blocks."""
+    """(canonical json, tokens, breakpoint ttl) for tools, system, then message blocks.
+
+    Tokens are those of the text the model reads (a tool definition as compact
+    JSON, a content block as its strings), not of the block's JSON escaping:
+    a control character such as an ANSI escape is one character to the
+    provider's tokenizer, not six (\\u001b). A top-level `cache_control`
+    (automatic caching) is a breakpoint on the last block."""
     out = []
 
-    def add(block: Any) -> None:
+    def add(block: Any, tool: bool = False) -> None:
         cc = block.get("cache_control") if isinstance(block, dict) else None
         clean = {k: v for k, v in block.items() if k != "cache_control"} if isinstance(block, dict) else block
-        text = json.dumps(clean, sort_keys=True)
-        out.append((text, tokens.count_text(text), (cc.get("ttl") or "5m") if isinstance(cc, dict) else None))
+        read = json.dumps(clean, separators=(",", ":")) if tool else tokens.prompt_text([clean])[0]
+        out.append((json.dumps(clean, sort_keys=True), tokens.count_text(read),
+                    (cc.get("ttl") or "5m") if isinstance(cc, dict) else None))
 
     for tool in body.get("tools") or []:
-        add(tool)
-    system = body.get("system")
-    for block in ([{"type": "text", "text": system}] if isinstance(system, str) else system or []):
+        add(tool, tool=True)
+    for block in system_blocks(body):
         add(block)
-    for msg in body.get("messages") or []:
-        content = msg.get("content")
-        for block in ([{"type": "text", "text": content}] if isinstance(content, str) else content or []):
-            add(block)
+    for block in message_blocks(body):
+        add(block)
+    auto = body.get("cache_control")
+    if isinstance(auto, dict) and out and out[-1][2] is None:
+        out[-1] = (*out[-1][:2], auto.get("ttl") or "5m")
     return out
+
+
+def system_blocks(body: dict) -> list:
+    system = body.get("system")
+    return [{"type": "text", "text": system}] if isinstance(system, str) else list(system or [])
+
+
+def message_blocks(body: dict) -> list:
+    out = []
+    for msg in body.get("messages") or []:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        out += [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+    return out
+
+
+def anthropic_cache_error(body: dict) -> str | None:
+    """What the Messages API refuses about breakpoints (a 400), or None."""
+    marked = [b for b in list(body.get("tools") or []) + system_blocks(body) + message_blocks(body)
+              if isinstance(b, dict) and isinstance(b.get("cache_control"), dict)]
+    count = len(marked) + isinstance(body.get("cache_control"), dict)
+    if count > MAX_BREAKPOINTS:
+        return f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {count}."
+    ttls = [(b["cache_control"].get("ttl") or "5m") for b in marked]
+    if "5m" in ttls and "1h" in ttls[ttls.index("5m"):]:
+        return "a ttl='1h' cache_control block must not come after a ttl='5m' cache_control block"
+    for b in marked:
+        if b.get("type") in ("thinking", "redacted_thinking"):
+            return "cache_control cannot be set on thinking blocks"
+        if b.get("type") == "text" and not b.get("text"):
+            return "cache_control cannot be set for empty text blocks"
+    return None
 
 
 def usage_for(api: base.Api, body: dict, turn: Turn, model: str, cache: PromptCache) -> dict:

@@ -41,6 +41,8 @@ class Received:
     headers: dict[str, str]
     body: Any
     raw: bytes
+    model: str | None = None
+    usage: dict | None = None  # what was billed: input (uncached), read, write_5m, write_1h, output
 
 
 class Simulator:
@@ -136,7 +138,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         headers = {k: v for k, v in self.headers.items()}
-        self.sim.record(Received("POST", self.path, headers, body, raw))
+        received = Received("POST", self.path, headers, body, raw)
+        self.sim.record(received)
         api = providers.detect("POST", self.path)
         if api is None:
             return self._json(404, {"error": {"message": f"no such endpoint: {self.path}", "type": "not_found"}})
@@ -159,10 +162,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"input_tokens": answers.usage_for(
                 providers.BY_NAME["openai.chat"], body, answers.Turn(), api.model(body, self.path) or "", self.sim.cache
             )["input"]})
+        if api.name == "anthropic.messages" and (refused := answers.anthropic_cache_error(body)):
+            return self._error(api, "invalid_request", 400, refused)
         model = api.model(body, self.path) or "unknown"
         echo = low.get("x-sim-echo", "1" if self.sim.echo else "") == "1"
         turn = answers.plan(api, body, low, echo, self.sim.words)
         turn.usage = answers.usage_for(api, body, turn, model, self.sim.cache)
+        received.model, received.usage = model, turn.usage
         size = int(low.get("x-sim-chunk-chars") or self.sim.chunk_chars)
         cut = int(fault.split(":", 1)[1]) if fault.startswith("cut:") else None
         if api.is_stream(body, self.path):

@@ -119,19 +119,59 @@ def breakdowns(conn: sqlite3.Connection, since: float | None = None, until: floa
             "projects": _grouped(found, keys, GRAINS["project"])}
 
 
+# Decisions whose dollars the requests' prompt_cache_saved_usd already holds:
+# compress's hints are credited with what the provider's cache saved on
+# requests that only cached because of them. Counted once, as "cache hints".
+HINTS = ("compress", "hints")
+NOT_HINTS = "NOT (addon = 'compress' AND action = 'hints')"
+# where each saving comes from, for the report and the stats view
+SOURCES = {("cache", None): "cache hits", HINTS: "cache hints", ("compress", "cap"): "lossy compression",
+           ("compress", None): "compression", ("route", None): "routing"}
+SOURCE_ORDER = ("cache hits", "provider caching", "cache hints", "compression", "lossy compression", "routing")
+
+
 def savings(conn: sqlite3.Connection, since: float | None = None, until: float | None = None,
             by: str | None = None) -> dict:
-    """Tokens and dollars saved per addon (cache, compress, route...), optionally per model or project."""
+    """Tokens and dollars saved per addon (cache, compress, route...), optionally
+    per model or project; what the provider's prompt cache saved is in the
+    requests' prompt_cache_saved_usd, never here too."""
     keys = ("addon", by) if by else ("addon",)
     out: dict = {}
     for key, (count, tokens_saved, usd_saved) in _aggregate(
-            conn, keys, since, until, "rollup_decisions", "decisions", DECISION_SUMS, RAW_DECISION_SUMS).items():
+            conn, keys, since, until, "rollup_decisions", "decisions", DECISION_SUMS, RAW_DECISION_SUMS,
+            where=NOT_HINTS).items():
         entry = {"tokens_saved": tokens_saved, "usd_saved": usd_saved, "count": count}
         if by:
             out.setdefault(_none(key[1]), {})[key[0]] = entry
         else:
             out[key[0]] = entry
     return out
+
+
+def savings_by_source(conn: sqlite3.Connection, since: float | None = None, until: float | None = None,
+                      prompt_cache_saved_usd: float | None = None) -> dict[str, dict]:
+    """Tokens and dollars saved per source: cache hits, the provider's prompt
+    cache where the client asked for it (provider caching) and where the
+    hints did (cache hints), lossless and lossy compression, routing, and any
+    other addon by its name. Each dollar once."""
+    if prompt_cache_saved_usd is None:
+        prompt_cache_saved_usd = breakdowns(conn, since, until)["totals"]["prompt_cache_saved_usd"]
+    out: dict[str, dict] = {}
+    for (addon, action), (count, tokens_saved, usd_saved) in _aggregate(
+            conn, ("addon", "action"), since, until, "rollup_decisions", "decisions", DECISION_SUMS,
+            RAW_DECISION_SUMS).items():
+        if not (tokens_saved or usd_saved):
+            continue
+        source = SOURCES.get((addon, action)) or SOURCES.get((addon, None)) or addon
+        acc = out.setdefault(source, {"tokens_saved": 0, "usd_saved": 0.0, "count": 0})
+        acc["tokens_saved"] += tokens_saved
+        acc["usd_saved"] += usd_saved
+        acc["count"] += count
+    hinted = out.get("cache hints", {}).get("usd_saved", 0.0)
+    if prompt_cache_saved_usd - hinted:
+        out["provider caching"] = {"tokens_saved": 0, "usd_saved": prompt_cache_saved_usd - hinted, "count": 0}
+    order = {name: i for i, name in enumerate(SOURCE_ORDER)}
+    return dict(sorted(out.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
 
 
 def decision_counts(conn: sqlite3.Connection, addon: str, since: float | None = None) -> dict[str, int]:
@@ -226,6 +266,7 @@ def report(conn: sqlite3.Connection, since: float | None = None, until: float | 
     out = found["totals"]
     out["models"], out["projects"] = found["models"], found["projects"]
     out["savings"] = savings(conn, since, until)
+    out["savings_by_source"] = savings_by_source(conn, since, until, out["prompt_cache_saved_usd"])
     out["routing"] = routing(conn, since, until)
     return out
 

@@ -51,12 +51,23 @@ def render_report(data: dict, console: Console | None = None) -> None:
     console.print(usage_table("By project", "project", data["projects"]))
     if data.get("routing"):
         console.print(routing_table(data["routing"]))
-    if data.get("prompt_cache_saved_usd"):
-        console.print(f"Provider prompt caching saved [green]{fmt_usd(data['prompt_cache_saved_usd'])}[/]")
-    for addon, s in (data.get("savings") or {}).items():
-        if s["usd_saved"] or s["tokens_saved"]:
-            console.print(f"{addon} saved [green]{fmt_usd(s['usd_saved'])}[/] "
-                          f"({fmt_int(s['tokens_saved'])} tokens)")
+    sources = data.get("savings_by_source") or {}
+    if sources:
+        console.print(savings_table(sources))
+
+
+def savings_table(sources: dict[str, dict]) -> Table:
+    table = Table(title="Saved, by source", title_justify="left", expand=False)
+    table.add_column("source", no_wrap=True)
+    for col in ("tokens", "saved"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for name, s in sources.items():
+        usd = s["usd_saved"]
+        table.add_row(name, fmt_int(s["tokens_saved"]) if s["tokens_saved"] else "-",
+                      f"[green]{fmt_usd(usd)}[/]" if usd > 0 else fmt_usd(usd))
+    total = sum(s["usd_saved"] for s in sources.values())
+    table.add_row("[bold]all[/]", "", f"[bold]{fmt_usd(total)}[/]")
+    return table
 
 
 def routing_table(found: list[dict]) -> Table:
@@ -135,16 +146,23 @@ def fmt_ms(v: float | None) -> str:
 def describe(decisions: list[dict]) -> str:
     """What the addons did to one request, in a few words."""
     parts = []
+    compressed = 0
     for d in decisions:
         detail = d.get("detail") or {}
         if d["addon"] == "scrub" and detail.get("counts"):
             parts.append("scrubbed " + ", ".join(f"{n} {k.lower().split('_')[0]}" for k, n in detail["counts"].items()))
-        elif d["addon"] == "compress" and d.get("tokens_saved"):
-            parts.append(f"compressed -{fmt_tokens(d['tokens_saved'])} tok")
+        elif d["addon"] == "compress":
+            if d["action"] == "hints":
+                hints = detail.get("breakpoints") and f"{len(detail['breakpoints'])} breakpoints" or "cache key"
+                parts.append(f"hints: {hints}")
+            else:
+                compressed += d.get("tokens_saved") or 0
         elif d["addon"] == "cache":
             continue  # shown in its own column
         else:
             parts.append(f"{d['addon']} {d['action']}")
+    if compressed:
+        parts.append(f"compressed -{fmt_tokens(compressed)} tok")
     return "; ".join(parts)
 
 
@@ -167,7 +185,7 @@ class StatsView:
         self.narrow = width < 110
         since = window_start(self.window, now)
         found = queries.breakdowns(conn, since)
-        saved = queries.savings(conn, since)
+        saved = queries.savings_by_source(conn, since, prompt_cache_saved_usd=found["totals"]["prompt_cache_saved_usd"])
         lat = queries.latencies(conn, since)
         blocks = [Text(w, style="bold red") for w in health.warnings(self.path)]
         blocks += [self._header(found["totals"], saved, since, now, conn),
@@ -184,10 +202,7 @@ class StatsView:
         return Group(*blocks)
 
     def _header(self, t: dict, saved: dict, since: float, now: float, conn) -> Panel:
-        sources = {"cache hits": saved.get("cache", {}).get("usd_saved", 0.0),
-                   "provider caching": t["prompt_cache_saved_usd"],
-                   "compression": saved.get("compress", {}).get("usd_saved", 0.0),
-                   "routing": saved.get("route", {}).get("usd_saved", 0.0)}
+        sources = {name: s["usd_saved"] for name, s in saved.items()}
         total_saved = sum(sources.values())
         hit_rate = 100 * t["cache_hits"] / t["requests"] if t["requests"] else 0.0
         spark = queries.spend_per_minute(conn, max(since, now - 3600), now)[-60:]

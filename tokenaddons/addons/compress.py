@@ -1,0 +1,316 @@
+"""Compress: agent sessions cheaper in billed dollars, never by breaking the
+provider's prefix cache.
+
+After the cache lookup (whose key is what the client sent) and after route
+(the body is in the upstream's final format), before rate limits and budgets
+(which price what is sent):
+- provider prompt-cache hints (`cache_hints`): Anthropic breakpoints for a
+  request that carries none, an OpenAI `prompt_cache_key` when the client set
+  none (tokenaddons.engines.cache_hints);
+- transforms of tool output only (`compress`, lossless; `compress_lossy` adds
+  a cap), each a pure function of one block (tokenaddons.engines.compressors),
+  plus an output identical to an earlier one of the conversation, or the same
+  but for a few lines, sent as a reference to it. Results are memoized by
+  content hash (of the block and of the tool outputs before it) in the event
+  store, so history the client resends compresses to the same bytes on every
+  turn, after a restart and after an upgrade. What a file read returned is
+  sent as it is, but for those references.
+
+Savings are priced as billed: a token removed from a block on the turn it
+first appears is worth the uncached input price (the cache-write price where
+a breakpoint covers it), and on each later turn that resends it the
+cache-read price. A hint decision records what the provider then reported.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from tokenaddons.addons.store import Store
+from tokenaddons.engines import cache_hints, compressors, pricing, tokens
+from tokenaddons.engines.memo import digest, stable_digest
+from tokenaddons.exchange import Decision, Exchange, handled
+from tokenaddons.providers.base import TextRef
+from tokenaddons.store.compress_memo import CompressMemo, Entry
+
+log = logging.getLogger(__name__)
+
+APIS = ("anthropic.messages", "openai.chat", "openai.responses", "gemini.generate")
+MIN_CHARS = 64  # shorter outputs are left alone: nothing to win, a memo entry to keep
+DELTA_CANDIDATES = 4  # earlier outputs of as many lines a new one is compared with, newest first
+
+
+@dataclass
+class Block:
+    """One tool output string of the request, and what it becomes."""
+
+    ref: TextRef
+    position: int  # its message's index (Anthropic: which breakpoint covers it)
+    key: bytes  # the text and every tool output before it: the same on each turn that resends it
+    whole: bool  # the tool call's only text: it may be compared with another output whole
+    file: bool  # what a file read returned: shown as it is (see compressors.compress)
+    entry: Entry | None = None
+    seen: bool = False  # sent before in this conversation: the provider has it cached
+
+    @property
+    def sent(self) -> str:
+        return self.entry.output if self.entry is not None and self.entry.output is not None else self.ref.text
+
+    @property
+    def plain(self) -> bool:
+        """Sent as itself (compressed or not), not as a reference to another output."""
+        return self.entry is not None and not set(self.entry.saved) & set(compressors.CONVERSATION)
+
+
+class Compress:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.memo = CompressMemo(clock)
+        self._memo_for: str | None = None
+        # options, parsed in configure
+        self.enabled = True
+        self.lossy = False
+        self.max_tokens = 2000
+        self.hints = True
+        self.hints_ttl = "5m"
+
+    def load(self, loader) -> None:
+        loader.add_option("compress", bool, True,
+                          "Lossless, prefix-stable transforms of tool output: escape codes and redraws, trailing "
+                          "whitespace and blank runs, pretty JSON, repeated lines, repeated outputs.")
+        loader.add_option("compress_lossy", bool, False,
+                          "Also cap each tool output at compress_max_tokens, keeping its head and tail "
+                          "(the middle is lost to the model; see docs/compress.md).")
+        loader.add_option("compress_max_tokens", int, 2000,
+                          "With compress_lossy: the most tokens one tool output keeps.")
+        loader.add_option("cache_hints", bool, True,
+                          "Provider prompt-cache hints: Anthropic breakpoints for requests that carry none, "
+                          "an OpenAI prompt_cache_key where the client set none.")
+        loader.add_option("cache_hints_ttl", str, "5m",
+                          "TTL of the breakpoint on the stable prefix (tools and system): 5m or 1h "
+                          "(1-hour writes cost 2x input instead of 1.25x).")
+
+    def configure(self, updated) -> None:
+        if ctx.options.cache_hints_ttl not in cache_hints.TTLS:
+            raise exceptions.OptionsError(f"cache_hints_ttl must be 5m or 1h, not {ctx.options.cache_hints_ttl!r}")
+        if ctx.options.compress_max_tokens < 200:
+            raise exceptions.OptionsError("compress_max_tokens must be at least 200")
+        self.enabled = ctx.options.compress
+        self.lossy = ctx.options.compress_lossy
+        self.max_tokens = ctx.options.compress_max_tokens
+        self.hints = ctx.options.cache_hints
+        self.hints_ttl = ctx.options.cache_hints_ttl
+        events = self.store.events
+        if events is not None and self._memo_for != str(events.path):
+            self._memo_for = str(events.path)
+            self.memo.open(events)
+
+    def done(self) -> None:
+        self.memo.close()
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        ex = Exchange.of(flow)
+        if ex is None or not ex.known or handled(flow) or not (self.enabled or self.hints):
+            return
+        if ex.upstream_api is None or ex.upstream_api.name not in APIS or not isinstance(ex.body, dict):
+            return
+        try:
+            blocks = self._blocks(ex) if self.enabled else []
+            if any(b.entry is None for b in blocks):  # something new: compressing it is work for a thread
+                await asyncio.to_thread(self._compute, blocks, ex.model)
+            self._apply(ex, blocks)
+        except Exception:
+            log.exception("tokenaddons compress: %s is sent as the client sent it", flow.request.path)
+
+    # -- the tool outputs of the request
+
+    def _signature(self, model: str | None) -> str:
+        """What besides the text decides a result (never the code's version: see compressors.VERSION)."""
+        steps = f"cap:{self.max_tokens}" if self.lossy else "lossless"
+        return f"{tokens.encoding_name(model)}|{steps}"
+
+    def _blocks(self, ex: Exchange) -> list[Block]:
+        api, body = ex.upstream_api, ex.body
+        # Anthropic: which message each output sits in (a breakpoint covers the messages up to its own)
+        where = _message_of_blocks(body) if api.name == "anthropic.messages" else {}
+        outputs = [(where.get(id(ref.container), 0), ref) for ref in api.tool_refs(body) if isinstance(ref.text, str)]
+        parts: dict[str | None, int] = defaultdict(int)
+        for _, ref in outputs:
+            parts[ref.call] += 1
+        calls = api.tool_calls(body)
+        # A result is keyed by its text and the tool outputs before it (which
+        # the client resends unchanged): found again on every later turn of
+        # this conversation, whatever a later version of the steps would do.
+        context = stable_digest(self._signature(ex.model))
+        blocks = []
+        for position, ref in outputs:
+            text = ref.text
+            file = ref.call in calls and compressors.reads_file(*calls[ref.call])
+            key = stable_digest(f"{context.hex()}\0{ref.call}\0{'file' if file else ''}\0{text}")
+            if len(text) >= MIN_CHARS:
+                entry = self.memo.get(key)
+                blocks.append(Block(ref, position, key, bool(ref.call) and parts[ref.call] == 1, file, entry,
+                                    entry is not None))
+            context = key
+        return blocks
+
+    def _compute(self, blocks: list[Block], model: str | None) -> None:
+        """Results for blocks this conversation never sent before (in a worker
+        thread when there are any); earlier outputs are their references."""
+        count = lambda text: tokens.count_text(text, model)  # noqa: E731
+        cap = self.max_tokens if self.lossy else None
+        first: dict[tuple, Block] = {}  # an output's text -> the first whole output with it
+        earlier: dict[int, list[Block]] = defaultdict(list)  # lines -> whole outputs sent as themselves
+        for b in blocks:
+            if b.entry is None and (kept := self.memo.get_disk(b.key)) is not None:
+                b.entry, b.seen = kept, True  # sent before, since fallen out of memory
+            if b.entry is None:
+                b.entry = self.memo.put(b.key, self._result(b, first, earlier, count, cap))
+            if b.whole:
+                first.setdefault(digest(b.ref.text), b)
+                if b.plain:
+                    earlier[b.sent.count("\n")].append(b)
+
+    @staticmethod
+    def _result(b: Block, first: dict[tuple, Block], earlier: dict[int, list[Block]],
+                count: Callable[[str], int], cap: int | None) -> Entry:
+        text = b.ref.text
+        twin = first.get(digest(text)) if b.whole else None
+        if twin is not None:
+            reference = compressors.reference(twin.ref.call)
+            before, after = count(text), count(reference)
+            if after < before:
+                return Entry(compressors.VERSION, reference, before, after, {"dedupe": before - after})
+        r = compressors.compress(text, count, cap, b.file)
+        if b.whole:  # a few lines from an earlier output (a test run again, a status again)?
+            for other in reversed(earlier[r.text.count("\n")][-DELTA_CANDIDATES:]):
+                found = compressors.delta(other.sent, r.text, other.ref.call)
+                if found is not None and (n := count(found)) < r.after:
+                    return Entry(compressors.VERSION, found, r.before, n, {"delta": r.before - n})
+        return Entry(compressors.VERSION, r.text if r.changed else None, r.before, r.after, r.saved)
+
+    # -- what is sent, and what it saved
+
+    def _apply(self, ex: Exchange, blocks: list[Block]) -> None:
+        body, api = ex.body, ex.upstream_api
+        placed: list[cache_hints.Breakpoint] = []
+        key = None
+        if self.hints and api.name == "anthropic.messages":
+            placed = cache_hints.anthropic_breakpoints(body, ex.model, self._size, self.hints_ttl)
+        elif self.hints and ex.provider == "openai":  # OpenAI itself: compatible servers may refuse the field
+            key = cache_hints.openai_cache_key(api.name, body, ex.auth_hash, ex.project)
+        price = self._pricer(ex, placed)
+        saved: dict[str, list] = defaultdict(lambda: [0, 0.0, 0])  # step -> tokens, usd, blocks
+        changed = [b for b in blocks if b.entry is not None and b.entry.output is not None]
+        for b in changed:
+            unit = price(b)
+            for step, n in b.entry.saved.items():
+                acc = saved[step]
+                acc[0] += n
+                acc[1] += n * unit
+                acc[2] += 1
+        # everything decided: now change the body (plain assignments)
+        for b in changed:
+            b.ref.text = b.entry.output
+        for point in placed:
+            point.apply()
+        if key is not None:
+            body["prompt_cache_key"] = key
+        if changed or placed or key is not None:
+            ex.mark_changed()
+        for step in compressors.STEPS:
+            if step in saved:
+                n, usd, count = saved[step]
+                ex.decide("compress", step, tokens_saved=n, usd_saved=usd, blocks=count)
+        if placed:
+            d = ex.decide("compress", "hints", breakpoints=[p.where for p in placed], ttl=self.hints_ttl)
+            d.settle = partial(_settle_breakpoints, d)
+        elif key is not None:
+            d = ex.decide("compress", "hints", prompt_cache_key=key)
+            d.settle = partial(_settle_cache_key, d)
+
+    @staticmethod
+    def _size(value: Any) -> int:
+        """A block's tokens, for the hints' minimum (each string counted once per
+        process; `{"tools": [...]}` as JSON)."""
+        return tokens.estimate_input_tokens(None, value if isinstance(value, dict) else [value])
+
+    @staticmethod
+    def _pricer(ex: Exchange, placed: list[cache_hints.Breakpoint]) -> Callable[[Block], float]:
+        """USD per token removed from a block: the uncached input price (the
+        cache-write price under a breakpoint) the turn it first appears, the
+        cache-read price each later turn that resends it."""
+        prices = pricing.unit_prices(ex.provider, ex.model or "")
+        if prices is None:
+            return lambda b: 0.0
+        if ex.upstream_api.name != "anthropic.messages":
+            return lambda b: prices.cache_read if b.seen else prices.input
+        covers = _breakpoints_by_message(ex.body, placed)  # message index -> ttl of its breakpoint
+        auto = isinstance(ex.body.get("cache_control"), dict)
+
+        def price(b: Block) -> float:
+            ttl = next((t for i, t in covers if i >= b.position), None)
+            if ttl is None and not auto:
+                return prices.input  # no breakpoint after it: billed in full, every turn
+            if b.seen:
+                return prices.cache_read
+            return prices.cache_write_1h if ttl == "1h" else prices.cache_write_5m
+
+        return price
+
+
+def _message_of_blocks(body: dict) -> dict[int, int]:
+    """id() of every content block (and of the blocks inside a tool result) -> its message's index."""
+    out: dict[int, int] = {}
+    for i, msg in enumerate(body.get("messages") or []):
+        content = msg.get("content") if isinstance(msg, dict) else None
+        for block in content if isinstance(content, list) else []:
+            out[id(block)] = i
+            inner = block.get("content") if isinstance(block, dict) else None
+            for part in inner if isinstance(inner, list) else []:
+                out[id(part)] = i
+                if isinstance(part, dict) and isinstance(part.get("source"), dict):
+                    out[id(part["source"])] = i
+    return out
+
+
+def _breakpoints_by_message(body: dict, placed: list[cache_hints.Breakpoint]) -> list[tuple[int, str]]:
+    """(message index, ttl) of every breakpoint in the messages, the client's
+    and those about to be placed, in order."""
+    marked = {id(p.container): p.ttl for p in placed}
+    out = []
+    for i, msg in enumerate(body.get("messages") or []):
+        if not isinstance(msg, dict):
+            continue
+        content = msg.get("content")
+        ttl = marked.get(id(msg)) or marked.get(id(content))
+        for block in content if isinstance(content, list) else []:
+            cc = block.get("cache_control") if isinstance(block, dict) else None
+            if isinstance(cc, dict):
+                ttl = cc.get("ttl") or "5m"
+        if ttl:
+            out.append((i, ttl))
+    return out
+
+
+def _settle_breakpoints(d: Decision, ex: Exchange) -> None:
+    """The client set no breakpoint: every cache read and write of this exchange is the hints' doing."""
+    u = ex.usage
+    if u is None:
+        return
+    d.detail.update(cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens)
+    d.usd_saved = pricing.prompt_cache_saving(ex.provider, ex.served_model or ex.model or "", u, ex.cost_usd)
+
+
+def _settle_cache_key(d: Decision, ex: Exchange) -> None:
+    """OpenAI caches prefixes with or without a key: the reads are recorded, not credited."""
+    if ex.usage is not None:
+        d.detail.update(cache_read_tokens=ex.usage.cache_read_tokens)
