@@ -13,6 +13,7 @@ from tokenaddons.addons.budget import Budget
 from tokenaddons.addons.cache import Cache
 from tokenaddons.addons.guard import Guard
 from tokenaddons.addons.intake import Intake
+from tokenaddons.addons.intercept import Intercept
 from tokenaddons.addons.meter import Meter
 from tokenaddons.addons.outlet import Outlet
 from tokenaddons.addons.ratelimit import RateLimit
@@ -30,6 +31,7 @@ def addons() -> list:
     return [
         Settings(published),  # the TOML file: price overrides, budget caps per provider/model/project
         store,                # the event store every other addon writes through
+        Intercept(),          # system-wide modes: decrypt only provider hosts, tunnel the rest untouched
         Intake(),             # detect the API, parse the body once, project tag
         Guard(),              # prompt injections in tool results and user text
         Scrub(store),         # PII and secrets out, placeholders restored in answers

@@ -38,6 +38,7 @@ METADATA_KEY = "tokenaddons"
 OBSERVE, FILTER, RECORD, RESTORE = 0, 10, 20, 30
 
 _LIVE: weakref.WeakKeyDictionary[http.HTTPFlow, Exchange] = weakref.WeakKeyDictionary()
+_NOT_OURS: weakref.WeakSet[http.HTTPFlow] = weakref.WeakSet()
 
 
 class Tap(Protocol):
@@ -210,3 +211,13 @@ def handled(flow: http.HTTPFlow) -> bool:
         return True
     ex = _LIVE.get(flow)
     return ex is not None and ex.answered_by is not None
+
+
+def pass_through(flow: http.HTTPFlow) -> None:
+    """Mark a flow as none of ours (a host that is not intercepted): it gets no
+    exchange, so no addon touches it and no row is written."""
+    _NOT_OURS.add(flow)
+
+
+def passed_through(flow: http.HTTPFlow) -> bool:
+    return flow in _NOT_OURS

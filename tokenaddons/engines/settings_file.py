@@ -11,6 +11,13 @@ PRICE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok"
 BUDGET_SCOPES = ("provider", "model", "project")
 BUDGET_KEYS = ("hourly_usd", "daily_usd", "monthly_usd")
 
+# The wire-format families a provider can speak, and where each is served publicly.
+PUBLIC_ENDPOINTS = {
+    "anthropic": "https://api.anthropic.com",
+    "openai": "https://api.openai.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+}
+
 
 @dataclass
 class Values:
