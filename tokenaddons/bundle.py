@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from tokenaddons.addons.budget import Budget
 from tokenaddons.addons.cache import Cache
+from tokenaddons.addons.capture import Capture
 from tokenaddons.addons.guard import Guard
 from tokenaddons.addons.intake import Intake
 from tokenaddons.addons.intercept import Intercept
@@ -42,4 +43,5 @@ def addons() -> list:
         Meter(store),         # usage, cost, savings: one event row per exchange
         Settle(),             # after the meter: the cache fills, budgets settle, the summary is kept
         Outlet(),             # serialize the body once, if anything changed it
+        Capture(),            # last: the exchange saved as it went upstream (capture_path)
     ]

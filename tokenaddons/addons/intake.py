@@ -9,6 +9,7 @@ from mitmproxy import ctx, http
 
 from tokenaddons import providers
 from tokenaddons.engines import jsonio
+from tokenaddons.engines.credentials import AUTH_HEADERS, QUERY_KEY
 from tokenaddons.exchange import OBSERVE, Exchange, passed_through
 from tokenaddons.providers.sse import is_sse
 from tokenaddons.stream import CopyTap, StreamPump, stream_decoder
@@ -16,7 +17,6 @@ from tokenaddons.stream import CopyTap, StreamPump, stream_decoder
 log = logging.getLogger(__name__)
 
 PROJECT_HEADER = "x-tokenaddons-project"
-AUTH_HEADERS = ("x-api-key", "authorization", "x-goog-api-key", "api-key")
 
 
 def auth_identity(flow: http.HTTPFlow) -> str | None:
@@ -24,7 +24,7 @@ def auth_identity(flow: http.HTTPFlow) -> str | None:
     for name in AUTH_HEADERS:
         if value := flow.request.headers.get(name):
             return hashlib.sha256(f"{name}:{value}".encode()).hexdigest()[:16]
-    if key := flow.request.query.get("key"):  # Gemini's ?key=
+    if key := flow.request.query.get(QUERY_KEY):  # Gemini's ?key=
         return hashlib.sha256(f"key:{key}".encode()).hexdigest()[:16]
     return None
 
