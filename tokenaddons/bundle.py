@@ -18,6 +18,7 @@ from tokenaddons.addons.intercept import Intercept
 from tokenaddons.addons.meter import Meter
 from tokenaddons.addons.outlet import Outlet
 from tokenaddons.addons.ratelimit import RateLimit
+from tokenaddons.addons.replay import Replay
 from tokenaddons.addons.scrub import Scrub
 from tokenaddons.addons.settings import Settings
 from tokenaddons.addons.settle import Settle
@@ -45,3 +46,9 @@ def addons() -> list:
         Outlet(),             # serialize the body once, if anything changed it
         Capture(),            # last: the exchange saved as it went upstream (capture_path)
     ]
+
+
+def replay_addons() -> list:
+    """The pipeline, then the driver that plays captured traffic through it
+    (before mitmproxy's server playback, which answers what the pipeline lets through)."""
+    return addons() + [Replay()]

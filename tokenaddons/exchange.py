@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "tokenaddons"
+WITHHELD_KEY = "tokenaddons_withheld"  # what a captured flow says was left out of it
 
 # Tap stages: a streamed event passes the taps in stage order. The meter observes
 # upstream's events, then events the client did not ask for are filtered out,

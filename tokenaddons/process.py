@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
+REPLAY_LAUNCHER = Path(__file__).with_name("replay_launcher.py")
+MITMDUMP = "from mitmproxy.tools.main import mitmdump; mitmdump()"
 
 
 def free_port() -> int:
@@ -46,7 +48,7 @@ class Mitmdump:
         self.store = self.workdir / "events.db"
         self.port = free_port()
         self.log = self.workdir / "mitmdump.log"
-        code = "from mitmproxy.tools.main import mitmdump; mitmdump()"
+        code = MITMDUMP
         if profile is not None:  # cProfile of the event loop's thread, written when mitmdump stops
             Path(profile).mkdir(parents=True, exist_ok=True)
             out = Path(profile) / f"mitmdump-{self.port}.prof"
@@ -89,3 +91,14 @@ class Mitmdump:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def run_mitmdump(args: list[str], cwd: Path, timeout: float = 3600) -> str:
+    """`mitmdump ARGS` to its end (reading or replaying flows, no proxy server);
+    its log, or RuntimeError with the log's end if it failed."""
+    done = subprocess.run([sys.executable, "-c", MITMDUMP, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    log = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise RuntimeError(f"mitmdump exited with {done.returncode}:\n{log[-3000:]}")
+    return log

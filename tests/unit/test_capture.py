@@ -10,8 +10,8 @@ from mitmproxy import exceptions, http, io
 from mitmproxy.test import taddons
 
 from tokenaddons import bundle
-from tokenaddons.addons.capture import WITHHELD_KEY, Capture
-from tokenaddons.exchange import Exchange
+from tokenaddons.addons.capture import Capture
+from tokenaddons.exchange import WITHHELD_KEY, Exchange
 from tokenaddons.providers.sse import frame
 from tokenaddons.test.flows import make_flow, sse_response
 from tokenaddons.test.pipeline import arun_flow

@@ -28,12 +28,10 @@ from mitmproxy import ctx, exceptions, http, io
 
 from tokenaddons.engines import jsonio
 from tokenaddons.engines.credentials import AUTH_HEADERS, QUERY_KEY, redacted
-from tokenaddons.exchange import METADATA_KEY, Exchange
+from tokenaddons.exchange import METADATA_KEY, WITHHELD_KEY, Exchange
 
 log = logging.getLogger(__name__)
 
-# Where a captured flow says what was left out of it (flow.metadata).
-WITHHELD_KEY = "tokenaddons_withheld"
 
 
 class Capture:

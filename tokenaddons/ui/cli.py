@@ -164,6 +164,37 @@ def import_vcr(cassettes: tuple[str, ...], out: str) -> None:
 
 
 @main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--settings", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="TOML settings file to replay with.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Any tokenaddons option to replay with "
+              "(--set compress=true, --set budget_daily_usd=5, ...).")
+@click.option("--store", default=None, type=click.Path(dir_okay=False),
+              help="Keep the replay's event store here (a new file; default: a temporary one).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of tables.")
+def replay(files: tuple[str, ...], settings: str | None, sets: tuple[str, ...], store: str | None,
+           as_json: bool) -> None:
+    """What captured traffic (`run --capture FILE`) would have done with other settings.
+
+    Each captured request goes through the bundle again and is answered from its
+    captured answer (nothing goes out); printed side by side with what was billed."""
+    from tokenaddons import whatif
+
+    if store and Path(store).exists():
+        raise click.ClickException(f"{store} exists: the replay writes a new store")
+    try:
+        data = whatif.run([Path(f) for f in files], settings, sets, Path(store) if store else None)
+    except RuntimeError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        from tokenaddons.ui.views import render_whatif
+
+        render_whatif(data)
+
+
+@main.command()
 @click.option("--store", default=None, help="Event store for the demo (default: a fresh temporary file).")
 @click.option("--requests", "count", default=24, show_default=True, help="How many demo requests to send.")
 @click.option("--pause", default=0.0, show_default=True,

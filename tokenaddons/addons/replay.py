@@ -1,0 +1,120 @@
+"""Replay: captured traffic through the bundle, answered from the captured answers.
+
+Loaded after the bundle (`bundle.replay_addons()`, which `tokenaddons replay`
+runs). It hands the captured requests to mitmproxy's client playback, one at a
+time in the order they were made, so each passes the whole pipeline as if a
+client sent it now; and the captured answers to mitmproxy's server playback,
+which answers each request that the pipeline lets through from its own
+captured answer, so nothing goes out.
+
+Pairing is by a tag header (`x-tokenaddons-replay`) and never by the body:
+compression, scrubbing or any other setting may change the body, and the
+request must still get its own answer. A request the pipeline answers itself
+(a cache hit, a budget refusal) loses its tag before server playback runs, so
+its captured answer is never played. A request the settings send to another
+path than the captured one has no captured answer: it is answered with a 502
+here rather than let out. mitmproxy stops when every request has been played.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from mitmproxy import ctx, exceptions, http, io
+from mitmproxy.utils import asyncio_utils
+
+from tokenaddons.errors import refuse
+from tokenaddons.exchange import WITHHELD_KEY, handled
+
+log = logging.getLogger(__name__)
+
+TAG = "x-tokenaddons-replay"
+
+
+def replayable(flow) -> str | None:
+    """Why a captured flow cannot be replayed, or None if it can."""
+    if not isinstance(flow, http.HTTPFlow):
+        return "not HTTP"
+    if flow.websocket is not None:
+        return "a WebSocket"
+    if flow.response is None:
+        return "no answer was captured"
+    if flow.metadata.get(WITHHELD_KEY):
+        return "its request body was not captured"
+    if flow.request.raw_content is None:
+        return "its request body is missing"
+    return None
+
+
+class Replay:
+    def __init__(self) -> None:
+        self.flows: list[http.HTTPFlow] = []
+        self.captured: dict[str, http.HTTPFlow] = {}  # tag -> the request as captured
+        self.task: asyncio.Task | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option("replay_capture", str, "",
+                          "A captured flow file to play through the bundle now, each request answered from its "
+                          "captured answer (nothing goes out); mitmproxy stops when all are played.")
+
+    def configure(self, updated) -> None:
+        if "replay_capture" not in updated or not ctx.options.replay_capture:
+            return
+        try:
+            flows = io.read_flows_from_paths([ctx.options.replay_capture])
+        except exceptions.FlowReadException as e:
+            raise exceptions.OptionsError(f"replay_capture: {e}") from None
+        self.flows, skipped = [], 0
+        for flow in flows:
+            if replayable(flow) is None:
+                self.flows.append(flow)
+            else:
+                skipped += 1
+        self.flows.sort(key=lambda f: f.request.timestamp_start or 0)
+        if skipped:
+            log.warning("tokenaddons replay: %d captured flow(s) cannot be replayed", skipped)
+        ctx.options.update(
+            # answers found by the tag alone
+            server_replay_use_headers=[TAG], server_replay_ignore_content=True, server_replay_ignore_host=True,
+            server_replay_ignore_port=True, server_replay_refresh=False,
+            # a request answered here has no tag left: server playback must leave that answer alone
+            server_replay_extra="forward",
+            upstream_check=False,  # nothing goes upstream, so nothing to check
+        )
+
+    def running(self) -> None:
+        if not self.flows:
+            if ctx.options.replay_capture:
+                asyncio_utils.create_task(self._stop_when_played(), name="tokenaddons replay")
+            return
+        served, played = [], []
+        for i, flow in enumerate(self.flows):
+            flow.request.headers[TAG] = str(i)
+            self.captured[str(i)] = flow
+            copy = flow.copy()
+            copy.id = flow.id  # the replayed exchange keeps the captured one's id
+            served.append(flow)
+            played.append(copy)
+        ctx.master.commands.call("replay.server", served)
+        ctx.master.commands.call("replay.client", played)
+        log.info("tokenaddons replay: playing %d captured request(s)", len(played))
+        self.task = asyncio_utils.create_task(self._stop_when_played(), name="tokenaddons replay")
+
+    async def _stop_when_played(self) -> None:
+        while ctx.master.commands.call("replay.client.count"):
+            await asyncio.sleep(0.05)
+        ctx.master.shutdown()
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        tag = flow.request.headers.get(TAG)
+        original = self.captured.get(tag) if tag is not None else None
+        if original is None:
+            return
+        if handled(flow):  # answered here: its captured answer stays unplayed
+            del flow.request.headers[TAG]
+            return
+        was, now = original.request, flow.request
+        if (now.method, now.scheme, now.path) != (was.method, was.scheme, was.path):
+            del flow.request.headers[TAG]
+            refuse(flow, "replay", "upstream", f"these settings send the request to {now.method} {now.url}, "
+                   f"which was not captured (captured: {was.method} {was.url})", status=502)
