@@ -103,8 +103,7 @@ def _total(sides: list[dict], replayed: bool) -> dict:
                 flag = out["flagged"][d["addon"]]
                 flagged.add(d["addon"])
                 flag["actions"][d["action"]] += 1
-                flag["found"].update(d["detail"].get("counts") or {})
-                flag["found"].update({rule: 1 for rule in d["detail"].get("rules") or ()})
+                flag["found"].update(d["detail"].get("counts") or d["detail"].get("rules") or {})
         for name in flagged:
             out["flagged"][name]["requests"] += 1
         if side["answered_by"] and side["answered_by"] != "cache":
