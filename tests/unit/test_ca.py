@@ -6,7 +6,6 @@ import shutil
 import ssl
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import certifi
@@ -15,9 +14,8 @@ from click.testing import CliRunner
 
 from tokenaddons.ca import CA, KEY_FILES, default_confdir, install_plan
 from tokenaddons.shellenv import render, variables
+from tokenaddons.test.clients import TOKENADDONS, eval_env
 from tokenaddons.ui.cli import main
-
-TOKENADDONS = Path(sys.executable).with_name("tokenaddons")
 
 
 def invoke(*args: str):
@@ -110,17 +108,9 @@ def test_install_dry_run_prints_the_commands(tmp_path):
     assert str(tmp_path / "mitmproxy-ca-cert.pem") in out.stdout
 
 
-def shell_env(*args: str, environ: dict | None = None) -> dict[str, str]:
-    """What a bash shell holds after `eval "$(tokenaddons env ARGS)"`."""
-    script = f'eval "$({TOKENADDONS} env {" ".join(args)})" && env -0'
-    done = subprocess.run(["bash", "-c", script], capture_output=True, env=environ or dict(os.environ),
-                          check=True)
-    return dict(line.split("=", 1) for line in done.stdout.decode().split("\0") if "=" in line)
-
-
 def test_eval_env_just_works(tmp_path):
     confdir = tmp_path / "my certs"  # a space: every value is quoted
-    seen = shell_env("--port", "7799", "--confdir", f"'{confdir}'",
+    seen = eval_env("--port", "7799", "--confdir", f"'{confdir}'",
                      environ={**os.environ, "NO_PROXY": "intranet.example,localhost"})
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         assert seen[name] == "http://127.0.0.1:7799"

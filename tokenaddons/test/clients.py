@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parents[2] / ".tools" / "node_modules" / ".bin"
 CLAUDE = TOOLS / "claude"
 CODEX = TOOLS / "codex"
+TOKENADDONS = Path(sys.executable).with_name("tokenaddons")
 
 # The simulator answers a prompt's [[tool:NAME ARGS]] with that tool call, so
 # each client runs one real tool and sends its output back: two turns.
@@ -55,3 +57,11 @@ env_key = "OPENAI_API_KEY"
             **(env or {})}
     return subprocess.run([str(CODEX), "exec", "--skip-git-repo-check", prompt], env=full, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def eval_env(*args: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a bash shell holds after `eval "$(tokenaddons env ARGS)"`."""
+    script = f'eval "$({TOKENADDONS} env {" ".join(args)})" && env -0'
+    done = subprocess.run(["bash", "-c", script], capture_output=True, check=True,
+                          env=dict(os.environ) if environ is None else environ)
+    return dict(line.split("=", 1) for line in done.stdout.decode().split("\0") if "=" in line)
