@@ -18,9 +18,21 @@ LOOPBACK = ("localhost", "127.0.0.1", "::1")
 SHELLS = ("sh", "fish", "powershell")
 
 
-def variables(proxy_url: str, ca: CA, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Name -> value; `NO_PROXY` keeps what the shell already excludes."""
+def variables(proxy_url: str | None, ca: CA, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Name -> value; `NO_PROXY` keeps what the shell already excludes. Without
+    a proxy URL (transparent mode: traffic is redirected, not sent to a proxy),
+    only the CA's variables."""
     environ = os.environ if environ is None else environ
+    out: dict[str, str] = {}
+    if proxy_url:
+        out.update(proxy_variables(proxy_url, environ))
+    out["NODE_EXTRA_CA_CERTS"] = str(ca.cert)
+    out["CODEX_CA_CERTIFICATE"] = str(ca.cert)
+    out["SSL_CERT_FILE"] = out["REQUESTS_CA_BUNDLE"] = str(ca.bundle)
+    return out
+
+
+def proxy_variables(proxy_url: str, environ) -> dict[str, str]:
     no_proxy: list[str] = []
     for item in [*LOOPBACK, *(environ.get("NO_PROXY") or environ.get("no_proxy") or "").split(",")]:
         if item.strip() and item.strip() not in no_proxy:
@@ -29,9 +41,6 @@ def variables(proxy_url: str, ca: CA, environ: dict[str, str] | None = None) -> 
     for name in ("HTTPS_PROXY", "HTTP_PROXY"):
         out[name] = out[name.lower()] = proxy_url
     out["NO_PROXY"] = out["no_proxy"] = ",".join(no_proxy)
-    out["NODE_EXTRA_CA_CERTS"] = str(ca.cert)
-    out["CODEX_CA_CERTIFICATE"] = str(ca.cert)
-    out["SSL_CERT_FILE"] = out["REQUESTS_CA_BUNDLE"] = str(ca.bundle)
     return out
 
 

@@ -124,6 +124,12 @@ def test_eval_env_just_works(tmp_path):
     assert undone.stdout.strip() == "[unset]"
 
 
+def test_transparent_mode_needs_only_the_ca(tmp_path):
+    seen = eval_env("--ca-only", "--confdir", str(tmp_path), environ={"PATH": os.environ["PATH"]})
+    assert not {"HTTPS_PROXY", "https_proxy", "NO_PROXY"} & set(seen)
+    assert seen["SSL_CERT_FILE"] == str(tmp_path / "tokenaddons-ca-bundle.pem")
+
+
 def test_fish_and_powershell_lines(tmp_path):
     values = variables("http://127.0.0.1:7677", CA.at(tmp_path / "it's"), environ={})
     fish = render(values, "fish")

@@ -286,8 +286,10 @@ def ca_install(confdir: str | None, dry_run: bool) -> None:
 @click.option("--shell", "shell", type=click.Choice(["sh", "fish", "powershell"]), default="sh",
               show_default=True, help="sh covers bash and zsh.")
 @click.option("--unset", is_flag=True, help="Print the lines that undo it.")
+@click.option("--ca-only", is_flag=True, help="Only the CA's variables (transparent mode: traffic is redirected "
+              "to the proxy, not sent to it).")
 @confdir_option
-def env(host: str, port: int, shell: str, unset: bool, confdir: str | None) -> None:
+def env(host: str, port: int, shell: str, unset: bool, ca_only: bool, confdir: str | None) -> None:
     """Shell lines that put this shell's tools behind the regular-mode proxy: eval "$(tokenaddons env)".
 
     Creates the CA and the combined bundle if they do not exist yet."""
@@ -295,7 +297,7 @@ def env(host: str, port: int, shell: str, unset: bool, confdir: str | None) -> N
 
     authority = _ca(confdir)
     proxy = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    values = shellenv.variables(proxy, authority)
+    values = shellenv.variables(None if ca_only else proxy, authority)
     if unset:
         click.echo(shellenv.render_unset(list(values), shell), nl=False)
         return
