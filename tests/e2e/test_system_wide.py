@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sqlite3
 import ssl
 import subprocess
@@ -22,7 +21,7 @@ import pytest
 from mitmproxy import io
 
 from tests.conftest import needs_client
-from tokenaddons.process import free_port, wait_port
+from tokenaddons.process import Service, free_port
 from tokenaddons.sim import Simulator
 from tokenaddons.test import clients
 from tokenaddons.test.tls import self_signed
@@ -32,30 +31,14 @@ pytestmark = pytest.mark.integration
 PROVIDER_HOST, OTHER_HOST = "127.0.0.2", "127.0.0.3"
 
 
-class Run:
-    """`tokenaddons run ARGS` on a free port, stopped with SIGINT (the store drains)."""
+class Run(Service):
+    """`tokenaddons run ARGS` on a free port."""
 
     def __init__(self, workdir: Path, *args: str):
-        self.port = free_port()
         self.store = workdir / "events.db"
-        self.log = workdir / "run.log"
-        self.proc = subprocess.Popen([str(clients.TOKENADDONS), "run", "-p", str(self.port), "--store",
-                                      str(self.store), "--set", "termlog_verbosity=info", *args],
-                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, cwd=workdir)
-        try:
-            wait_port(self.port, proc=self.proc)
-        except Exception:
-            self.stop()
-            raise AssertionError(self.log.read_text()[-3000:]) from None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            self.proc.wait(20)
+        port = free_port()
+        super().__init__([str(clients.TOKENADDONS), "run", "-p", str(port), "--store", str(self.store),
+                          "--set", "termlog_verbosity=info", *args], workdir, port, "run.log")
 
     def rows(self) -> list[dict]:
         self.stop()
