@@ -25,6 +25,7 @@ from contextlib import closing
 from pathlib import Path
 
 from mitmproxy import io
+from mitmproxy.exceptions import FlowReadException
 
 from tokenaddons.addons.replay import replayable
 from tokenaddons.exchange import METADATA_KEY
@@ -138,12 +139,23 @@ def report(flows: list, captured: dict[str, dict], replayed: dict[str, dict], sk
     return out
 
 
+def read(files: list[Path]) -> list:
+    out = []
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                out += list(io.FlowReader(f).stream())
+        except (OSError, FlowReadException) as e:
+            raise ValueError(f"cannot read {path} as mitmproxy flows: {e}") from None
+    return out
+
+
 def run(files: list[Path], settings: str | None = None, sets: tuple[str, ...] = (),
         store: Path | None = None) -> dict:
     """Replay the captured `files` with the settings given; the report."""
     flows, skipped = [], Counter()
     seen: set[str] = set()
-    for flow in io.read_flows_from_paths([str(f) for f in files]):
+    for flow in read(files):
         why = replayable(flow)
         if why is None and flow.id in seen:
             why = "the same exchange twice"

@@ -88,3 +88,12 @@ def test_a_store_of_its_own_on_request(tmp_path):
     assert ids == set(summaries(CODEX))
     out = CliRunner().invoke(main, ["replay", str(CODEX), "--store", str(store)])
     assert out.exit_code != 0 and "exists" in out.output
+
+
+def test_a_misspelt_setting_or_an_unreadable_file_is_a_clear_error(tmp_path):
+    out = CliRunner().invoke(main, ["replay", str(CODEX), "--set", "budget_dialy_usd=5"])
+    assert out.exit_code != 0 and "unknown option(s) budget_dialy_usd" in out.output
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a capture")
+    out = CliRunner().invoke(main, ["replay", str(bad)])
+    assert out.exit_code != 0 and f"cannot read {bad}" in out.output

@@ -83,9 +83,13 @@ class Replay:
         )
 
     def running(self) -> None:
+        if not ctx.options.replay_capture:
+            return
+        if unknown := sorted(ctx.options.deferred):  # a misspelt setting must not pass for a what-if
+            log.error("tokenaddons replay: unknown option(s) %s; nothing replayed", ", ".join(unknown))
+            return
         if not self.flows:
-            if ctx.options.replay_capture:
-                asyncio_utils.create_task(self._stop_when_played(), name="tokenaddons replay")
+            asyncio_utils.create_task(self._stop_when_played(), name="tokenaddons replay")
             return
         served, played = [], []
         for i, flow in enumerate(self.flows):

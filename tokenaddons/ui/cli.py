@@ -184,7 +184,7 @@ def replay(files: tuple[str, ...], settings: str | None, sets: tuple[str, ...], 
         raise click.ClickException(f"{store} exists: the replay writes a new store")
     try:
         data = whatif.run([Path(f) for f in files], settings, sets, Path(store) if store else None)
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     if as_json:
         click.echo(json.dumps(data, indent=2))
