@@ -14,15 +14,17 @@ copy with:
 - credentials replaced by a digest that still tells callers apart;
 - of the metadata, only the exchange's summary.
 
-`tokenaddons replay` (and `mitmdump -r`) read the file back. Serializing and
-writing happen on one worker thread, in order, off the event loop.
+`tokenaddons replay` (and `mitmdump -r`) read the file back. The event loop
+only takes the flow's state; copying, cleaning, serializing and writing happen
+on one worker thread, in order.
 """
 from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from mitmproxy import ctx, exceptions, http, io
 
@@ -85,41 +87,53 @@ class Capture:
         if self.pool is None or ex is None or flow.websocket is not None or ex.state.get("captured"):
             return  # (not ours: nothing of it is kept; a WebSocket's messages are not scrubbed)
         ex.state["captured"] = True
+        # on the event loop only the flow's state is taken (the live flow moves on);
+        # the copy is made, cleaned and written on the writer thread
         try:
-            copy = as_sent(flow, ex)
+            state = flow.get_state()
         except Exception:
             log.exception("tokenaddons capture: could not capture %s", flow.request.path)
             return
-        self.pool.submit(self._write, copy)
+        self.pool.submit(self._write, state, Sent(ex.answered_by == "scrub", ex.body if ex.dirty else None,
+                                                  ex.upstream_body))
 
-    def _write(self, flow: http.HTTPFlow) -> None:
+    def _write(self, state: dict, sent: Sent) -> None:
         try:
-            self.writer.add(flow)
+            self.writer.add(as_sent(state, sent))
             self.file.flush()  # a proxy killed later keeps every exchange written so far
             self.saved += 1
         except Exception:
             log.exception("tokenaddons capture: could not write to %s", self.path)
 
 
-def as_sent(flow: http.HTTPFlow, ex: Exchange) -> http.HTTPFlow:
-    """A copy of the flow as it went upstream and came back, nothing scrubbed
-    put back, no credential kept."""
-    copy = flow.copy()
-    copy.id = flow.id  # the same exchange: its event row and its saved copy share the id
+@dataclass(frozen=True)
+class Sent:
+    """What the exchange knows that the flow does not: what really went and came back."""
+
+    refused_by_scrub: bool  # its body holds what scrub must not let be written
+    body: Any  # the request JSON as the addons left it, when it was not serialized (answered here)
+    upstream_body: bytes | None  # the answer as upstream sent it, before placeholders were restored
+
+
+def as_sent(state: dict, sent: Sent) -> http.HTTPFlow:
+    """The flow (from its state) as it went upstream and came back, nothing
+    scrubbed put back, no credential kept."""
+    state["backup"] = None  # an earlier version of the flow (an edit, a replay) is no part of it
     # only the exchange's own summary: whatever else was put in the metadata is unknown content
-    copy.metadata = {k: v for k, v in flow.metadata.items() if k == METADATA_KEY}
+    state["metadata"] = {k: v for k, v in state["metadata"].items() if k == METADATA_KEY}
+    copy = http.HTTPFlow.from_state(state)
     req = copy.request
-    if ex.answered_by == "scrub":  # refused by scrub: its body holds what must not be written
+    if sent.refused_by_scrub:
         req.content = b""
         copy.metadata[WITHHELD_KEY] = "request body: refused by scrub"
-    elif ex.dirty:  # answered here before the body was serialized: as it would have gone
-        req.content = jsonio.dumps(ex.body)
+    elif sent.body is not None:  # answered here before the body was serialized: as it would have gone
+        req.content = jsonio.dumps(sent.body)
     for name in AUTH_HEADERS:
         if name in req.headers:
             req.headers[name] = redacted(req.headers[name])
     if QUERY_KEY in req.query:
         req.query[QUERY_KEY] = redacted(req.query[QUERY_KEY])
     resp = copy.response
-    if resp is not None and ex.upstream_body is not None:
-        resp.content = ex.upstream_body  # as upstream sent it: placeholders not yet restored
+    if resp is not None and sent.upstream_body is not None:
+        resp.content = sent.upstream_body  # as upstream sent it: placeholders not yet restored
     return copy
