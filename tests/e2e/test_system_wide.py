@@ -112,7 +112,8 @@ def test_providers_are_intercepted_and_other_hosts_tunneled_untouched(regular, s
 
 
 @pytest.mark.parametrize("client", [
-    pytest.param("claude_code", marks=needs_client(clients.CLAUDE, "Claude Code")), "python_sdk"])
+    pytest.param("claude_code", marks=needs_client(clients.CLAUDE, "Claude Code")),
+    pytest.param("codex", marks=needs_client(clients.CODEX, "Codex CLI")), "python_sdk"])
 def test_eval_env_puts_clients_behind_the_proxy(regular, stand_ins, tmp_path, client):
     proxy, ca, confdir = regular
     provider, _ = stand_ins
@@ -123,14 +124,20 @@ def test_eval_env_puts_clients_behind_the_proxy(regular, stand_ins, tmp_path, cl
         out = clients.claude_code(tmp_path / "home", tmp_path, provider.url, env={k: env[k] for k in keys})
         assert out.returncode == 0, out.stderr + out.stdout
         assert "tokenaddons-42" in out.stdout  # its tool loop ran through the proxy
+    elif client == "codex":
+        keys = ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "CODEX_CA_CERTIFICATE")
+        out = clients.codex(tmp_path / "home", tmp_path, f"{provider.url}/v1", env={k: env[k] for k in keys})
+        assert out.returncode == 0, out.stderr + out.stdout
+        assert "tokenaddons-42" in out.stdout
     else:
         script = ("import anthropic; m = anthropic.Anthropic(base_url=%r, api_key='sk-ant-test', max_retries=0)"
                   ".messages.create(model='claude-sonnet-4-5', max_tokens=40, messages=[{'role': 'user', "
                   "'content': 'hi'}]); print(m.usage.output_tokens)" % provider.url)
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
-    rows = [r for r in proxy.rows() if r["api"] == "anthropic.messages"]
-    assert len(rows) == len([r for r in provider.requests if r.path.startswith("/v1/messages")]) >= 1
+    rows = [r for r in proxy.rows() if r["api"] in ("anthropic.messages", "openai.responses")]
+    sent = [r for r in provider.requests if r.path.startswith(("/v1/messages", "/v1/responses"))]
+    assert len(rows) == len(sent) >= 1
     assert all(r["status"] == 200 and r["cost_usd"] > 0 for r in rows)
     if client == "python_sdk":
         assert rows[0]["output_tokens"] == int(out.stdout)
