@@ -68,8 +68,10 @@ def run(upstream: str, regular: bool, transparent: bool, host: str, port: int, s
     if regular and transparent:
         raise click.UsageError("--regular and --transparent exclude each other")
     mode = "regular" if regular else "transparent" if transparent else f"reverse:{upstream}"
-    sys.exit(mitmdump(mitmdump_args(mode, host, port, store, sets, settings, str(CA.at(confdir).confdir),
-                                    capture)))
+    authority = CA.at(confdir)
+    if (regular or transparent) and authority.init():  # the same CA `tokenaddons env` and `ca install` name
+        click.echo(f"tokenaddons: created the CA {authority.cert}; clients must trust it (tokenaddons env)", err=True)
+    sys.exit(mitmdump(mitmdump_args(mode, host, port, store, sets, settings, str(authority.confdir), capture)))
 
 
 @main.command("script-path")
