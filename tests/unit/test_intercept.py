@@ -103,3 +103,12 @@ def test_plain_http_to_a_host_not_intercepted_is_none_of_ours():
         addon.requestheaders(replayed)
         intake.request(replayed)
         assert Exchange.of(replayed) is not None
+
+
+def test_cleared_by_hand_the_provider_hosts_come_back():
+    addon = Intercept()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, mode=["regular"], allow_hosts=["^example\\.org:443$"])
+        tctx.configure(addon, allow_hosts=[])
+        assert allowed(tctx.options.allow_hosts, "api.anthropic.com:443")
+        assert not allowed(tctx.options.allow_hosts, "example.org:443")

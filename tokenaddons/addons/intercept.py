@@ -70,6 +70,7 @@ def url_host(url: str) -> str:
 class Intercept:
     def __init__(self) -> None:
         self.applied: list[str] | None = None  # what this addon last set allow_hosts to
+        self.by_hand = False  # allow_hosts or ignore_hosts set by the user: left alone
         self.allow: list[re.Pattern] = []  # allow_hosts and ignore_hosts in force, compiled
         self.ignore: list[re.Pattern] = []
 
@@ -96,10 +97,11 @@ class Intercept:
             raise exceptions.OptionsError(f"intercept_hosts: {e}") from None
         current = list(ctx.options.allow_hosts)
         if (current and current != self.applied) or ctx.options.ignore_hosts:
-            if self.applied != []:
+            if not self.by_hand:
                 log.info("tokenaddons intercept: allow_hosts/ignore_hosts set by hand; using those")
-            self.applied = []
+            self.by_hand, self.applied = True, None
             return
+        self.by_hand = False
         wanted = self.patterns(extra)
         if wanted != current:
             self.applied = wanted
