@@ -118,3 +118,18 @@ def test_plus_appends(tmp_path):
             addon.done()
     with open(path, "rb") as f:
         assert len(list(io.FlowReader(f).stream())) == 2
+
+
+def test_every_credential_is_redacted_and_callers_stay_apart():
+    from tokenaddons.addons.capture import Sent, as_sent
+
+    flow = make_flow("/v1beta/models/gemini-2.5-flash:generateContent?key=g1&key=g2", b"{}",
+                     {"x-goog-api-key": "hk", "authorization": "Bearer tok-1"})
+    flow.request.headers.add("authorization", "Bearer tok-2")
+    copy = as_sent(flow.get_state(), Sent(False, None, None))
+    saved = json.dumps(copy.get_state(), default=repr)
+    assert not any(secret in saved for secret in ("g1", "g2", "hk", "tok-1", "tok-2"))
+    bearers = copy.request.headers.get_all("authorization")
+    assert len(bearers) == 2 and bearers[0] != bearers[1] and all(b.startswith("Bearer redacted-") for b in bearers)
+    keys = copy.request.query.get_all("key")
+    assert len(set(keys)) == 2

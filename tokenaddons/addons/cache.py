@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from mitmproxy import ctx, http
 
@@ -23,7 +24,7 @@ from tokenaddons.engines.usage import Usage
 from tokenaddons.exchange import RECORD, BoundedCopy, Exchange, handled
 from tokenaddons.options import number
 from tokenaddons.providers.sse import Event
-from tokenaddons.store.cache_tier import Entry, Tiers
+from tokenaddons.store.cache_tier import MIGRATIONS, Entry, Tiers
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,32 @@ class Recorder(BoundedCopy):
     def __init__(self, limit: int, broadcast: Broadcast | None = None):
         super().__init__(limit)
         self.broadcast = broadcast
+        self.failed = False  # the pump dropped this tap: what it kept is not the whole stream
+
+    @contextmanager
+    def _marking_failure(self):
+        try:
+            yield
+        except BaseException:
+            self.failed = True
+            raise
 
     def feed(self, events: list[Event]) -> list[Event]:
-        if self.broadcast is not None:
-            self.broadcast.push(b"".join(e.raw for e in events))
-        return super().feed(events)
+        with self._marking_failure():
+            if self.broadcast is not None:
+                self.broadcast.push(b"".join(e.raw for e in events))
+            return super().feed(events)
+
+    def feed_bytes(self, chunk: bytes) -> bytes:
+        with self._marking_failure():
+            return super().feed_bytes(chunk)
+
+    def end(self) -> list[Event]:
+        with self._marking_failure():
+            return super().end()
+
+    def body(self) -> bytes | None:
+        return None if self.failed else super().body()
 
 
 class Cache:
@@ -50,6 +72,7 @@ class Cache:
 
     def __init__(self, store: Store, clock: Callable[[], float] = time.time):
         self.store = store
+        store.add_schema("cache_schema", MIGRATIONS)
         self.clock = clock
         self.tiers = Tiers(clock)
         self.inflight: dict[str, asyncio.Future] = {}

@@ -128,11 +128,11 @@ def as_sent(state: dict, sent: Sent) -> http.HTTPFlow:
         copy.metadata[WITHHELD_KEY] = "request body: refused by scrub"
     elif sent.body is not None:  # answered here before the body was serialized: as it would have gone
         req.content = jsonio.dumps(sent.body)
-    for name in AUTH_HEADERS:
+    for name in AUTH_HEADERS:  # each value apart: two credentials stay two callers
         if name in req.headers:
-            req.headers[name] = redacted(req.headers[name])
+            req.headers.set_all(name, [redacted(v) for v in req.headers.get_all(name)])
     if QUERY_KEY in req.query:
-        req.query[QUERY_KEY] = redacted(req.query[QUERY_KEY])
+        req.query.set_all(QUERY_KEY, [redacted(v) for v in req.query.get_all(QUERY_KEY)])
     resp = copy.response
     if resp is not None and sent.upstream_body is not None:
         resp.content = sent.upstream_body  # as upstream sent it: placeholders not yet restored

@@ -11,6 +11,7 @@ from tokenaddons import providers
 from tokenaddons.engines import jsonio
 from tokenaddons.engines.credentials import AUTH_HEADERS, QUERY_KEY
 from tokenaddons.exchange import OBSERVE, Exchange, passed_through
+from tokenaddons.providers.base import model_name
 from tokenaddons.providers.sse import is_sse
 from tokenaddons.stream import CopyTap, StreamPump, stream_decoder
 
@@ -20,13 +21,17 @@ PROJECT_HEADER = "x-tokenaddons-project"
 
 
 def auth_identity(flow: http.HTTPFlow) -> str | None:
-    """A short hash naming the caller's credential (the credential itself is never kept)."""
-    for name in AUTH_HEADERS:
-        if value := flow.request.headers.get(name):
-            return hashlib.sha256(f"{name}:{value}".encode()).hexdigest()[:16]
-    if key := flow.request.query.get(QUERY_KEY):  # Gemini's ?key=
-        return hashlib.sha256(f"key:{key}".encode()).hexdigest()[:16]
-    return None
+    """A short hash naming every credential the request carries (none is
+    kept): a gateway key with a per-user token behind it, or a Gemini header
+    key with a different ?key=, are different callers."""
+    req = flow.request
+    found = [(name, value) for name in AUTH_HEADERS for value in req.headers.get_all(name) if value]
+    found += [(QUERY_KEY, value) for value in req.query.get_all(QUERY_KEY) if value]
+    if not found:
+        return None
+    # one credential hashes as it always has, so caches and pseudonyms made before stay the caller's
+    text = "{}:{}".format(*found[0]).encode() if len(found) == 1 else jsonio.dumps(found)
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 class Intake:
@@ -61,7 +66,7 @@ class Intake:
         ex.client = req.headers.get("user-agent")
         ex.auth_hash = auth_identity(flow)
         if api is not None:
-            ex.requested_model = ex.model = api.model(body, req.path)
+            ex.requested_model = ex.model = model_name(api.model(body, req.path))
             ex.stream = api.is_stream(body, req.path)
             if ex.stream:  # the taps read the events as they pass: ask for them uncompressed
                 req.headers["accept-encoding"] = "identity"
