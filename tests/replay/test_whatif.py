@@ -68,21 +68,17 @@ def test_a_budget_would_have_refused_the_session(tmp_path):
     assert now["cost_usd"] == 0 and now["upstream"] == 1  # Claude Code's HEAD / only
 
 
-def test_prices_from_a_settings_file(tmp_path):
+def test_prices_from_a_settings_file_and_a_store_of_its_own(tmp_path):
     settings = tmp_path / "prices.toml"
     settings.write_text('[prices."openai/gpt-5"]\ninput_mtok = 10\noutput_mtok = 100\ncache_read_mtok = 1\n')
-    data = replay(str(CODEX), "--settings", str(settings))
+    store = tmp_path / "replay.db"
+    data = replay(str(CODEX), "--settings", str(settings), "--store", str(store))
     now = data["replayed"]
     uncached = now["input_tokens"] - now["cache_read_tokens"]
     expected = (uncached * 10 + now["cache_read_tokens"] * 1 + now["output_tokens"] * 100) / 1e6
     assert now["cost_usd"] == pytest.approx(expected)
     assert now["cost_usd"] > 5 * data["captured"]["cost_usd"]
-
-
-def test_a_store_of_its_own_on_request(tmp_path):
-    store = tmp_path / "replay.db"
-    replay(str(CODEX), "--store", str(store))
-    conn = sqlite3.connect(store)
+    conn = sqlite3.connect(store)  # the replay's own rows, under the captured exchanges' ids
     ids = {r[0] for r in conn.execute("SELECT exchange_id FROM requests")}
     conn.close()
     assert ids == set(summaries(CODEX))
