@@ -20,6 +20,7 @@ from tokenaddons.addons.meter import Meter
 from tokenaddons.addons.outlet import Outlet
 from tokenaddons.addons.ratelimit import RateLimit
 from tokenaddons.addons.replay import Replay
+from tokenaddons.addons.route import Route
 from tokenaddons.addons.scrub import Scrub
 from tokenaddons.addons.settings import Settings
 from tokenaddons.addons.settle import Settle
@@ -34,12 +35,13 @@ def addons() -> list:
     return [
         Settings(published),  # the TOML file: price overrides, budget caps per provider/model/project
         store,                # the event store every other addon writes through
-        Intercept(),          # system-wide modes: decrypt only provider hosts, tunnel the rest untouched
+        Intercept(published),  # system-wide modes: decrypt only provider hosts, tunnel the rest untouched
         Intake(),             # detect the API, parse the body once, project tag
         Exposure(),           # a warning when anyone on the network could use the proxy (options only)
         Guard(),              # prompt injections in tool results and user text
         Scrub(store),         # PII and secrets out, placeholders restored in answers
         Cache(store),         # exact-match lookup (after scrub: the key is what would be sent)
+        Route(published, store),  # providers, aliases, routes: fallback, translation, keys the client never holds
         Upstream(),           # a down upstream answered in the provider's shape (after the cache: hits need no upstream)
         RateLimit(),          # requests and input tokens per minute, per provider and project
         Budget(store, published),  # spend caps: reserve the worst case before sending

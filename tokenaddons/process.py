@@ -93,12 +93,17 @@ class Mitmdump(Service):
         if script:
             args += ["-s", str(launcher)]
             options["store_path"] = workdir / "events.db"
+            # as the bundle sets it once running; from the start, so the readiness probe's
+            # connection does not make mitmproxy connect upstream (a one-connection upstream
+            # would be used up by it)
+            options["connection_strategy"] = "lazy"
         options.update(sets or {})
         self.store = Path(options.get("store_path", workdir / "events.db"))
         # each option once: mitmproxy silently drops a script option given twice
         for k, v in options.items():
             args += ["--set", f"{k}={v}"]
         super().__init__(args, workdir, port, "mitmdump.log")
+
 
 def run_mitmdump(args: list[str], cwd: Path, timeout: float = 3600) -> str:
     """`mitmdump ARGS` to its end (reading or replaying flows, no proxy server);

@@ -3,8 +3,9 @@ Provider hosts are intercepted and metered; any other host is tunneled untouched
 (the client sees that host's own certificate, no row is written); a shell that
 ran `eval "$(tokenaddons env)"` puts Claude Code and the Python SDKs behind it.
 
-The providers are TLS stand-ins (the simulator serving HTTPS) on loopback
-addresses other than 127.0.0.1, which `tokenaddons env` keeps off the proxy."""
+The providers are TLS stand-ins (the simulator serving HTTPS), named by the
+settings file's `[providers]`, on loopback addresses other than 127.0.0.1
+(which `tokenaddons env` keeps off the proxy)."""
 from __future__ import annotations
 
 import os
@@ -70,10 +71,12 @@ def regular(tmp_path, stand_ins):
     ca = Path(done.stdout.strip())
     work = tmp_path / "proxy"
     work.mkdir()
+    settings = work / "settings.toml"  # the providers' base URLs point at the stand-in
+    settings.write_text("".join(f'[providers.{name}]\nbase_url = "{provider.url}"\n' for name in ("anthropic", "openai")))
     proxy = Run(work, "--regular", "--confdir", str(confdir), "--capture", str(work / "session.flow"),
+                "--settings", str(settings),
                 # the proxy trusts the stand-in's certificate as it would a provider's
-                "--set", f"ssl_verify_upstream_trusted_ca={provider.cert}",
-                "--set", f"intercept_hosts={PROVIDER_HOST}:{provider.port}")
+                "--set", f"ssl_verify_upstream_trusted_ca={provider.cert}")
     yield proxy, ca, confdir
     proxy.stop()
 

@@ -51,6 +51,7 @@ def captured(tmp_path):
     with taddons.context(*addons) as tctx:
         tctx.options.store_path = str(tmp_path / "events.db")
         tctx.options.upstream_check = False
+        tctx.options.intercept_all_hosts = True  # the flows go to a local stand-in, not a provider host
         tctx.options.scrub_actions = "AWS_ACCESS_KEY=block"
         tctx.options.capture_path = str(path)
         sent: list[http.HTTPFlow] = []

@@ -112,3 +112,24 @@ def test_cleared_by_hand_the_provider_hosts_come_back():
         tctx.configure(addon, allow_hosts=[])
         assert allowed(tctx.options.allow_hosts, "api.anthropic.com:443")
         assert not allowed(tctx.options.allow_hosts, "example.org:443")
+
+
+def test_the_settings_files_providers_are_intercepted_and_follow_its_edits():
+    from tokenaddons.addons.settings import Settings
+    from tokenaddons.engines.settings_file import Published, parse
+
+    published = Published()
+    settings, addon = Settings(published), Intercept(published)
+    with taddons.context(settings, addon) as tctx:
+        tctx.configure(addon, mode=["regular"])
+        assert not allowed(tctx.options.allow_hosts, "llm.internal:8443")
+        published.publish(parse({"providers": {
+            "gateway": {"base_url": "https://llm.internal:8443", "api": "openai"},
+            "anthropic": {"base_url": "https://claude.proxy.example"}}}))
+        addon.client_connected(tflow.tclient_conn())  # the next connection sees the file's providers
+        hosts = tctx.options.allow_hosts
+        assert allowed(hosts, "llm.internal:8443") and not allowed(hosts, "llm.internal:443")
+        assert allowed(hosts, "claude.proxy.example:443") and allowed(hosts, "api.anthropic.com:443")
+        published.publish(parse({}))
+        addon.client_connected(tflow.tclient_conn())
+        assert not allowed(tctx.options.allow_hosts, "llm.internal:8443")

@@ -3,8 +3,9 @@
 In regular, transparent, local, WireGuard, TUN and SOCKS modes every connection
 on the machine can reach mitmproxy. This addon sets mitmproxy's `allow_hosts`
 to the provider hosts the bundle knows (the public Anthropic, OpenAI and Gemini
-endpoints, the targets of any reverse modes running alongside, and the hosts
-named by `intercept_hosts`), so every other connection is tunneled untouched:
+endpoints, every `base_url` host of the settings file's `[providers]`, the
+targets of any reverse modes running alongside, and the hosts named by
+`intercept_hosts`), so every other connection is tunneled untouched:
 the client sees the real server's certificate (pinned apps, package managers
 and browsers keep working), nothing of it is decrypted and no row is written.
 
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
 
-from tokenaddons.engines.settings_file import PUBLIC_ENDPOINTS
+from tokenaddons.engines.settings_file import PUBLIC_ENDPOINTS, Published
 from tokenaddons.exchange import pass_through
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 # Modes where a connection's destination is whatever the client wanted: the
 # ones to restrict. Reverse and DNS modes have fixed targets.
 FIXED_TARGET_MODES = (mode_specs.ReverseMode, mode_specs.DnsMode)
+WATCHED = {"mode", "intercept_hosts", "intercept_all_hosts", "allow_hosts", "ignore_hosts"}
 _HOST = re.compile(r"[A-Za-z0-9*._-]+|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+")
 
 
@@ -68,7 +70,9 @@ def url_host(url: str) -> str:
 
 
 class Intercept:
-    def __init__(self) -> None:
+    def __init__(self, published: Published | None = None) -> None:
+        self.published = published if published is not None else Published()
+        self.generation = -1  # of the settings the list was made from
         self.applied: list[str] | None = None  # what this addon last set allow_hosts to
         self.by_hand = False  # allow_hosts or ignore_hosts set by the user: left alone
         self.allow: list[re.Pattern] = []  # allow_hosts and ignore_hosts in force, compiled
@@ -84,13 +88,20 @@ class Intercept:
                           "the providers' (mitmproxy's default).")
 
     def configure(self, updated) -> None:
-        if not updated & {"mode", "intercept_hosts", "intercept_all_hosts", "allow_hosts", "ignore_hosts"}:
-            return
-        self._restrict()
-        self.allow = [re.compile(p, re.IGNORECASE) for p in ctx.options.allow_hosts]
-        self.ignore = [re.compile(p, re.IGNORECASE) for p in ctx.options.ignore_hosts]
+        if updated & WATCHED or self.published.generation != self.generation:  # (a settings file loaded)
+            self._restrict()
+        if updated & {"allow_hosts", "ignore_hosts"}:
+            self.allow = [re.compile(p, re.IGNORECASE) for p in ctx.options.allow_hosts]
+            self.ignore = [re.compile(p, re.IGNORECASE) for p in ctx.options.ignore_hosts]
+
+    def client_connected(self, client) -> None:
+        """The settings file changed (the Settings addon, before this one, looked):
+        its providers' hosts join or leave the list before this connection is sorted."""
+        if self.published.generation != self.generation:
+            self._restrict()
 
     def _restrict(self) -> None:
+        self.generation = self.published.generation
         try:
             extra = [host_pattern(h) for h in ctx.options.intercept_hosts.split(",") if h.strip()]
         except ValueError as e:
@@ -117,6 +128,7 @@ class Intercept:
         if ctx.options.intercept_all_hosts or all(isinstance(m, FIXED_TARGET_MODES) for m in modes):
             return []
         hosts = [url_host(url) for url in PUBLIC_ENDPOINTS.values()]
+        hosts += [url_host(p.base_url) for p in self.published.values.providers.values()]
         # a reverse mode running alongside must keep reaching its target
         hosts += [host_spec(*m.address) for m in modes if isinstance(m, mode_specs.ReverseMode)]
         out: list[str] = []
