@@ -55,4 +55,6 @@ def addons() -> list:
 def replay_addons() -> list:
     """The pipeline, then the driver that plays captured traffic through it
     (before mitmproxy's server playback, which answers what the pipeline lets through)."""
-    return addons() + [Replay()]
+    pipeline = addons()
+    store = next(a for a in pipeline if isinstance(a, Store))
+    return pipeline + [Replay(store)]

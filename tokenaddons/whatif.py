@@ -13,9 +13,12 @@ Two sides, exchange by exchange (joined by the flow id, which a replay keeps):
 
 A replayed answer still carries the usage the provider billed for the request
 as it was captured. For an exchange that would still go upstream, what these
-settings would have billed is that cost less what the addons that change the
-request (compress, hints, route) say they saved on it; an exchange answered
-here (a cache hit, a refusal) would have billed nothing.
+settings would have billed is that cost less what compress says it saved on
+the request, and, for a model route chose instead, the captured usage at that
+model's prices (the replay driver records the difference); an exchange
+answered here (a cache hit, a refusal) would have billed nothing. What cache
+hints would do to the provider's own cache cannot be known from a capture:
+their decisions are shown, never subtracted.
 """
 from __future__ import annotations
 
@@ -34,7 +37,9 @@ from tokenaddons.store import open_for_reading, queries
 
 TOKENS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens")
 SOURCES = ("cache", "compress", "hints", "routing")
-REWRITERS = ("compress", "hints", "routing")  # sources whose savings a replayed answer does not show
+# sources whose savings a replayed answer does not show (hints are billed as the
+# provider's cache reads, which a captured answer holds as they were captured)
+REWRITERS = ("compress", "routing")
 FLAGGERS = ("scrub", "guard")
 QUIET = ["--set", "flow_detail=0", "--set", "termlog_verbosity=warn"]
 
@@ -45,7 +50,7 @@ def source_of(addon: str, action: str) -> str | None:
         return "cache"
     if addon == "compress":
         return "hints" if action == "hints" else "compress"
-    if addon == "route":
+    if addon == "route" or (addon, action) == ("replay", "repriced"):
         return "routing"
     return None
 
@@ -95,7 +100,8 @@ def _total(sides: list[dict], replayed: bool) -> dict:
         out["cost_usd"] += cost
         flagged = set()
         for d in side["decisions"]:
-            if (src := source_of(d["addon"], d["action"])) is not None:
+            src = source_of(d["addon"], d["action"])
+            if src is not None and (src == "cache" or d["usd_saved"] or d["tokens_saved"]):
                 saved = out["saved"][src]
                 saved["requests"] += 1
                 saved["tokens"] += d["tokens_saved"] or 0

@@ -93,3 +93,25 @@ def test_a_misspelt_setting_or_an_unreadable_file_is_a_clear_error(tmp_path):
     bad.write_text("not a capture")
     out = CliRunner().invoke(main, ["replay", str(bad)])
     assert out.exit_code != 0 and f"cannot read {bad}" in out.output
+
+
+def test_a_route_to_a_cheaper_model_is_priced_at_that_model(tmp_path):
+    from tokenaddons.engines import pricing
+    from tokenaddons.engines.usage import Usage
+
+    settings = tmp_path / "route.toml"
+    settings.write_text('[aliases]\n"claude-sonnet-4-5" = "anthropic/claude-haiku-4-5"\n')
+    data = replay(str(CLAUDE_CODE), "--settings", str(settings))
+    billed = summaries(CLAUDE_CODE)
+    for exchange in data["by_exchange"]:
+        usage = billed[exchange["id"]]["usage"]
+        if exchange["path"] != "/v1/messages":
+            continue
+        # the captured answer stands in for the model the alias chose, billed at its prices
+        assert "route:alias" in exchange["did"] and exchange["answered_by"] is None
+        assert exchange["would_bill_usd"] == pytest.approx(pricing.price("anthropic", "claude-haiku-4-5",
+                                                                          Usage(**usage)))
+    saved = data["replayed"]["saved"]["routing"]
+    assert saved["requests"] == 2 and saved["usd"] == pytest.approx(data["captured"]["cost_usd"]
+                                                                    - data["replayed"]["cost_usd"])
+    assert data["replayed"]["cost_usd"] < data["captured"]["cost_usd"] / 2

@@ -52,13 +52,29 @@ def test_a_request_the_pipeline_answered_keeps_its_own_answer(driver):
     assert flow.response.content == b"{}"
 
 
-def test_a_request_sent_elsewhere_is_answered_here_never_let_out(driver):
+def test_a_request_translated_to_another_api_is_answered_here_never_let_out(driver):
+    from tokenaddons.providers import BY_NAME
+
     addon, intake = driver
-    flow = played(intake, "/v1/chat/completions")
+    flow = played(intake)
+    ex = Exchange.of(flow)
+    ex.upstream_api = BY_NAME["openai.chat"]  # route translated it: no captured answer of that API
+    flow.request.host, flow.request.path = "api.openai.com", "/v1/chat/completions"
     addon.request(flow)
     assert TAG not in flow.request.headers
-    assert flow.response.status_code == 502 and b"was not captured" in flow.response.content
-    assert Exchange.of(flow).answered_by == "replay"
+    assert flow.response.status_code == 502 and b"whose answer was not captured" in flow.response.content
+    assert ex.answered_by == "replay"
+
+
+def test_the_same_api_elsewhere_is_answered_from_the_capture(driver):
+    addon, intake = driver
+    flow = played(intake)
+    captured = addon.captured["0"].request
+    flow.request.scheme, flow.request.host, flow.request.port = "https", "gateway.example", 8443  # another base URL
+    addon.request(flow)
+    assert flow.response is None and flow.request.headers[TAG] == "0"
+    assert (flow.request.scheme, flow.request.host, flow.request.port) == (captured.scheme, captured.host,
+                                                                           captured.port)
 
 
 def test_a_request_going_upstream_keeps_its_tag_for_server_playback(driver):
@@ -75,12 +91,15 @@ def side(cost=1.0, answered_by=None, decisions=(), **usage):
             "decisions": [{"tokens_saved": 0, "usd_saved": 0.0, "detail": {}, **d} for d in decisions]}
 
 
-def test_would_bill_takes_off_what_rewrites_saved_and_nothing_for_answers_made_here():
+def test_would_bill_takes_off_what_compress_and_route_saved_and_nothing_for_answers_made_here():
     compressed = side(1.0, decisions=[{"addon": "compress", "action": "json", "tokens_saved": 300, "usd_saved": 0.3},
                                       {"addon": "compress", "action": "hints", "usd_saved": -0.05},
                                       {"addon": "scrub", "action": "pseudonymize"}])
     usage, cost = would_bill(compressed)
-    assert usage["input_tokens"] == 700 and cost == pytest.approx(0.75)  # a hint that costs counts against
+    # hints are billed as the provider's cache reads, which the captured answer holds as they were
+    assert usage["input_tokens"] == 700 and cost == pytest.approx(0.7)
+    rerouted = side(1.0, decisions=[{"addon": "replay", "action": "repriced", "usd_saved": 0.6}])
+    assert would_bill(rerouted)[1] == pytest.approx(0.4)
     assert would_bill(side(1.0, answered_by="cache"))[1] == 0
     assert would_bill(side(1.0, answered_by="budget"))[1] == 0
 

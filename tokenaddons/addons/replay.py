@@ -13,18 +13,25 @@ request must still get its own answer. A request the pipeline answers itself
 (a cache hit, a budget refusal) loses its tag before server playback runs, so
 its captured answer is never played. A request the settings send to another
 path than the captured one has no captured answer: it is answered with a 502
-here rather than let out. mitmproxy stops when every request has been played.
+here rather than let out; one sent to another host or path of the same API
+(another base URL, route's relay) is answered from its captured answer, and
+if route chose another model, that answer is billed at that model's prices
+(a `replay`/`repriced` decision row holds the difference). mitmproxy stops
+when every request has been played.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from mitmproxy import ctx, exceptions, http, io
 from mitmproxy.utils import asyncio_utils
 
+from tokenaddons.addons.store import Store
+from tokenaddons.engines import jsonio, pricing
 from tokenaddons.errors import refuse
-from tokenaddons.exchange import WITHHELD_KEY, handled
+from tokenaddons.exchange import WITHHELD_KEY, Exchange, handled
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +54,8 @@ def replayable(flow) -> str | None:
 
 
 class Replay:
-    def __init__(self) -> None:
+    def __init__(self, store: Store | None = None) -> None:
+        self.store = store
         self.flows: list[http.HTTPFlow] = []
         self.captured: dict[str, http.HTTPFlow] = {}  # tag -> the request as captured
         self.task: asyncio.Task | None = None
@@ -97,6 +105,7 @@ class Replay:
             self.captured[str(i)] = flow
             copy = flow.copy()
             copy.id = flow.id  # the replayed exchange keeps the captured one's id
+            copy.metadata = {}  # a new request to every addon, not a saved flow read back
             served.append(flow)
             played.append(copy)
         ctx.master.commands.call("replay.server", served)
@@ -117,8 +126,36 @@ class Replay:
         if handled(flow):  # answered here: its captured answer stays unplayed
             del flow.request.headers[TAG]
             return
+        ex = Exchange.of(flow)
+        if ex is not None:
+            ex.on_settle("replay", self._reprice)
         was, now = original.request, flow.request
-        if (now.method, now.scheme, now.path) != (was.method, was.scheme, was.path):
+        if (now.scheme, now.host, now.port, now.path) == (was.scheme, was.host, was.port, was.path):
+            return
+        if ex is not None and ex.upstream_api is not ex.client_api:  # translated: no answer of that API
             del flow.request.headers[TAG]
-            refuse(flow, "replay", "upstream", f"these settings send the request to {now.method} {now.url}, "
-                   f"which was not captured (captured: {was.method} {was.url})", status=502)
+            refuse(flow, "replay", "upstream", f"these settings send the request to {now.url} as "
+                   f"{ex.upstream_api.name if ex.upstream_api else 'another API'}, whose answer was not captured "
+                   f"(captured: {was.url})", status=502)
+            return
+        # the same API elsewhere (another base URL, route's relay): the captured answer stands in
+        now.scheme, now.host, now.port, now.path = was.scheme, was.host, was.port, was.path
+
+    def _reprice(self, flow: http.HTTPFlow, ex: Exchange) -> None:
+        """After the meter: an answer captured from the model asked for, standing
+        in for the model these settings chose (route), is billed as that model:
+        the difference is recorded as what the choice saves."""
+        events = self.store.events if self.store is not None else None
+        if (events is None or flow.is_replay != "response" or ex.usage is None or ex.cost_usd is None
+                or not ex.model or ex.model == ex.requested_model):
+            return
+        cost = pricing.price(ex.provider, ex.model, ex.usage)
+        if cost is None:
+            log.warning("tokenaddons replay: no price for %s/%s; %s stays priced as captured", ex.provider, ex.model,
+                        ex.path)
+            return
+        events.put_decision({
+            "exchange_id": flow.id, "ts": flow.request.timestamp_start or time.time(), "addon": "replay",
+            "action": "repriced", "detail": jsonio.dumps_str({"captured": ex.served_model, "as": ex.model}),
+            "tokens_saved": 0, "usd_saved": ex.cost_usd - cost, "project": ex.project, "provider": ex.provider,
+            "model": ex.model})
