@@ -32,3 +32,10 @@ if command -v npm >/dev/null 2>&1 && [ ! -x .tools/node_modules/.bin/codex ]; th
   npm install --silent --no-audit --no-fund --prefix .tools @openai/codex@0.169.0 >/dev/null \
     || echo "setup: could not install Codex CLI; its end-to-end test will be skipped" >&2
 fi
+
+# iptables for the transparent-mode test (it runs as root, in a network namespace
+# of its own; skipped with the reason elsewhere). Installed from the distribution.
+if [ "$(id -u)" = 0 ] && ! command -v iptables >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q iptables; } >/dev/null 2>&1 \
+    || echo "setup: could not install iptables; the transparent-mode test will be skipped" >&2
+fi

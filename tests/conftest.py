@@ -12,7 +12,6 @@ from tokenaddons.process import Mitmdump
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = ROOT / "scripts" / "tokenaddons.py"
 SHARED = ROOT.parent / "shared"
-TOOLS = ROOT / ".tools" / "node_modules" / ".bin"  # npm clients scripts/setup.sh installs
 
 
 def needs_client(path: Path, what: str) -> list:

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from tokenaddons.addons.budget import Budget
 from tokenaddons.addons.cache import Cache
+from tokenaddons.addons.capture import Capture
 from tokenaddons.addons.compress import Compress
 from tokenaddons.addons.exposure import Exposure
 from tokenaddons.addons.guard import Guard
 from tokenaddons.addons.intake import Intake
+from tokenaddons.addons.intercept import Intercept
 from tokenaddons.addons.meter import Meter
 from tokenaddons.addons.outlet import Outlet
 from tokenaddons.addons.ratelimit import RateLimit
+from tokenaddons.addons.replay import Replay
 from tokenaddons.addons.route import Route
 from tokenaddons.addons.scrub import Scrub
 from tokenaddons.addons.settings import Settings
@@ -33,6 +36,7 @@ def addons() -> list:
     return [
         Settings(published),  # the TOML file: price overrides, budget caps per provider/model/project
         store,                # the event store every other addon writes through
+        Intercept(published),  # system-wide modes: decrypt only provider hosts, tunnel the rest untouched
         Intake(),             # detect the API, parse the body once, project tag
         Exposure(),           # a warning when anyone on the network could use the proxy (options only)
         Guard(),              # prompt injections in tool results and user text
@@ -46,4 +50,13 @@ def addons() -> list:
         Meter(store),         # usage, cost, savings: one event row per exchange
         Settle(),             # after the meter: the cache fills, budgets settle, the summary is kept
         Outlet(),             # serialize the body once, if anything changed it
+        Capture(),            # last: the exchange saved as it went upstream (capture_path)
     ]
+
+
+def replay_addons() -> list:
+    """The pipeline, then the driver that plays captured traffic through it
+    (before mitmproxy's server playback, which answers what the pipeline lets through)."""
+    pipeline = addons()
+    store = next(a for a in pipeline if isinstance(a, Store))
+    return pipeline + [Replay(store)]

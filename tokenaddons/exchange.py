@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "tokenaddons"
+WITHHELD_KEY = "tokenaddons_withheld"  # what a captured flow says was left out of it
 
 # Tap stages: a streamed event passes the taps in stage order. The meter observes
 # upstream's events, then events the client did not ask for are filtered out,
@@ -39,6 +40,7 @@ METADATA_KEY = "tokenaddons"
 OBSERVE, FILTER, TRANSLATE, RECORD, RESTORE = 0, 10, 15, 20, 30
 
 _LIVE: weakref.WeakKeyDictionary[http.HTTPFlow, Exchange] = weakref.WeakKeyDictionary()
+_NOT_OURS: weakref.WeakSet[http.HTTPFlow] = weakref.WeakSet()
 
 
 class Tap(Protocol):
@@ -224,3 +226,13 @@ def handled(flow: http.HTTPFlow) -> bool:
         return True
     ex = _LIVE.get(flow)
     return ex is not None and ex.answered_by is not None
+
+
+def pass_through(flow: http.HTTPFlow) -> None:
+    """Mark a flow as none of ours (a host that is not intercepted): it gets no
+    exchange, so no addon touches it and no row is written."""
+    _NOT_OURS.add(flow)
+
+
+def passed_through(flow: http.HTTPFlow) -> bool:
+    return flow in _NOT_OURS

@@ -3,29 +3,16 @@ its real requests (~30k tokens: a dozen tools, cache_control breakpoints,
 metadata.user_id) pass intact, and a real tool loop is metered."""
 from __future__ import annotations
 
-import os
-import subprocess
-
-from tests.conftest import TOOLS, needs_client
-
-CLAUDE = TOOLS / "claude"
+from tests.conftest import needs_client
+from tokenaddons.test.clients import CLAUDE, claude_code
 
 pytestmark = needs_client(CLAUDE, "Claude Code")
 
 
 def test_claude_code_tool_loop_through_the_proxy(make_proxy, sim, tmp_path):
     proxy = make_proxy(sim.url)
-    home = tmp_path / "home"
-    home.mkdir()
-    prompt = 'Check the machine. [[tool:Bash {"command": "echo tokenaddons-$((6*7))"}]]'
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "ANTHROPIC_BASE_URL": proxy.url,
-           "ANTHROPIC_API_KEY": "sk-ant-test", "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_TELEMETRY": "1",
-           "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1",
-           "ANTHROPIC_CUSTOM_HEADERS": "X-Tokenaddons-Project: agent",
-           "ANTHROPIC_SMALL_FAST_MODEL": "claude-haiku-4-5"}
-    # a model the offline price table knows, so every row carries a cost
-    out = subprocess.run([str(CLAUDE), "-p", prompt, "--allowedTools", "Bash", "--model", "claude-sonnet-4-5"], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=180)
+    out = claude_code(tmp_path / "home", tmp_path, proxy.url,
+                      env={"ANTHROPIC_CUSTOM_HEADERS": "X-Tokenaddons-Project: agent"})
     assert out.returncode == 0, out.stderr + out.stdout
     assert "tokenaddons-42" in out.stdout  # the real tool ran and its result came back through the proxy
     messages = [r for r in sim.requests if r.path.startswith("/v1/messages") and "count_tokens" not in r.path]
@@ -37,7 +24,7 @@ def test_claude_code_tool_loop_through_the_proxy(make_proxy, sim, tmp_path):
     assert all(r["project"] == "agent" for r in agent)
     assert all(r["input_tokens"] > 0 and r["cost_usd"] > 0 for r in agent)
     main = [r for r in agent if r["model"] == "claude-sonnet-4-5"]
-    assert len(main) >= 2  # the tool call, then its result  # the tool call, then its result
+    assert len(main) >= 2  # the tool call, then its result
     assert all(r["input_tokens"] > 10_000 for r in main)
     assert any(r["cache_read_tokens"] > 0 for r in main)  # Claude Code's own cache_control, honoured upstream
     # fields the proxy does not own reach upstream untouched

@@ -3,37 +3,15 @@ its real OpenAI Responses requests (streamed, a dozen tools) pass intact, a real
 tool loop runs, and every turn is metered with the prefix cache it was billed."""
 from __future__ import annotations
 
-import os
-import subprocess
-
-from tests.conftest import TOOLS, needs_client
-
-CODEX = TOOLS / "codex"
+from tests.conftest import needs_client
+from tokenaddons.test.clients import CODEX, codex
 
 pytestmark = needs_client(CODEX, "Codex CLI")
 
 
 def test_codex_tool_loop_through_the_proxy(make_proxy, sim, tmp_path):
     proxy = make_proxy(sim.url)
-    home = tmp_path / "codex-home"
-    home.mkdir()
-    # Codex ignores OPENAI_BASE_URL: a model provider in its config points it at the proxy
-    (home / "config.toml").write_text(f"""
-model = "gpt-5"
-model_provider = "proxy"
-
-[model_providers.proxy]
-name = "tokenaddons"
-base_url = "{proxy.url}/v1"
-wire_api = "responses"
-supports_websockets = false
-env_key = "OPENAI_API_KEY"
-http_headers = {{ "X-Tokenaddons-Project" = "codex" }}
-""")
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "CODEX_HOME": str(home), "OPENAI_API_KEY": "sk-test"}
-    prompt = 'Check the machine. [[tool:exec_command {"cmd": "echo tokenaddons-$((6*7))"}]]'
-    out = subprocess.run([str(CODEX), "exec", "--skip-git-repo-check", prompt], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=180)
+    out = codex(tmp_path / "codex-home", tmp_path, f"{proxy.url}/v1")
     assert out.returncode == 0, out.stderr + out.stdout
     assert "tokenaddons-42" in out.stdout  # the real tool ran and its output came back through the proxy
     turns = [r for r in sim.requests if r.path == "/v1/responses"]

@@ -4,8 +4,6 @@ client side, and the provider (the simulator serving TLS) is reached over TLS.
 Both are metered like reverse-mode traffic."""
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import ssl
 
 import anthropic
@@ -19,33 +17,18 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def tls_sim(tmp_path):
     """The simulator serving HTTPS with a self-signed certificate for 127.0.0.1."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     from tokenaddons.sim import Simulator
+    from tokenaddons.test.tls import self_signed
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = tmp_path / "sim.crt", tmp_path / "sim.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    cert_file, key_file = self_signed(tmp_path, "sim", "127.0.0.1")
     with Simulator(tls=(str(cert_file), str(key_file))) as sim:
         sim.ca = cert_file
         yield sim
 
 
 def test_plain_http_through_the_explicit_proxy(make_proxy, sim):
-    proxy = make_proxy("", mode="regular")
+    # the simulator is a provider here: only provider hosts are intercepted
+    proxy = make_proxy("", {"intercept_hosts": f"127.0.0.1:{sim.port}"}, mode="regular")
     c = anthropic.Anthropic(base_url=sim.url, api_key="k", max_retries=0,
                             http_client=httpx.Client(proxy=proxy.url))
     m = c.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
@@ -56,7 +39,8 @@ def test_plain_http_through_the_explicit_proxy(make_proxy, sim):
 
 def test_https_through_connect_with_the_proxy_ca(make_proxy, tls_sim):
     # mitmproxy checks the provider's certificate against this CA (the simulator's own)
-    proxy = make_proxy("", {"ssl_verify_upstream_trusted_ca": str(tls_sim.ca)}, mode="regular")
+    proxy = make_proxy("", {"ssl_verify_upstream_trusted_ca": str(tls_sim.ca),
+                            "intercept_hosts": f"127.0.0.1:{tls_sim.port}"}, mode="regular")
     ca = proxy.workdir / "mitmproxy" / "mitmproxy-ca-cert.pem"  # what a user installs system-wide
     client = httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=str(ca)))
     o = openai.OpenAI(base_url=tls_sim.url + "/v1", api_key="k", max_retries=0, http_client=client)

@@ -34,12 +34,13 @@ def names(addons) -> list[str]:
 
 def test_the_pipeline_order():
     order = names(bundle.addons())
-    assert order[:3] == ["Settings", "Store", "Intake"]
+    assert order[:4] == ["Settings", "Store", "Intercept", "Intake"]
     for before, after in [("Guard", "Scrub"), ("Scrub", "Cache"), ("Cache", "Route"), ("Route", "Compress"),
                           ("Compress", "Upstream"), ("Cache", "Upstream"), ("Upstream", "RateLimit"),
                           ("RateLimit", "Budget"), ("Budget", "Meter"), ("Meter", "Settle")]:
         assert order.index(before) < order.index(after), (before, after)
-    assert order[-1] == "Outlet"  # the body is serialized once, after every addon that may change it
+    # the body is serialized once, after every addon that may change it; the capture sees the settled exchange
+    assert order[-2:] == ["Outlet", "Capture"]
 
 
 def test_addons_do_not_import_each_other_and_engines_know_no_mitmproxy():
@@ -64,6 +65,7 @@ def pipeline(tmp_path):
     with taddons.context(*addons) as tctx:
         tctx.options.store_path = str(tmp_path / "events.db")
         tctx.options.budget_daily_usd = "10"
+        tctx.options.intercept_all_hosts = True  # the flows go to local stand-ins, not provider hosts
         yield addons, tctx
     addons[1].done()
 

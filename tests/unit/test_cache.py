@@ -140,6 +140,17 @@ async def test_stream_and_json_forms_are_separate_entries(pipe):
     assert s.metadata["client_saw"] == b"".join(STREAM)
 
 
+async def test_a_stream_answered_whole_is_stored_like_a_streamed_one(pipe):
+    # a stream played back whole (server playback, `tokenaddons replay`) passes no stream tap
+    addons, *_ = pipe
+    body = {**BODY, "stream": True, "messages": [{"role": "user", "content": "played back"}]}
+    first = await send(addons, body, response=sse_response(STREAM))
+    assert first.response.headers["x-tokenaddons-cache"] == "MISS" and not first.response.stream
+    hit = await send(addons, body, response=sse_response([]), chunks=1)
+    assert hit.response.headers["x-tokenaddons-cache"] == "HIT"
+    assert hit.response.content == b"".join(STREAM)
+
+
 async def test_client_cache_control_and_bypass_header(pipe):
     addons, *_ = pipe
     await send(addons)

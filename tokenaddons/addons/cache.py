@@ -260,10 +260,11 @@ class Cache:
             return None
         if ex.model != ex.requested_model or ex.upstream_api is not ex.client_api:
             return None  # another model's answer (route fell back), or one translated from another API
-        if ex.stream:
+        if ex.stream and resp.stream:  # streamed: as the recorder saw it pass
             recorder: Recorder | None = state.get("recorder")
             body = recorder.body() if recorder else None
-        else:  # as upstream sent it: scrub's placeholders, never the values restored for the client
+        else:  # whole (a stream played back whole too): as upstream sent it, scrub's placeholders
+            # kept, never the values restored for the client
             body = ex.upstream_body if ex.upstream_body is not None else resp.content
         if not body or len(body) > self.max_entry:
             return None

@@ -10,7 +10,7 @@ from mitmproxy import ctx, http
 from tokenaddons import providers
 from tokenaddons.engines import jsonio
 from tokenaddons.engines.credentials import AUTH_HEADERS, QUERY_KEY
-from tokenaddons.exchange import OBSERVE, Exchange
+from tokenaddons.exchange import OBSERVE, Exchange, passed_through
 from tokenaddons.providers.base import model_name
 from tokenaddons.providers.sse import is_sse
 from tokenaddons.stream import CopyTap, StreamPump, stream_decoder
@@ -54,7 +54,7 @@ class Intake:
             log.info("tokenaddons: connection_strategy set to lazy (connect upstream per request)")
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if Exchange.of(flow) is not None:
+        if Exchange.of(flow) is not None or passed_through(flow):
             return
         req = flow.request
         api = providers.detect(req.method, req.path)

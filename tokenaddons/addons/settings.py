@@ -64,8 +64,8 @@ def load_file(path: str) -> Values:
 class Settings:
     """Loads the TOML file and publishes it (`Published`, shared by the bundle
     with the addons that read it). Prices apply at once. An edited file is picked up
-    within RELOAD_CHECK_S, at the next request; an edit with a mistake is
-    logged and the settings in force are kept."""
+    within RELOAD_CHECK_S, at the next request or connection; an edit with a
+    mistake is logged and the settings in force are kept."""
 
     RELOAD_CHECK_S = 1.0
 
@@ -89,6 +89,14 @@ class Settings:
         self._apply(load_file(path) if path else Values(), path)
 
     def request(self, flow) -> None:
+        self.check()
+
+    def client_connected(self, client) -> None:
+        # a connection too: whether it is decrypted may depend on the file's providers
+        self.check()
+
+    def check(self) -> None:
+        """Load the file again if it changed (looked at once per RELOAD_CHECK_S at most)."""
         path = ctx.options.settings_path
         now = self.clock()
         if not path or now - self._checked < self.RELOAD_CHECK_S:

@@ -311,3 +311,16 @@ def budget_status(conn: sqlite3.Connection, now: float | None = None) -> list[di
                         "resets_at": datetime.fromtimestamp(end, ZoneInfo(tz_name)).isoformat(),
                         "resets_in_s": end - now})
     return out
+
+
+def exchanges(conn: sqlite3.Connection) -> dict[str, dict]:
+    """Every request row by exchange id, each with its decisions (details parsed):
+    the whole of a small store, such as a replay's."""
+    out = {r["exchange_id"]: {**dict(r), "decisions": []} for r in conn.execute("SELECT * FROM requests")}
+    for exchange_id, addon, action, detail, tokens_saved, usd_saved in conn.execute(
+            "SELECT exchange_id, addon, action, detail, tokens_saved, usd_saved FROM decisions ORDER BY id"):
+        if exchange_id in out:
+            out[exchange_id]["decisions"].append({"addon": addon, "action": action,
+                                                  "detail": json.loads(detail or "{}"),
+                                                  "tokens_saved": tokens_saved, "usd_saved": usd_saved})
+    return out

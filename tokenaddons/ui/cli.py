@@ -17,15 +17,24 @@ def launcher_path() -> str:
 
 
 def mitmdump_args(mode: str, host: str, port: int, store: str | None, sets: tuple[str, ...],
-                  settings: str | None = None) -> list[str]:
+                  settings: str | None = None, confdir: str | None = None, capture: str | None = None) -> list[str]:
     args = ["-s", launcher_path(), "--mode", mode, "--listen-host", host, "-p", str(port)]
+    if confdir:
+        args += ["--set", f"confdir={confdir}"]
     if store:
         args += ["--set", f"store_path={store}"]
     if settings:
         args += ["--set", f"settings_path={settings}"]
+    if capture:
+        args += ["--set", f"capture_path={capture}"]
     for s in sets:
         args += ["--set", s]
     return args
+
+
+confdir_option = click.option("--confdir", default=None, envvar="TOKENADDONS_CONFDIR",
+                              help="Where the CA lives (default: certs/ in a checkout, ~/.tokenaddons/certs "
+                              "for an installed copy).")
 
 
 @click.group()
@@ -38,10 +47,12 @@ def main() -> None:
 EVERY_PROVIDER_MODE = "reverse:https://api.anthropic.com"
 
 
-def run_mode(upstream: str | None, regular: bool) -> tuple[str, tuple[str, ...]]:
+def run_mode(upstream: str | None, regular: bool, transparent: bool = False) -> tuple[str, tuple[str, ...]]:
     """The mitmproxy mode and extra options of `tokenaddons run`."""
     if regular:
         return "regular", ()
+    if transparent:
+        return "transparent", ()
     if upstream:
         return f"reverse:{upstream}", ()
     # lazy: no connection to the mode's target before a request says where it goes
@@ -52,20 +63,34 @@ def run_mode(upstream: str | None, regular: bool) -> tuple[str, tuple[str, ...]]
 @click.option("--upstream", default=None,
               help="Reverse-proxy to this provider URL. Without it, one port serves every provider: each request "
                    "goes to its provider's base URL (settings file [providers], else the public endpoint).")
-@click.option("--regular", is_flag=True, help="Explicit proxy mode (system-wide, with the CA) instead of reverse.")
+@click.option("--regular", is_flag=True, help="Explicit proxy mode (system-wide: HTTPS_PROXY and the CA; see "
+              "`tokenaddons env`) instead of reverse.")
+@click.option("--transparent", is_flag=True, help="Transparent mode (traffic redirected here by the OS; see the "
+              "README's recipe) instead of reverse.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", "-p", default=DEFAULT_PORT, show_default=True)
 @click.option("--store", default=None, help=f"Event store (default {DEFAULT_PATH}).")
 @click.option("--settings", default=None, help="TOML settings file (price overrides, budget caps per "
               "provider, model and project).")
+@click.option("--capture", default=None, metavar="FILE", help="Save every exchange to FILE in mitmproxy's flow "
+              "format, as it went upstream (scrubbed, credentials redacted); `tokenaddons replay FILE` reads it.")
+@confdir_option
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Any mitmproxy/tokenaddons option.")
-def run(upstream: str | None, regular: bool, host: str, port: int, store: str | None, settings: str | None,
-        sets: tuple[str, ...]) -> None:
+def run(upstream: str | None, regular: bool, transparent: bool, host: str, port: int, store: str | None,
+        settings: str | None, capture: str | None, confdir: str | None, sets: tuple[str, ...]) -> None:
     """Run the proxy (mitmdump with the tokenaddons bundle)."""
     from mitmproxy.tools.main import mitmdump
 
-    mode, extra = run_mode(upstream, regular)
-    sys.exit(mitmdump(mitmdump_args(mode, host, port, store, extra + sets, settings)))
+    from tokenaddons.ca import CA
+
+    if regular and transparent:
+        raise click.UsageError("--regular and --transparent exclude each other")
+    mode, extra = run_mode(upstream, regular, transparent)
+    authority = CA.at(confdir)
+    if (regular or transparent) and authority.init():  # the same CA `tokenaddons env` and `ca install` name
+        click.echo(f"tokenaddons: created the CA {authority.cert}; clients must trust it (tokenaddons env)", err=True)
+    sys.exit(mitmdump(mitmdump_args(mode, host, port, store, extra + sets, settings, str(authority.confdir),
+                                    capture)))
 
 
 @main.group("keys")
@@ -198,6 +223,37 @@ def import_vcr(cassettes: tuple[str, ...], out: str) -> None:
 
 
 @main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--settings", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="TOML settings file to replay with.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Any tokenaddons option to replay with "
+              "(--set compress=true, --set budget_daily_usd=5, ...).")
+@click.option("--store", default=None, type=click.Path(dir_okay=False),
+              help="Keep the replay's event store here (a new file; default: a temporary one).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of tables.")
+def replay(files: tuple[str, ...], settings: str | None, sets: tuple[str, ...], store: str | None,
+           as_json: bool) -> None:
+    """What captured traffic (`run --capture FILE`) would have done with other settings.
+
+    Each captured request goes through the bundle again and is answered from its
+    captured answer (nothing goes out); printed side by side with what was billed."""
+    from tokenaddons import whatif
+
+    if store and Path(store).exists():
+        raise click.ClickException(f"{store} exists: the replay writes a new store")
+    try:
+        data = whatif.run([Path(f) for f in files], settings, sets, Path(store) if store else None)
+    except (RuntimeError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        from tokenaddons.ui.views import render_whatif
+
+        render_whatif(data)
+
+
+@main.command()
 @click.option("--store", default=None, help="Event store for the demo (default: a fresh temporary file).")
 @click.option("--requests", "count", default=24, show_default=True, help="How many demo requests to send.")
 @click.option("--pause", default=0.0, show_default=True,
@@ -207,3 +263,104 @@ def demo(store: str | None, count: int, pause: float) -> None:
     from tokenaddons.ui.demo import run_demo
 
     run_demo(store, count, pause=pause)
+
+
+@main.group()
+def ca() -> None:
+    """The CA that signs intercepted HTTPS in regular and transparent modes."""
+
+
+def _ca(confdir: str | None):
+    from tokenaddons.ca import CA
+
+    return CA.at(confdir)
+
+
+@ca.command("init")
+@confdir_option
+def ca_init(confdir: str | None) -> None:
+    """Create the CA (once; the private key stays in the confdir, mode 0600)."""
+    authority = _ca(confdir)
+    created = authority.init()
+    click.echo(f"{'created' if created else 'exists:'} {authority.cert}", err=True)
+    click.echo(str(authority.cert))
+
+
+@ca.command("path")
+@confdir_option
+def ca_path(confdir: str | None) -> None:
+    """Print the CA certificate's path (what clients trust; never the key)."""
+    authority = _ca(confdir)
+    if not authority.exists():
+        raise click.ClickException(f"no CA in {authority.confdir}: run `tokenaddons ca init` first")
+    click.echo(str(authority.cert))
+
+
+@ca.command("bundle")
+@confdir_option
+@click.option("--out", "-o", default=None, type=click.Path(dir_okay=False),
+              help="Where to write it (default: beside the CA).")
+def ca_bundle(confdir: str | None, out: str | None) -> None:
+    """Write certifi's roots plus the CA into one PEM (for SSL_CERT_FILE, REQUESTS_CA_BUNDLE) and print its path."""
+    authority = _ca(confdir)
+    try:
+        click.echo(str(authority.write_bundle(Path(out) if out else None)))
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@ca.command("install")
+@confdir_option
+@click.option("--dry-run", is_flag=True, help="Print the commands instead of running them.")
+def ca_install(confdir: str | None, dry_run: bool) -> None:
+    """Add the CA to the system trust store (Debian/Ubuntu, Fedora as root); elsewhere print the command."""
+    import shlex
+    import subprocess
+
+    from tokenaddons.ca import install_plan
+
+    authority = _ca(confdir)
+    if not authority.exists():
+        raise click.ClickException(f"no CA in {authority.confdir}: run `tokenaddons ca init` first")
+    plan = install_plan(authority)
+    if not plan.commands:
+        raise click.ClickException(plan.why)
+    if dry_run or not plan.runnable:
+        if plan.why:
+            click.echo(f"# {plan.why}:", err=True)
+        for command in plan.commands:
+            click.echo(shlex.join(command))
+        return
+    for command in plan.commands:
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise click.ClickException(f"{shlex.join(command)} failed: {(done.stderr or done.stdout).strip()}")
+    click.echo(f"installed {authority.cert} in the system trust store (Node and Python's certifi do not read it: "
+               "see `tokenaddons env`)", err=True)
+
+
+@main.command("env")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where the proxy listens.")
+@click.option("--port", "-p", default=DEFAULT_PORT, show_default=True)
+@click.option("--shell", "shell", type=click.Choice(["sh", "fish", "powershell"]), default="sh",
+              show_default=True, help="sh covers bash and zsh.")
+@click.option("--unset", is_flag=True, help="Print the lines that undo it.")
+@click.option("--ca-only", is_flag=True, help="Only the CA's variables (transparent mode: traffic is redirected "
+              "to the proxy, not sent to it).")
+@confdir_option
+def env(host: str, port: int, shell: str, unset: bool, ca_only: bool, confdir: str | None) -> None:
+    """Shell lines that put this shell's tools behind the regular-mode proxy: eval "$(tokenaddons env)".
+
+    Creates the CA and the combined bundle if they do not exist yet."""
+    from tokenaddons import shellenv
+
+    authority = _ca(confdir)
+    proxy = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    values = shellenv.variables(None if ca_only else proxy, authority)
+    if unset:
+        click.echo(shellenv.render_unset(list(values), shell), nl=False)
+        return
+    if authority.init():
+        click.echo(f"tokenaddons: created the CA {authority.cert}", err=True)
+    authority.write_bundle()
+    click.echo(shellenv.render(values, shell), nl=False)

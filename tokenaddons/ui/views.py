@@ -70,6 +70,63 @@ def savings_table(sources: dict[str, dict]) -> Table:
     return table
 
 
+def _found(counts: dict) -> str:
+    return ", ".join(f"{name} ×{n}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def whatif_table(data: dict) -> Table:
+    """As captured, side by side with what the replayed settings would have done."""
+    was, now = data["captured"], data["replayed"]
+    table = Table(title=f"Replay of {data['exchanges']} captured exchange(s)", title_justify="left")
+    table.add_column("", no_wrap=True)
+    table.add_column("as captured", justify="right")
+    table.add_column("with these settings", justify="right")
+    table.add_column("difference", justify="right")
+
+    def row(label: str, a, b, fmt=fmt_int, diff: bool = True) -> None:
+        change = ""
+        if diff and isinstance(a, (int, float)) and isinstance(b, (int, float)) and a != b:
+            pct = f" ({(b - a) / a:+.1%})" if a else ""
+            change = f"[{'green' if b < a else 'red'}]{'+' if b > a else '-'}{fmt(abs(b - a))}{pct}[/]"
+        table.add_row(label, fmt(a) if isinstance(a, (int, float)) else a,
+                      fmt(b) if isinstance(b, (int, float)) else b, change)
+
+    row("requests sent upstream", was["upstream"], now["upstream"])
+    row("input tokens", was["input_tokens"], now["input_tokens"])
+    row("  of which cache reads", was["cache_read_tokens"], now["cache_read_tokens"])
+    row("  of which cache writes", was["cache_write_tokens"], now["cache_write_tokens"])
+    row("output tokens", was["output_tokens"], now["output_tokens"])
+    row("[bold]billed[/]", was["cost_usd"], now["cost_usd"], fmt_usd)
+    for source in was["saved"]:
+        a, b = was["saved"][source], now["saved"][source]
+        if a["requests"] or b["requests"]:
+            row(f"saved by {source}", f"{fmt_usd(a['usd'])} ({a['requests']})", f"{fmt_usd(b['usd'])} ({b['requests']})",
+                diff=False)
+    for name in was["flagged"]:
+        a, b = was["flagged"][name], now["flagged"][name]
+        if a["requests"] or b["requests"]:
+            row(f"flagged by {name}", f"{a['requests']} req", f"{b['requests']} req {_found(b['found'])}".strip(),
+                diff=False)
+    for name in sorted(set(was["refused"]) | set(now["refused"])):
+        a, b = was["refused"].get(name, {}), now["refused"].get(name, {})
+        stopped = f"[green]-{fmt_usd(b['billed_usd'])} of spend[/]" if b.get("billed_usd") else ""
+        table.add_row(f"refused by {name}", f"{a.get('requests', 0)} req", f"{b.get('requests', 0)} req", stopped)
+    return table
+
+
+def render_whatif(data: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(whatif_table(data))
+    for name, refused in data["replayed"]["refused"].items():
+        if refused.get("why"):
+            console.print(f"{name} refused: {_found(refused['why'])}")
+    for why, n in (data.get("skipped") or {}).items():
+        console.print(f"[yellow]{n} captured flow(s) not replayed: {why}[/]")
+    if data["captured"]["flagged"]["scrub"]["requests"]:
+        console.print("Captured requests are saved scrubbed: a replay's scrub sees only what the capture's "
+                      "settings let through (logged, not replaced).")
+
+
 def routing_table(found: list[dict]) -> Table:
     """What route did: targets that served (first choice or fallback), failed or were skipped."""
     table = Table(title="Routing", title_justify="left")
