@@ -34,7 +34,7 @@ def names(addons) -> list[str]:
 
 def test_the_pipeline_order():
     order = names(bundle.addons())
-    assert order[:3] == ["Settings", "Store", "Intake"]
+    assert order[:4] == ["Settings", "Store", "Team", "Intake"]
     for before, after in [("Guard", "Scrub"), ("Scrub", "Cache"), ("Cache", "Upstream"), ("Upstream", "RateLimit"),
                           ("RateLimit", "Budget"), ("Budget", "Meter"), ("Meter", "Settle")]:
         assert order.index(before) < order.index(after), (before, after)
