@@ -6,7 +6,9 @@ so proxies pointed at it find it back.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -58,6 +60,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # a frozen server cannot act on SIGTERM
             self.proc.terminate()
             try:
                 self.proc.wait(10)
@@ -65,6 +68,16 @@ class RedisServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+    def freeze(self) -> None:
+        """Stop the server without closing anything (SIGSTOP): connections open and
+        nothing answered, as when the network to it drops packets."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
 
     def restart(self, down_for: float = 0.0) -> None:
         self.stop()
