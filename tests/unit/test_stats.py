@@ -110,3 +110,22 @@ def test_time_to_reset_reads_at_a_glance():
 
     assert [fmt_duration(s) for s in (5 * 86400 + 7 * 3600 + 59, 7 * 3600 + 33 * 60, 12 * 60 + 5, 59)] == [
         "5d07h", "7h33m", "12m", "0m"]
+
+
+def test_team_mode_and_a_redis_outage_show(store):
+    from tokenaddons.store import health
+
+    health.publish(store, {"state": "ok", "redis": "redis://:***@db:6379/0"}, kind="team")
+    try:
+        text = render(store, 160)
+        assert "shares its cache, budgets and rate limits through redis://:***@db:6379/0" in " ".join(text.split())
+        health.publish(store, {"state": "down", "redis": "redis://:***@db:6379/0", "since": NOW - 30,
+                               "reason": "ConnectionError: Connection refused", "fail_open": False}, kind="team")
+        text = " ".join(render(store, 160).split())
+        assert "cannot reach redis://:***@db:6379/0" in text and "Connection refused" in text
+        assert "refuses requests under a budget until Redis is back" in text
+        report = CliRunner().invoke(main, ["report", "--store", str(store), "--json"])
+        assert "cannot reach redis" in json.loads(report.output)["store_warnings"][0]
+    finally:
+        health.publish(store, None, kind="team")
+    assert "redis" not in render(store, 160).lower()

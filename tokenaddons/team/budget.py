@@ -107,6 +107,7 @@ class SharedBudget:
         self.link = link
         self.instance = instance  # this proxy's store: its spend is its own event rows
         self.lock = asyncio.Lock()
+        self.hold_s = HOLD_S
         self._reserve = link.script(RESERVE)
         self._report = link.script(REPORT)
         self.reported: dict[WindowKey, float] = {}  # key -> its expiry: windows Redis may hold our fields in
@@ -121,7 +122,7 @@ class SharedBudget:
         step for the whole team; on success `local.reserved` holds it too. (None,
         0) reserved; (i, total spent or held) window i has no room. Raises `Unavailable`."""
         async with self.lock:
-            args: list = [self.instance, repr(need), repr(HOLD_S)]
+            args: list = [self.instance, repr(need), repr(self.hold_s)]
             for key, limit, end in windows:
                 args += [repr(limit), repr(local.spent.get(key, 0.0)), repr(local.reserved.get(key, 0.0)),
                          int(end + EXPIRE_AFTER_S)]
@@ -141,7 +142,7 @@ class SharedBudget:
             for key, end in windows.items():
                 self.reported[key] = end + EXPIRE_AFTER_S
             keys = list(self.reported)
-            args: list = [self.instance, repr(HOLD_S)]
+            args: list = [self.instance, repr(self.hold_s)]
             for key in keys:
                 args += [repr(local.spent.get(key, 0.0)), repr(local.reserved.get(key, 0.0)),
                          int(self.reported[key])]

@@ -76,11 +76,11 @@ def run_flow(addons, flow: http.HTTPFlow, stream_chunks: int | None = None) -> h
     return asyncio.run(arun_flow(addons, flow, stream_chunks))
 
 
-def rows(store) -> list[dict]:
+def rows(store, table: str = "requests") -> list[dict]:
     """Event rows of a tokenaddons.addons.store.Store addon, after flushing its writer."""
     store.events.flush()
     conn = sqlite3.connect(store.events.path)
     conn.row_factory = sqlite3.Row
-    out = [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY id")]
+    out = [dict(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY id")]
     conn.close()
     return out
