@@ -310,3 +310,31 @@ def test_e2e_redis_stopped_and_started_in_the_middle_of_traffic(team, sim, redis
     for proxy in (a, b):  # the outage said once, and the recovery
         text = proxy.log.read_text()
         assert text.count("cannot be reached (") == 1 and text.count("is back;") == 1, text[-3000:]
+
+
+# ------------------------------------------------------------------ TLS, a password, and nothing of it logged
+
+def test_e2e_rediss_with_a_password_works_and_the_password_is_never_logged(make_proxy, sim, tmp_path):
+    from tokenaddons.test import redis
+
+    if not redis.available():
+        pytest.skip("redis-server not installed (scripts/setup.sh installs it with apt-get, as root)")
+    password = "team-s3cret-PW"
+    cert, key = redis.self_signed(tmp_path)
+    with redis.RedisServer(tmp_path / "redis", password=password, tls=(cert, key)) as server:
+        url = f"{server.url}?ssl_ca_certs={cert}"
+        a, b = (make_proxy(sim.url, {"redis_url": url, "redis_timeout_s": "1"}) for _ in range(2))
+        assert ask(a, "over TLS").headers["x-tokenaddons-cache"] == "MISS"
+        assert wait_until(lambda: ask(b, "over TLS").headers["x-tokenaddons-cache"] == "HIT", timeout=5)
+        assert sim.upstream_calls == 1
+        server.stop()  # an outage and a recovery log the URL too
+        assert ask(a, "while down").status_code == 200
+        server.start()
+        assert wait_until(lambda: "is back;" in a.log.read_text(), timeout=10)
+        statuses = [p.read_text() for proxy in (a, b) for p in proxy.store.parent.glob("*.team-*.json")]
+        assert len(statuses) == 2 and all("rediss://:***@" in s and password not in s for s in statuses)
+    for proxy in (a, b):
+        proxy.stop()
+        text = proxy.log.read_text()
+        assert "rediss://:***@127.0.0.1" in text and password not in text
+        assert password.encode() not in proxy.store.read_bytes()
