@@ -85,7 +85,8 @@ class Link:
         if self.down_since is not None:
             raise Unavailable(self.why)
         try:
-            return await asyncio.wait_for(fn(*args, **kwargs), self.timeout)
+            async with asyncio.timeout(self.timeout):  # no task per call, unlike wait_for
+                return await fn(*args, **kwargs)
         except OUTAGE as e:
             self.failed(e)
             raise Unavailable(self.why) from None
