@@ -329,3 +329,36 @@ async def test_without_redis_url_nothing_is_shared_and_nothing_is_asked(tmp_path
         assert health.statuses(store.events.path, "team") == []
         await team.done()
     store.done()
+
+
+# ------------------------------------------------------------------ single flight across proxies
+
+async def test_a_twin_waits_for_the_claimants_entry_and_a_dead_claimants_claim_lapses(redis_server):
+    from tokenaddons.store.cache_tier import Entry
+    from tokenaddons.team.cache import SharedCache
+
+    link = Link(redis_server.url, 1.0)
+    try:
+        a, b = SharedCache(link), SharedCache(link)
+        a.lease_s = b.lease_s = 0.4
+        assert await a.lookup("k") == (None, True)  # A fetches
+        assert await b.lookup("k") == (None, False)  # B finds it claimed
+
+        async def fetch_while_renewing():
+            for _ in range(4):  # longer than a lease: renewed every 0.2 s
+                await asyncio.sleep(0.2)
+                await a.renew()
+            a.fill("k", Entry(b"answer", "application/json", time.time(), time.time() + 60, "m", {}, 0.01))
+
+        started = time.monotonic()
+        _, entry = await asyncio.gather(fetch_while_renewing(), b.wait("k", 5))
+        assert entry is not None and entry.body == b"answer" and 0.8 < time.monotonic() - started < 1.5
+        assert not a.claims and not await link.client.exists(f"{link.prefix}cache-claim:k")
+        # A claims another key and dies: B waits for the lease, not for its whole wait
+        assert await a.lookup("k2") == (None, True)
+        started = time.monotonic()
+        assert await b.wait("k2", 30) is None
+        assert time.monotonic() - started < 1.0
+        assert await b.lookup("k2") == (None, True)  # B fetches it itself
+    finally:
+        await link.close()

@@ -82,6 +82,8 @@ class Cache:
     def __init__(self, store: Store, team: Hub | None = None, clock: Callable[[], float] = time.time):
         self.store = store
         self.team = team
+        if team is not None:
+            team.every_second(self._renew_claims)
         store.add_schema("cache_schema", MIGRATIONS)
         self.clock = clock
         self.tiers = Tiers(clock)
@@ -180,7 +182,7 @@ class Cache:
         None: this request goes upstream (it holds the key's claim, or Redis cannot
         be used, or the other proxy's fetch ended with nothing to share)."""
         try:
-            entry, claimed = await shared.lookup(key, self.wait_s)
+            entry, claimed = await shared.lookup(key)
         except Unavailable:
             return await self._from_disk(key)
         if entry is not None:
@@ -202,6 +204,11 @@ class Cache:
             self.tiers.remember(key, entry)
             ex.state["cache"]["team_hit"] = True
         return entry
+
+    async def _renew_claims(self, link) -> None:
+        shared = self._shared()
+        if shared is not None:
+            await shared.renew()
 
     async def _from_disk(self, key: str) -> Entry | None:
         if not self.tiers.may_be_on_disk(key):
