@@ -100,7 +100,8 @@ class Team:
 
     # -- the keeper: starts with the event loop, reports every second
     def running(self) -> None:
-        self._start()
+        if self.hub.link is not None:  # without redis_url, not even a timer
+            self._start()
 
     def _start(self) -> None:
         try:

@@ -17,12 +17,14 @@ def launcher_path() -> str:
 
 
 def mitmdump_args(mode: str, host: str, port: int, store: str | None, sets: tuple[str, ...],
-                  settings: str | None = None) -> list[str]:
+                  settings: str | None = None, redis: str | None = None) -> list[str]:
     args = ["-s", launcher_path(), "--mode", mode, "--listen-host", host, "-p", str(port)]
     if store:
         args += ["--set", f"store_path={store}"]
     if settings:
         args += ["--set", f"settings_path={settings}"]
+    if redis:
+        args += ["--set", f"redis_url={redis}"]
     for s in sets:
         args += ["--set", s]
     return args
@@ -42,14 +44,17 @@ def main() -> None:
 @click.option("--store", default=None, help=f"Event store (default {DEFAULT_PATH}).")
 @click.option("--settings", default=None, help="TOML settings file (price overrides, budget caps per "
               "provider, model and project).")
+@click.option("--redis", default=None, envvar="TOKENADDONS_REDIS_URL", metavar="URL",
+              help="Team mode: the Redis several proxies share (redis_url); from the environment variable, "
+              "a password stays out of the process list.")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Any mitmproxy/tokenaddons option.")
 def run(upstream: str, regular: bool, host: str, port: int, store: str | None, settings: str | None,
-        sets: tuple[str, ...]) -> None:
+        redis: str | None, sets: tuple[str, ...]) -> None:
     """Run the proxy (mitmdump with the tokenaddons bundle)."""
     from mitmproxy.tools.main import mitmdump
 
     mode = "regular" if regular else f"reverse:{upstream}"
-    sys.exit(mitmdump(mitmdump_args(mode, host, port, store, sets, settings)))
+    sys.exit(mitmdump(mitmdump_args(mode, host, port, store, sets, settings, redis)))
 
 
 @main.command("script-path")
