@@ -362,3 +362,28 @@ async def test_a_twin_waits_for_the_claimants_entry_and_a_dead_claimants_claim_l
         assert await b.lookup("k2") == (None, True)  # B fetches it itself
     finally:
         await link.close()
+
+
+async def test_an_event_loop_held_up_past_the_timeout_is_not_a_redis_outage(redis_server):
+    changes = []
+    link = Link(redis_server.url, 0.2, on_change=lambda lk: changes.append(lk.up))
+    try:
+        calls = []
+
+        async def answered_while_this_process_was_busy():
+            calls.append(1)
+            reply = link.client.ping()
+            if len(calls) == 1:
+                time.sleep(0.5)  # the loop is blocked past the timeout: not Redis's doing
+            return await reply
+
+        assert await link.call(answered_while_this_process_was_busy) is True
+        assert len(calls) == 2  # tried once more
+        assert link.up and changes == []
+        redis_server.freeze()  # a Redis that truly does not answer is still found out
+        with pytest.raises(Unavailable):
+            await link.call(link.client.ping)
+        assert changes == [False]
+    finally:
+        redis_server.thaw()
+        await link.close()

@@ -24,12 +24,13 @@ POLL_S = 0.05  # how often a proxy waiting on another's fetch looks for the entr
 LEASE_S = 5.0  # a claim not renewed for this long lapses
 
 # KEYS: entry, claim. ARGV: owner ('' = look only), lease ms.
-# -> {1, entry} | {0, 1 if this call claimed the key else 0}
+# -> {1, entry} | {0, 1 if this proxy holds the claim now (taken, or already its own) else 0}
 LOOKUP = """
 local v = redis.call('GET', KEYS[1])
 if v then return {1, v} end
 if ARGV[1] == '' then return {0, 0} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 1} end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('PEXPIRE', KEYS[2], ARGV[2]) return {0, 1} end
 return {0, 0}
 """
 

@@ -1,7 +1,9 @@
 """The connection to the team's Redis server, and whether it can be used.
 
-Every call is bounded by one short timeout (connect and command alike). The
-first call that finds Redis unreachable marks it down: the link tells its
+Every call is bounded by one short timeout (connect and command alike). A
+timeout that fired late says this proxy's own event loop was held up (a busy
+moment at start-up, a loaded machine), not Redis: that call is tried once
+more. The first call that finds Redis unreachable marks it down: the link tells its
 owner once (a warning per outage), every later call fails at once with
 `Unavailable` instead of waiting on a dead server, and a task pings it every
 `RETRY_S` until it answers, then tells the owner it is back. Callers catch
@@ -25,6 +27,7 @@ from redis.retry import Retry
 log = logging.getLogger(__name__)
 
 RETRY_S = 1.0  # how often a down Redis is tried again
+STALL_S = 0.1  # a timeout that fires this late means this process's event loop was held up, not Redis
 PREFIX = "tokenaddons:"
 SCHEMES = ("redis", "rediss", "unix")
 # the server cannot be reached (or refuses us): an outage, not one call's mistake
@@ -81,21 +84,30 @@ class Link:
         return self.client.register_script(lua)
 
     async def call(self, fn: Callable[..., Awaitable], *args, **kwargs):
-        """`await fn(*args, **kwargs)` bounded by the timeout; `Unavailable` at once while Redis is down."""
+        """`await fn(*args, **kwargs)` bounded by the timeout; `Unavailable` at once while
+        Redis is down. A call may reach Redis twice; the scripts are written so that
+        is harmless (absolute writes, a claim already ours is ours)."""
         if self.down_since is not None:
             raise Unavailable(self.why)
-        try:
-            async with asyncio.timeout(self.timeout):  # no task per call, unlike wait_for
-                return await fn(*args, **kwargs)
-        except OUTAGE as e:
-            self.failed(e)
-            raise Unavailable(self.why) from None
-        except RedisError as e:  # the server answered, with an error: this call's problem, not an outage
-            why = describe(e)
-            if why not in self._complained:
-                self._complained.add(why)
-                log.warning("tokenaddons team: Redis at %s refused a command (%s)", self.where, why)
-            raise Unavailable(why) from None
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            started = loop.time()
+            try:
+                async with asyncio.timeout(self.timeout):  # no task per call, unlike wait_for
+                    return await fn(*args, **kwargs)
+            except OUTAGE as e:
+                late = isinstance(e, (TimeoutError, RedisTimeoutError)) and \
+                    loop.time() - started > self.timeout + STALL_S
+                if late and attempt == 1:
+                    continue
+                self.failed(e)
+                raise Unavailable(self.why) from None
+            except RedisError as e:  # the server answered, with an error: this call's problem, not an outage
+                why = describe(e)
+                if why not in self._complained:
+                    self._complained.add(why)
+                    log.warning("tokenaddons team: Redis at %s refused a command (%s)", self.where, why)
+                raise Unavailable(why) from None
 
     def later(self, fn: Callable[..., Awaitable], *args, **kwargs) -> None:
         """Run one call in the background (a fill, a pause): nobody waits for it,

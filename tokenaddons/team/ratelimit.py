@@ -5,7 +5,8 @@ clock, so proxies whose clocks differ still agree. One Lua script checks every
 bucket a request needs and the pause on its provider and credential, and
 takes from all buckets, or from none and says how long to wait. A pause (an
 upstream 429's retry-after) is a key holding the server time it ends, which
-expires with it; a longer pause never gets shortened by a shorter one.
+expires with it; a longer pause never gets shortened by a shorter one. (A
+take the link tries again after a stall may take twice: on the safe side.)
 """
 from __future__ import annotations
 
