@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -32,9 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_hotpath import Connection, p, request, serve_upstream  # noqa: E402
+from bench_hotpath import Connection, p, request, start_upstream  # noqa: E402
 
-from tokenaddons.process import Mitmdump, free_port, wait_port  # noqa: E402
+from tokenaddons.process import Mitmdump  # noqa: E402
 from tokenaddons.test.redis import RedisServer, available  # noqa: E402
 
 LIMITS = {"budget_daily_usd": "100000", "ratelimit_rpm": 1_000_000}
@@ -66,11 +65,7 @@ def main() -> None:
     if not available():
         sys.exit("redis-server is not installed (scripts/setup.sh installs it)")
     work = Path(tempfile.mkdtemp(prefix="bench-team-"))
-    up_port = free_port()
-    upstream = multiprocessing.get_context("spawn").Process(target=serve_upstream, args=(up_port,), daemon=True)
-    upstream.start()
-    wait_port(up_port)
-    url = f"http://127.0.0.1:{up_port}"
+    upstream, url = start_upstream()
     print(f"request body {len(request(0)) / 1024:.1f} KB; {n} interleaved rounds of five requests")
     try:
         with RedisServer(work / "redis") as redis:

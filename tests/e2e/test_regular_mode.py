@@ -4,8 +4,6 @@ client side, and the provider (the simulator serving TLS) is reached over TLS.
 Both are metered like reverse-mode traffic."""
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import ssl
 
 import anthropic
@@ -19,26 +17,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def tls_sim(tmp_path):
     """The simulator serving HTTPS with a self-signed certificate for 127.0.0.1."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     from tokenaddons.sim import Simulator
+    from tokenaddons.test.certs import self_signed
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = tmp_path / "sim.crt", tmp_path / "sim.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    cert_file, key_file = self_signed(tmp_path, "sim")
     with Simulator(tls=(str(cert_file), str(key_file))) as sim:
         sim.ca = cert_file
         yield sim

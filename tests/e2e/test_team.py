@@ -320,11 +320,12 @@ def test_e2e_redis_stopped_and_started_in_the_middle_of_traffic(team, sim, redis
 
 def test_e2e_rediss_with_a_password_works_and_the_password_is_never_logged(make_proxy, sim, tmp_path):
     from tokenaddons.test import redis
+    from tokenaddons.test.certs import self_signed
 
     if not redis.available():
         pytest.skip("redis-server not installed (scripts/setup.sh installs it with apt-get, as root)")
     password = "team-s3cret-PW"
-    cert, key = redis.self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, "redis")
     with redis.RedisServer(tmp_path / "redis", password=password, tls=(cert, key)) as server:
         url = f"{server.url}?ssl_ca_certs={cert}"
         a, b = (make_proxy(sim.url, {"redis_url": url, "redis_timeout_s": "1"}) for _ in range(2))

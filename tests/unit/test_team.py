@@ -113,10 +113,11 @@ async def test_a_stopped_redis_is_noticed_at_once_and_found_back_when_it_restart
 
 async def test_tls_and_a_password(tmp_path):
     from tokenaddons.test import redis
+    from tokenaddons.test.certs import self_signed
 
     if not redis.available():
         pytest.skip("redis-server not installed (scripts/setup.sh installs it with apt-get, as root)")
-    cert, key = redis.self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, "redis")
     with redis.RedisServer(tmp_path / "redis", password="s3cret", tls=(cert, key)) as server:
         assert server.url.startswith("rediss://:s3cret@")
         link = Link(f"{server.url}?ssl_ca_certs={cert}", 1.0)
