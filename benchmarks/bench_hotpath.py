@@ -100,6 +100,15 @@ def serve_upstream(port: int) -> None:
     asyncio.run(main())
 
 
+def start_upstream() -> tuple[multiprocessing.Process, str]:
+    """The minimal upstream in a process of its own; its URL."""
+    port = free_port()
+    process = multiprocessing.get_context("spawn").Process(target=serve_upstream, args=(port,), daemon=True)
+    process.start()
+    wait_port(port)
+    return process, f"http://127.0.0.1:{port}"
+
+
 # ---------------------------------------------------------------- the load: raw HTTP/1.1, keep-alive
 
 async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> bytes:
@@ -190,11 +199,7 @@ def main() -> None:
     args = ap.parse_args()
     n, width = args.requests, args.concurrency
     work = Path(tempfile.mkdtemp(prefix="bench-hotpath-"))
-    up_port = free_port()
-    upstream = multiprocessing.get_context("spawn").Process(target=serve_upstream, args=(up_port,), daemon=True)
-    upstream.start()
-    wait_port(up_port)
-    url = f"http://127.0.0.1:{up_port}"
+    upstream, url = start_upstream()
     print(f"request body {len(request(0)) / 1024:.1f} KB; {n} interleaved sequential requests per path; "
           f"{args.rounds} alternating rounds of {10 * width} requests at {width}-way concurrency")
     rates: dict[str, list[float]] = {"bare mitmdump": [], "bundle misses": []}

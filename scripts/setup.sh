@@ -22,6 +22,16 @@ if [ ! -x .venv-newest/bin/python ]; then
     || { echo "setup: could not install the newest SDKs; their end-to-end test will be skipped" >&2; rm -rf .venv-newest; }
 fi
 
+# A real Redis for the team-mode tests (skipped where it cannot be installed).
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; } \
+      >/dev/null 2>&1 || echo "setup: could not install redis-server; the team-mode tests will be skipped" >&2
+  else
+    echo "setup: redis-server is missing (apt-get install redis-server, as root); the team-mode tests will be skipped" >&2
+  fi
+fi
+
 # Real agent clients for the end-to-end tests (skipped where npm is missing),
 # pinned so a new release cannot change what the tests see.
 if command -v npm >/dev/null 2>&1 && [ ! -x .tools/node_modules/.bin/claude ]; then

@@ -73,3 +73,14 @@ def sim():
 
     with Simulator() as s:
         yield s
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on a free port (scripts/setup.sh installs it; skipped where it could not)."""
+    from tokenaddons.test import redis
+
+    if not redis.available():
+        pytest.skip("redis-server not installed (scripts/setup.sh installs it with apt-get, as root)")
+    with redis.RedisServer(tmp_path / "redis") as server:
+        yield server

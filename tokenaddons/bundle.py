@@ -4,8 +4,9 @@ Request phase top to bottom; an addon that answers a request itself sets
 flow.response (or marks the exchange answered) and every later addon skips
 that flow (`handled`). The response phase runs in the same order, so what
 must see the meter's accounting runs when the exchange settles, after it.
-Addons never import each other: they share the Exchange, the event store and
-the published settings, which this function hands to those that need them.
+Addons never import each other: they share the Exchange, the event store,
+the published settings and the team's Redis link, which this function hands
+to those that need them.
 """
 from __future__ import annotations
 
@@ -26,27 +27,31 @@ from tokenaddons.addons.scrub import Scrub
 from tokenaddons.addons.settings import Settings
 from tokenaddons.addons.settle import Settle
 from tokenaddons.addons.store import Store
+from tokenaddons.addons.team import Team
 from tokenaddons.addons.upstream import Upstream
 from tokenaddons.engines.settings_file import Published
+from tokenaddons.team.hub import Hub
 
 
 def addons() -> list:
     published = Published()
     store = Store()
+    team = Hub()
     return [
         Settings(published),  # the TOML file: price overrides, budget caps per provider/model/project
         store,                # the event store every other addon writes through
         Intercept(published),  # system-wide modes: decrypt only provider hosts, tunnel the rest untouched
+        Team(store, team),    # team mode: the Redis that several proxies share cache, budgets and limits through
         Intake(),             # detect the API, parse the body once, project tag
         Exposure(),           # a warning when anyone on the network could use the proxy (options only)
         Guard(),              # prompt injections in tool results and user text
         Scrub(store),         # PII and secrets out, placeholders restored in answers
-        Cache(store),         # exact-match lookup (after scrub: the key is what would be sent)
+        Cache(store, team),   # exact-match lookup (after scrub: the key is what would be sent)
         Route(published, store),  # providers, aliases, routes: fallback, translation, keys the client never holds
         Compress(store),      # prompt-cache hints, prefix-stable tool-output transforms (on the routed body)
         Upstream(),           # a down upstream answered in the provider's shape (after the cache: hits need no upstream)
-        RateLimit(),          # requests and input tokens per minute, per provider and project
-        Budget(store, published),  # spend caps: reserve the worst case before sending
+        RateLimit(team),      # requests and input tokens per minute, per provider and project
+        Budget(store, published, team),  # spend caps: reserve the worst case before sending
         Meter(store),         # usage, cost, savings: one event row per exchange
         Settle(),             # after the meter: the cache fills, budgets settle, the summary is kept
         Outlet(),             # serialize the body once, if anything changed it

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def tls_sim(tmp_path):
     """The simulator serving HTTPS with a self-signed certificate for 127.0.0.1."""
     from tokenaddons.sim import Simulator
-    from tokenaddons.test.tls import self_signed
+    from tokenaddons.test.certs import self_signed
 
     cert_file, key_file = self_signed(tmp_path, "sim", "127.0.0.1")
     with Simulator(tls=(str(cert_file), str(key_file))) as sim:

@@ -25,7 +25,7 @@ from tests.conftest import needs_client
 from tokenaddons.process import Service, free_port
 from tokenaddons.sim import Simulator
 from tokenaddons.test import clients
-from tokenaddons.test.tls import self_signed
+from tokenaddons.test.certs import self_signed
 
 pytestmark = pytest.mark.integration
 

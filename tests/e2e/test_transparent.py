@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tokenaddons.test.clients import TOKENADDONS
-from tokenaddons.test.tls import self_signed
+from tokenaddons.test.certs import self_signed
 
 pytestmark = [
     pytest.mark.integration,

@@ -34,7 +34,7 @@ def names(addons) -> list[str]:
 
 def test_the_pipeline_order():
     order = names(bundle.addons())
-    assert order[:4] == ["Settings", "Store", "Intercept", "Intake"]
+    assert order[:5] == ["Settings", "Store", "Intercept", "Team", "Intake"]
     for before, after in [("Guard", "Scrub"), ("Scrub", "Cache"), ("Cache", "Route"), ("Route", "Compress"),
                           ("Compress", "Upstream"), ("Cache", "Upstream"), ("Upstream", "RateLimit"),
                           ("RateLimit", "Budget"), ("Budget", "Meter"), ("Meter", "Settle")]:

@@ -348,7 +348,7 @@ def test_the_memory_tier_is_safe_while_a_worker_thread_reads_the_disk(tmp_path):
         i = 0
         while t.is_alive():  # the event loop's side: hits and fills
             tiers.get_memory(keys[i % 64])
-            tiers._remember(keys[(i * 7) % 64], Entry(b"y" * 100, "application/json", 0.0, 1e12, "m", {}, 0.0))
+            tiers.remember(keys[(i * 7) % 64], Entry(b"y" * 100, "application/json", 0.0, 1e12, "m", {}, 0.0))
             i += 1
         t.join()
     finally:

@@ -21,6 +21,17 @@ def test_run_defaults_listen_on_loopback_7677_in_reverse_mode():
     assert args[-2:] == ["--set", "cache_ttl=60"]
 
 
+def test_run_takes_the_teams_redis_from_the_environment(monkeypatch):
+    import mitmproxy.tools.main
+
+    seen = []
+    monkeypatch.setattr(mitmproxy.tools.main, "mitmdump", lambda args: seen.append(args) or 0)
+    monkeypatch.setenv("TOKENADDONS_REDIS_URL", "redis://:pw@db:6379/0")
+    assert CliRunner().invoke(main, ["run"]).exit_code == 0
+    args = seen[0]
+    assert args[args.index("redis_url=redis://:pw@db:6379/0") - 1] == "--set"
+
+
 def test_report_on_a_missing_store_is_a_clear_error(tmp_path):
     out = CliRunner().invoke(main, ["report", "--store", str(tmp_path / "none.db")])
     assert out.exit_code != 0 and "no event store" in out.output

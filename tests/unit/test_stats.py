@@ -149,3 +149,22 @@ def test_savings_by_source_count_each_dollar_once(tmp_path):
     assert "hints: 2 breakpoints; compressed -400 tok" in frame and "compressed -3400 tok" in frame
     by_model = [line for line in frame.splitlines() if "claude-sonnet-4-5" in line and "$0.0300" in line]
     assert by_model and "$0.0526" in by_model[0]  # the model's saved column: every source, once
+
+
+def test_team_mode_and_a_redis_outage_show(store):
+    from tokenaddons.store import health
+
+    health.publish(store, {"state": "ok", "redis": "redis://:***@db:6379/0"}, kind="team")
+    try:
+        text = render(store, 160)
+        assert "shares its cache, budgets and rate limits through redis://:***@db:6379/0" in " ".join(text.split())
+        health.publish(store, {"state": "down", "redis": "redis://:***@db:6379/0", "since": NOW - 30,
+                               "reason": "ConnectionError: Connection refused", "fail_open": False}, kind="team")
+        text = " ".join(render(store, 160).split())
+        assert "cannot reach redis://:***@db:6379/0" in text and "Connection refused" in text
+        assert "refuses requests under a budget until Redis is back" in text
+        report = CliRunner().invoke(main, ["report", "--store", str(store), "--json"])
+        assert "cannot reach redis" in json.loads(report.output)["store_warnings"][0]
+    finally:
+        health.publish(store, None, kind="team")
+    assert "redis" not in render(store, 160).lower()

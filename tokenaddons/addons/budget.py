@@ -15,6 +15,12 @@ under a cap are refused (`budget_fail_open` lets them through).
 
 Scopes: "global" and "project:NAME" from options; "provider:NAME",
 "model:PATTERN" and caps for one named project from the settings file.
+
+Team mode (`redis_url`): the check and the reservation are one Lua script
+over every proxy's spend and holds in Redis (team/budget.py), and each proxy
+reports its own spend there every second; while Redis cannot be reached,
+requests under a cap are refused with a 503 naming it, or with
+`budget_fail_open` checked against this proxy's own spend.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ import logging
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +47,9 @@ from tokenaddons.exchange import Exchange, handled
 from tokenaddons.options import number
 from tokenaddons.store import connect
 from tokenaddons.store.queries import spend_by_scope
+from tokenaddons.team.budget import SharedBudget
+from tokenaddons.team.hub import Hub
+from tokenaddons.team.link import Link, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +84,13 @@ class Window:
 
 
 class Budget:
-    def __init__(self, store: Store, settings: Published | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, store: Store, settings: Published | None = None, team: Hub | None = None,
+                 clock: Callable[[], float] = time.time):
         self.store = store
+        self.team = team
+        self.team_spent: dict[tuple, float] = {}  # window key -> every proxy's spend, as Redis last said
+        if team is not None:
+            team.every_second(self._report_all)
         store.add_schema("budget_schema", MIGRATIONS)
         self.settings = settings if settings is not None else Published()
         self.clock = clock
@@ -105,7 +119,8 @@ class Budget:
                           "Output tokens to reserve per request instead of its max_tokens (0 = its max_tokens).")
         loader.add_option("budget_fail_open", bool, False,
                           "Let requests under a cap through when the spend so far cannot be read from the event "
-                          "store (default: they are refused).")
+                          "store, or in team mode from Redis (default: they are refused; in team mode they are "
+                          "then checked against this proxy's own spend).")
 
     def configure(self, updated) -> None:
         self.caps = {(scope, w): number(f"budget_{'project_' if scope == 'project' else ''}{w}_usd")
@@ -247,10 +262,11 @@ class Budget:
                                DEFAULT_OUTPUT_TOKENS)
         return max(0.0, inp * prices.input + out * prices.output)
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable | None:
+        """Synchronous, except in team mode: then a coroutine mitmproxy awaits."""
         ex = Exchange.of(flow)
         if ex is None or not ex.known or handled(flow):
-            return  # answered here (a cache hit, one following a stream in flight): costs nothing
+            return None  # answered here (a cache hit, one following a stream in flight): costs nothing
         if self._rebuilt_for is not None and self._rebuilt_for[2] != self.settings.generation:
             self._sync()  # the settings file was edited: new scopes, new limits
         if self.unreadable is not None and self.windows(ex, self.clock()):
@@ -260,20 +276,86 @@ class Budget:
                        "until it can be read (budget_fail_open=true lets them through)", status=503,
                        retry_after=RETRY_READ_S, headers={"x-tokenaddons-budget": "unreadable"})
                 ex.decide("budget", "refused", reason="spend unreadable")
-                return
-        # check every window, then reserve in all: nothing awaits in between
+                return None
         now = self.clock()
         windows = self.windows(ex, now)
         need = self.estimate(ex) if windows else 0.0
+        shared = self._shared() if windows else None
+        if shared is not None:
+            return self._reserve_shared(flow, ex, shared, windows, need, now)
+        self._reserve_local(flow, ex, windows, need, now)
+        return None
+
+    def _reserve_local(self, flow: http.HTTPFlow, ex: Exchange, windows: list[Window], need: float,
+                       now: float) -> None:
+        # check every window, then reserve in all: nothing awaits in between
         for w in windows:
             spent = self.spent[w.key] + self.reserved[w.key]
             if spent + need > w.limit:
                 return self._refuse(flow, ex, w, spent, need, now)
         for w in windows:
             self.reserved[w.key] += need
+        self._hold(ex, windows, need, now)
+
+    def _hold(self, ex: Exchange, windows: list[Window], need: float, now: float) -> None:
         # settled even without a cap: spend must be known when a cap is set later
         ex.state["budget"] = ([w.key for w in windows], need, now)
         ex.on_settle("budget", self.settle)
+
+    # -- team mode
+    def _shared(self) -> SharedBudget | None:
+        team = self.team
+        if team is None or team.link is None:
+            return None
+        return team.part("budget", lambda link: SharedBudget(link, team.instance))
+
+    async def _reserve_shared(self, flow: http.HTTPFlow, ex: Exchange, shared: SharedBudget,
+                              windows: list[Window], need: float, now: float) -> None:
+        try:
+            refused, total = await shared.reserve(self, [(w.key, w.limit, w.end) for w in windows], need)
+        except Unavailable as e:
+            if self.fail_open:  # this proxy's own spend is all it can check
+                return self._reserve_local(flow, ex, windows, need, now)
+            refuse(flow, "budget", "overloaded",
+                   f"the team's budgets are kept in Redis at {shared.link.where}, which cannot be reached ({e}); "
+                   "requests under a budget are refused until it is back (budget_fail_open=true lets them "
+                   "through against this proxy's own spend)", status=503, retry_after=1,
+                   headers={"x-tokenaddons-budget": "redis unreachable"})
+            ex.decide("budget", "refused", reason="redis unreachable")
+            return None
+        if refused is not None:
+            return self._refuse(flow, ex, windows[refused], total, need, now)
+        self._hold(ex, windows, need, now)
+        ex.state["budget_shared"] = shared
+
+    async def _report_all(self, link: Link) -> None:
+        """Every second: this proxy's own spend and holds in the current windows, to
+        Redis; that is all it takes to rebuild a window after Redis lost its data."""
+        shared = self._shared()
+        if shared is None or self.unreadable is not None:  # an unread spend would report too little
+            return
+        now = self.clock()
+        ends = {}
+        for name in WINDOWS:
+            start, end = window_bounds(name, now, self.tz)
+            ends[name] = (start, end)
+        current = {key: ends[key[1]][1] for key in (*self.spent, *self.reserved) if ends[key[1]][0] == key[2]}
+        shared.forget_ended(now)
+        self.team_spent = await shared.report(self, current)
+
+    def _report_later(self, ex: Exchange, keys: list[tuple], at: float) -> None:
+        shared = ex.state.pop("budget_shared", None) or self._shared()
+        if shared is None:
+            return
+        ends = {name: window_bounds(name, at, self.tz)[1] for name in WINDOWS}
+
+        async def report() -> None:
+            self.team_spent.update(await shared.report(self, {key: ends[key[1]] for key in keys}))
+
+        shared.link.spawn(report())
+
+    def _spent(self, key: tuple) -> float:
+        return max(self.spent[key], self.team_spent.get(key, 0.0))
 
     def _refuse(self, flow: http.HTTPFlow, ex: Exchange, w: Window, spent: float, need: float, now: float) -> None:
         reset = datetime.fromtimestamp(w.end, self.tz).isoformat()
@@ -306,12 +388,16 @@ class Budget:
             cost = need
             log.warning("tokenaddons budget: the cost of %s could not be metered; its reservation of $%.6f "
                         "counts as spent", ex.path, need)
+        touched = list(keys)
         if cost:
             tz = self.tz
             starts = {name: window_bounds(name, at, tz)[0] for name in WINDOWS}
             for scope in scopes_of(ex.project, ex.provider, ex.served_model or ex.model, self._patterns()):
                 for name, start in starts.items():
                     self.spent[(scope, name, start)] += cost
+                    touched.append((scope, name, start))
+        if self.team is not None and self.team.link is not None:
+            self._report_later(ex, touched, at)
         self._alerts(ex)
 
     @staticmethod
@@ -327,7 +413,7 @@ class Budget:
     def _alerts(self, ex: Exchange) -> None:
         for w in self.windows(ex, self.clock()):
             for threshold in ALERTS:
-                if self.spent[w.key] >= threshold * w.limit:
+                if self._spent(w.key) >= threshold * w.limit:
                     self._alert(ex, w, threshold)
 
     def _alert(self, ex: Exchange, w: Window, threshold: float) -> None:
@@ -337,7 +423,7 @@ class Budget:
         if mark in self.alerted:
             return
         self.alerted.add(mark)
-        spent = self.spent[w.key]
+        spent = self._spent(w.key)
         log.warning("tokenaddons budget: %s at %d%% ($%.4f of $%g)", w.describe(), int(threshold * 100),
                     spent, w.limit)
         events = self.store.events

@@ -25,6 +25,9 @@ from tokenaddons.exchange import RECORD, BoundedCopy, Exchange, handled
 from tokenaddons.options import number
 from tokenaddons.providers.sse import Event
 from tokenaddons.store.cache_tier import MIGRATIONS, Entry, Tiers
+from tokenaddons.team.cache import SharedCache
+from tokenaddons.team.hub import Hub
+from tokenaddons.team.link import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +71,19 @@ class Recorder(BoundedCopy):
 
 
 class Cache:
-    """Looks requests up and answers hits; coalesces concurrent identical misses."""
+    """Looks requests up and answers hits; coalesces concurrent identical misses.
 
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time):
+    In team mode (`team` given and its `redis_url` set) the team's Redis sits
+    between the memory tier and SQLite, and a miss claims the key there, so an
+    identical request on another proxy waits for this one's answer instead of
+    paying for it again (team/cache.py).
+    """
+
+    def __init__(self, store: Store, team: Hub | None = None, clock: Callable[[], float] = time.time):
         self.store = store
+        self.team = team
+        if team is not None:
+            team.every_second(self._renew_claims)
         store.add_schema("cache_schema", MIGRATIONS)
         self.clock = clock
         self.tiers = Tiers(clock)
@@ -82,6 +94,7 @@ class Cache:
         self.ttl = 3600
         self.max_entry = 8 << 20
         self.wait_s = 120.0
+        self.shared_max_entry = 1 << 20
 
     def load(self, loader) -> None:
         loader.add_option("cache_enabled", bool, True, "Answer exact repeats of LLM requests from the cache.")
@@ -91,12 +104,16 @@ class Cache:
         loader.add_option("cache_max_entry_bytes", int, 8 << 20, "Answers larger than this are not cached.")
         loader.add_option("cache_wait_s", str, "120",
                           "How long a request waits for an identical one already in flight.")
+        loader.add_option("cache_redis_max_entry_bytes", int, 1 << 20,
+                          "Team mode: answers larger than this stay in this proxy's own tiers, not shared "
+                          "through Redis.")
 
     def configure(self, updated) -> None:
         self.wait_s = number("cache_wait_s")
         self.enabled = ctx.options.cache_enabled
         self.ttl = ctx.options.cache_ttl
         self.max_entry = ctx.options.cache_max_entry_bytes
+        self.shared_max_entry = ctx.options.cache_redis_max_entry_bytes
         self.tiers.memory_max = ctx.options.cache_memory_bytes
         self.tiers.disk_max = ctx.options.cache_max_bytes
         if "store_path" in updated or self.tiers.events is None:
@@ -123,9 +140,12 @@ class Cache:
         ex.state["cache"] = {"key": key, "store": mode != "no-store"}
         ex.on_settle("cache", self.settle)
         broadcast = None
+        shared = self._shared() if mode != "no-store" else None
+        if shared is not None:
+            ex.state["cache"]["shared"] = shared
         if mode == "normal":
             entry = self.tiers.get_memory(key)
-            if entry is None and self.tiers.may_be_on_disk(key):
+            if entry is None and shared is None and self.tiers.may_be_on_disk(key):
                 entry = await asyncio.to_thread(self.tiers.get_disk, key)
             if entry is None and key in self.inflight:
                 flowing = self.broadcasts.get(key)
@@ -139,12 +159,72 @@ class Cache:
             if key not in self.inflight:
                 self.inflight[key] = asyncio.get_running_loop().create_future()
                 ex.state["cache"]["leader"] = True
+                if shared is not None:  # twins here wait on this request while it asks the team
+                    entry = await self._from_team(shared, ex, key)
+                    if entry is not None:
+                        self._wake(ex.state["cache"], entry)
+                        return self._serve(flow, ex, key, entry, team=ex.state["cache"].get("team_hit", False))
                 if ex.stream:
                     broadcast = self.broadcasts[key] = ex.state["cache"]["broadcast"] = Broadcast()
         ex.cache_status = "MISS" if mode == "normal" else "BYPASS"
         if ex.stream:
             ex.state["cache"]["recorder"] = recorder = Recorder(self.max_entry, broadcast)
             ex.add_tap(recorder, RECORD)
+
+    def _shared(self) -> SharedCache | None:
+        team = self.team
+        if team is None or team.link is None:
+            return None
+        return team.part("cache", lambda link: SharedCache(link, self.clock))
+
+    async def _from_team(self, shared: SharedCache, ex: Exchange, key: str) -> Entry | None:
+        """Redis, then this proxy's disk, then another proxy's fetch of the same key;
+        None: this request goes upstream (it holds the key's claim, or Redis cannot
+        be used, or the other proxy's fetch ended with nothing to share)."""
+        try:
+            entry, claimed = await shared.lookup(key)
+        except Unavailable:
+            return await self._from_disk(key)
+        if entry is not None:
+            self.tiers.remember(key, entry)
+            ex.state["cache"]["team_hit"] = True
+            return entry
+        entry = await self._from_disk(key)
+        if entry is not None:  # kept only here so far: the team gets it too (and the claim is released)
+            self._share(shared, key, entry)
+            return entry
+        if claimed:
+            ex.state["cache"]["claimed"] = True
+            return None
+        try:
+            entry = await shared.wait(key, self.wait_s)
+        except Unavailable:
+            return None
+        if entry is not None:
+            self.tiers.remember(key, entry)
+            ex.state["cache"]["team_hit"] = True
+        return entry
+
+    async def _renew_claims(self, link) -> None:
+        shared = self._shared()
+        if shared is not None:
+            await shared.renew()
+
+    async def _from_disk(self, key: str) -> Entry | None:
+        if not self.tiers.may_be_on_disk(key):
+            return None
+        return await asyncio.to_thread(self.tiers.get_disk, key)
+
+    def _share(self, shared: SharedCache, key: str, entry: Entry | None) -> None:
+        """Store an entry for the team (one too large stays here) and release this proxy's claim."""
+        shared.fill(key, entry if entry is not None and len(entry.body) <= self.shared_max_entry else None)
+
+    def _wake(self, state: dict, entry: Entry | None) -> None:
+        """This request's twins waiting here get its entry (None: they go upstream themselves)."""
+        state.pop("leader", None)
+        future = self.inflight.pop(state["key"], None)
+        if future is not None and not future.done():
+            future.set_result(entry)
 
     def key(self, flow: http.HTTPFlow, ex: Exchange) -> str:
         req = flow.request
@@ -208,7 +288,7 @@ class Cache:
         except (asyncio.TimeoutError, asyncio.CancelledError):
             return None
 
-    def _serve(self, flow: http.HTTPFlow, ex: Exchange, key: str, entry: Entry) -> None:
+    def _serve(self, flow: http.HTTPFlow, ex: Exchange, key: str, entry: Entry, team: bool = False) -> None:
         age = max(0, int(self.clock() - entry.created))
         flow.response = http.Response.make(200, entry.body, {
             "content-type": entry.content_type, HEADER: "HIT", "age": str(age)})
@@ -217,7 +297,8 @@ class Cache:
         ex.served_model = entry.model
         ex.usage = Usage()
         saved = entry.usage.get("input_tokens", 0) + entry.usage.get("output_tokens", 0)
-        ex.decide("cache", "hit", tokens_saved=saved, usd_saved=entry.cost_usd or 0.0, age_s=age)
+        detail = {"team": True} if team else {}
+        ex.decide("cache", "hit", tokens_saved=saved, usd_saved=entry.cost_usd or 0.0, age_s=age, **detail)
         self.tiers.touch(key)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -242,12 +323,13 @@ class Cache:
                     self.tiers.put(state["key"], entry)
             except Exception:
                 log.exception("tokenaddons cache: could not store an answer")
+        shared = state.get("shared")
+        if shared is not None and (state.get("claimed") or entry is not None):
+            self._share(shared, state["key"], entry)
         # a leader refused after the lookup (rate limit, budget, upstream down) must
         # still wake its twins, or they would wait cache_wait_s for nothing
         if state.get("leader"):
-            future = self.inflight.pop(state["key"], None)
-            if future is not None and not future.done():
-                future.set_result(entry)  # None: waiters go upstream themselves
+            self._wake(state, entry)
             broadcast = state.get("broadcast")
             if broadcast is not None:
                 self.broadcasts.pop(state["key"], None)

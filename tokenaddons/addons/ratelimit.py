@@ -6,6 +6,10 @@ pauses that provider for the credentials that were told no (one caller's
 exhausted key says nothing about another's), for that long but at most
 `ratelimit_max_pause_s`, so a client's retry storm does not keep hammering a
 provider that already said no, and a day-long retry-after cannot shut it.
+
+Team mode (`redis_url`): the buckets and pauses live in Redis, shared by every
+proxy (team/ratelimit.py); while Redis cannot be reached each proxy falls back
+on its own.
 """
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ from tokenaddons.engines.retry_after import retry_after
 from tokenaddons.errors import refuse
 from tokenaddons.exchange import Exchange, handled
 from tokenaddons.options import number
+from tokenaddons.team.hub import Hub
+from tokenaddons.team.link import Unavailable
+from tokenaddons.team.ratelimit import SharedLimits
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +52,13 @@ class Bucket:
         return max(0.0, (amount - self.level) * 60 / self.per_minute)
 
 
+Take = Callable[[], Awaitable[tuple[float, str]]]  # -> (0, _) taken; (seconds to wait, why) no room
+
+
 class RateLimit:
-    def __init__(self, clock: Callable[[], float] = time.time,
+    def __init__(self, team: Hub | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable] = asyncio.sleep):
+        self.team = team
         self.clock = clock
         self.sleep = sleep
         self.buckets: dict[tuple[str, str, str], Bucket] = {}
@@ -82,12 +93,13 @@ class RateLimit:
             b = self.buckets[key] = Bucket(per_minute)
         return b
 
-    def _needs(self, ex: Exchange) -> list[tuple[Bucket, float, str]]:
+    def _needs(self, ex: Exchange) -> list[tuple[str, str, str, int, float, str]]:
+        """(scope, name, kind, per minute, amount, why) of every bucket the request takes from."""
         needs = []
         for (scope, kind), per_minute in self.limits.items():
             name = ex.provider if scope == "provider" else ex.project
             if per_minute > 0 and name is not None:
-                needs.append((self._bucket(scope, name, kind, per_minute), 1 if kind == "rpm" else ex.input_tokens(),
+                needs.append((scope, name, kind, per_minute, 1 if kind == "rpm" else ex.input_tokens(),
                               f"{kind} of {scope} {name}"))
         return needs
 
@@ -97,24 +109,21 @@ class RateLimit:
             return  # answered here (a cache hit, one following a stream in flight): costs nothing
         needs = self._needs(ex)
         pause = (ex.provider, ex.auth_hash)
-        if not needs and self.paused.get(pause, 0.0) <= self.clock():
+        shared = self._shared()
+        if shared is None and not needs and self.paused.get(pause, 0.0) <= self.clock():
             return
+        take = self._take_local(needs, pause)
+        if shared is not None:  # another proxy may have been told to pause: ask Redis even without limits
+            take = self._take_shared(shared, needs, pause, take)
         deadline = self.clock() + self.max_wait
         waited = 0.0
         while True:
-            now = self.clock()
-            waits = [(b.wait_for(n, now), why) for b, n, why in needs]
-            waits.append((max(0.0, self.paused.get(pause, 0.0) - now),
-                          f"{ex.provider} asked this credential to slow down"))
-            wait, why = max(waits)
+            wait, why = await take()
             if wait <= 0:
-                for b, n, _ in needs:  # room everywhere: take it, with no await in between
-                    b.refill(now)
-                    b.level -= min(n, b.per_minute)
                 if waited:
                     ex.decide("ratelimit", "delayed", waited_s=round(waited, 3))
                 return
-            if now + wait > deadline:
+            if self.clock() + wait > deadline:
                 refuse(flow, "ratelimit", "rate_limit",
                        f"rate limit reached ({why}); room again in {wait:.1f} s", retry_after=wait,
                        headers={"x-tokenaddons-ratelimit": why})
@@ -122,6 +131,53 @@ class RateLimit:
                 return
             await self.sleep(wait)
             waited += wait
+
+    @staticmethod
+    def _slow_down(provider: str) -> str:
+        return f"{provider} asked this credential to slow down"
+
+    def _take_local(self, needs: list, pause: tuple[str, str | None]) -> Take:
+        """Take from this proxy's own buckets, with no await between check and take."""
+        buckets = [(self._bucket(scope, name, kind, per_minute), n, why)
+                   for scope, name, kind, per_minute, n, why in needs]
+
+        async def take() -> tuple[float, str]:
+            now = self.clock()
+            waits = [(b.wait_for(n, now), why) for b, n, why in buckets]
+            waits.append((max(0.0, self.paused.get(pause, 0.0) - now), self._slow_down(pause[0])))
+            wait, why = max(waits)
+            if wait <= 0:  # room everywhere: take it
+                for b, n, _ in buckets:
+                    b.refill(now)
+                    b.level -= min(n, b.per_minute)
+            return wait, why
+
+        return take
+
+    def _take_shared(self, shared: SharedLimits, needs: list, pause: tuple[str, str | None], local: Take) -> Take:
+        """Take from the team's buckets in Redis; from this proxy's own while Redis cannot be reached."""
+        buckets = [(shared.bucket_key(scope, name, kind), per_minute, n) for scope, name, kind, per_minute, n, _
+                   in needs]
+        whys = [why for *_, why in needs] + [self._slow_down(pause[0])]
+        pause_key = shared.pause_key(*pause)
+
+        async def take() -> tuple[float, str]:
+            try:
+                wait, which = await shared.take(buckets, pause_key)
+            except Unavailable:
+                return await local()
+            mine = self.paused.get(pause, 0.0) - self.clock()  # told here, perhaps not yet written to Redis
+            if mine > wait:
+                return mine, whys[-1]
+            return wait, whys[which] if wait > 0 else ""
+
+        return take
+
+    def _shared(self) -> SharedLimits | None:
+        team = self.team
+        if team is None or team.link is None:
+            return None
+        return team.part("ratelimit", SharedLimits)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Answers route did not pass on (it fell back to another target) pause
@@ -147,6 +203,9 @@ class RateLimit:
             del self.paused[key]
         pause = (provider, ex.auth_hash)
         self.paused[pause] = max(self.paused.get(pause, 0.0), now + paused)
+        shared = self._shared()
+        if shared is not None:  # every proxy of the team holds back for this credential
+            shared.pause(shared.pause_key(*pause), paused)
         log.warning("tokenaddons ratelimit: %s answered %d with retry-after %.0f s; pausing it for this "
                     "credential for %.1f s%s", provider, status, seconds, paused,
                     " (ratelimit_max_pause_s)" if paused < seconds else "")

@@ -78,7 +78,7 @@ class Tiers:
         self.disk_bytes = 0
 
     # memory tier
-    def _remember(self, key: str, entry: Entry) -> None:
+    def remember(self, key: str, entry: Entry) -> None:
         with self._memory_lock:
             old = self.memory.pop(key, None)
             if old:
@@ -116,11 +116,11 @@ class Tiers:
             return None
         entry = Entry(row["body"], row["content_type"], row["created"], row["expires"], row["model"],
                       json.loads(row["usage"] or "{}"), row["cost_usd"])
-        self._remember(key, entry)
+        self.remember(key, entry)
         return entry
 
     def put(self, key: str, entry: Entry) -> None:
-        self._remember(key, entry)
+        self.remember(key, entry)
         events = self.events
         if events is None:
             return

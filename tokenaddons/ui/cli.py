@@ -17,7 +17,8 @@ def launcher_path() -> str:
 
 
 def mitmdump_args(mode: str, host: str, port: int, store: str | None, sets: tuple[str, ...],
-                  settings: str | None = None, confdir: str | None = None, capture: str | None = None) -> list[str]:
+                  settings: str | None = None, confdir: str | None = None, capture: str | None = None,
+                  redis: str | None = None) -> list[str]:
     args = ["-s", launcher_path(), "--mode", mode, "--listen-host", host, "-p", str(port)]
     if confdir:
         args += ["--set", f"confdir={confdir}"]
@@ -27,6 +28,8 @@ def mitmdump_args(mode: str, host: str, port: int, store: str | None, sets: tupl
         args += ["--set", f"settings_path={settings}"]
     if capture:
         args += ["--set", f"capture_path={capture}"]
+    if redis:
+        args += ["--set", f"redis_url={redis}"]
     for s in sets:
         args += ["--set", s]
     return args
@@ -74,10 +77,14 @@ def run_mode(upstream: str | None, regular: bool, transparent: bool = False) -> 
               "provider, model and project).")
 @click.option("--capture", default=None, metavar="FILE", help="Save every exchange to FILE in mitmproxy's flow "
               "format, as it went upstream (scrubbed, credentials redacted); `tokenaddons replay FILE` reads it.")
+@click.option("--redis", default=None, envvar="TOKENADDONS_REDIS_URL", metavar="URL",
+              help="Team mode: the Redis several proxies share (redis_url); from the environment variable, "
+              "a password stays out of the process list.")
 @confdir_option
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Any mitmproxy/tokenaddons option.")
 def run(upstream: str | None, regular: bool, transparent: bool, host: str, port: int, store: str | None,
-        settings: str | None, capture: str | None, confdir: str | None, sets: tuple[str, ...]) -> None:
+        settings: str | None, capture: str | None, redis: str | None, confdir: str | None,
+        sets: tuple[str, ...]) -> None:
     """Run the proxy (mitmdump with the tokenaddons bundle)."""
     from mitmproxy.tools.main import mitmdump
 
@@ -90,7 +97,7 @@ def run(upstream: str | None, regular: bool, transparent: bool, host: str, port:
     if (regular or transparent) and authority.init():  # the same CA `tokenaddons env` and `ca install` name
         click.echo(f"tokenaddons: created the CA {authority.cert}; clients must trust it (tokenaddons env)", err=True)
     sys.exit(mitmdump(mitmdump_args(mode, host, port, store, extra + sets, settings, str(authority.confdir),
-                                    capture)))
+                                    capture, redis)))
 
 
 @main.group("keys")

@@ -245,6 +245,7 @@ class StatsView:
         saved = queries.savings_by_source(conn, since, prompt_cache_saved_usd=found["totals"]["prompt_cache_saved_usd"])
         lat = queries.latencies(conn, since)
         blocks = [Text(w, style="bold red") for w in health.warnings(self.path)]
+        blocks += [Text(n, style="dim") for n in health.notes(self.path)]  # team mode, all well
         blocks += [self._header(found["totals"], saved, since, now, conn),
                   self._models(conn, since, found["models"], lat["model"]),
                   self._projects(conn, since, found["projects"], lat["project"])]

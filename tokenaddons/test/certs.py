@@ -1,4 +1,5 @@
-"""Certificates for TLS stand-ins of real servers in tests."""
+"""Self-signed certificates for test servers that speak TLS (the simulator as
+an HTTPS provider or a provider host's stand-in, redis-server with TLS)."""
 from __future__ import annotations
 
 import datetime
@@ -6,11 +7,11 @@ import ipaddress
 from pathlib import Path
 
 
-def self_signed(directory: Path, name: str, *hosts: str) -> tuple[Path, Path]:
-    """A self-signed certificate for `hosts` (IP addresses or DNS names), written
-    as `NAME.crt` and `NAME.key` in `directory`. The certificate is its own CA:
-    a client that trusts exactly it reaches only that server, never an
-    interceptor's copy."""
+def self_signed(folder: Path, name: str = "server", *hosts: str) -> tuple[Path, Path]:
+    """Certificate and key files `NAME.crt` and `NAME.key` in `folder` for `hosts`
+    (IP addresses or DNS names; 127.0.0.1 if none). The certificate is its own
+    CA: a client that trusts exactly it (naming it as its CA file) reaches only
+    that server, never an interceptor's copy."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -22,6 +23,7 @@ def self_signed(directory: Path, name: str, *hosts: str) -> tuple[Path, Path]:
         except ValueError:
             return x509.DNSName(host)
 
+    hosts = hosts or ("127.0.0.1",)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -29,9 +31,11 @@ def self_signed(directory: Path, name: str, *hosts: str) -> tuple[Path, Path]:
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName([alt(h) for h in hosts]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_file, key_file = directory / f"{name}.crt", directory / f"{name}.key"
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = folder / f"{name}.crt", folder / f"{name}.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
