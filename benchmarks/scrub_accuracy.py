@@ -16,7 +16,7 @@ import sysconfig
 from collections import Counter
 from pathlib import Path
 
-from tokenaddons.engines.pii import ALL_ENTITIES, PRESIDIO_ENTITIES, Detector
+from tokenaddons.engines.pii import ALL_ENTITIES, PII_ENTITIES, Detector
 
 
 def overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -24,7 +24,7 @@ def overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 
 def score_corpus(detector: Detector, records: list[dict]) -> dict[str, Counter]:
-    stats: dict[str, Counter] = {e: Counter() for e in PRESIDIO_ENTITIES}
+    stats: dict[str, Counter] = {e: Counter() for e in PII_ENTITIES}
     for rec in records:
         gold = [(s["entity_type"], (s["start_position"], s["end_position"])) for s in rec["spans"]
                 if s["entity_type"] in stats]

@@ -23,7 +23,7 @@ PII = {
     "PHONE_NUMBER": "+1 (415) 555-0199",
     "CREDIT_CARD": "4111 1111 1111 1111",
     "IBAN_CODE": "DE89 3704 0044 0532 0130 00",
-    "IP_ADDRESS": "10.20.30.40",
+    "IP_ADDRESS": "81.2.69.160",
     "AWS_ACCESS_KEY": "AKIAIOSFODNN7EXAMPLE",
     "ANTHROPIC_KEY": "sk-ant-api03-" + "a1B2c3D4e5" * 4,
     "GITHUB_TOKEN": "ghp_" + "Ab1" * 12,
@@ -206,7 +206,7 @@ def test_block_refuses_in_the_providers_shape_without_the_value(scrub):
 
 
 def test_structure_media_and_auth_are_never_touched(scrub):
-    body = {"model": "m", "metadata": {"user_id": PII["EMAIL_ADDRESS"]},
+    body = {"model": "m", "metadata": {"user_id": "user_3f9a2b_account_550e8400-e29b-41d4-a716-446655440000"},
             "messages": [{"role": "user", "content": [
                 {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "4111111111111111"}},
                 {"type": "text", "text": "hello"}]}]}

@@ -6,7 +6,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from tokenaddons.engines.usage import Usage
-from tokenaddons.providers.base import Api, StreamState, TextRef, walk_strings
+from tokenaddons.providers.base import (
+    OPAQUE_TYPES,
+    Api,
+    StreamState,
+    TextRef,
+    string_ref,
+    walk_block,
+    walk_strings,
+)
 from tokenaddons.providers.sse import Event
 
 ERROR_TYPES = {
@@ -71,31 +79,56 @@ class MessagesStream(StreamState):
             self.error_type = (data.get("error") or {}).get("type", "error")
 
 
+TOOL_USES = ("tool_use", "server_tool_use", "mcp_tool_use")
+TOOL_RESULTS = ("tool_result", "mcp_tool_result")
+
+
 def _content_refs(content: Any, role: str) -> Iterator[TextRef]:
+    """Every user- or tool-written string of a list of content blocks (the
+    request schema's ContentBlockParam: text, document, search_result,
+    tool_use and tool_result, the server tools' results, and blocks to come)."""
     if not isinstance(content, list):
         return
     for block in content:
         if not isinstance(block, dict):
             continue
         kind = block.get("type")
-        if kind == "text" and isinstance(block.get("text"), str):
-            yield TextRef(block, "text", role)
-        elif kind == "tool_result":
-            inner = block.get("content")
-            if isinstance(inner, str):
+        if kind in OPAQUE_TYPES or kind == "tool_reference":
+            continue  # media, files, and signed thinking (editing it invalidates the turn)
+        if kind == "text":
+            yield from string_ref(block, "text", role)
+            yield from walk_block(block.get("citations"), role)  # cited_text, titles
+        elif kind in TOOL_USES:
+            yield from walk_strings(block.get("input"), "tool_input")
+        elif kind in TOOL_RESULTS:
+            if isinstance(block.get("content"), str):
                 yield TextRef(block, "content", "tool")
             else:
-                yield from _content_refs(inner, "tool")
-        elif kind == "tool_use":
-            yield from walk_strings(block.get("input"), "tool_input")
+                yield from _content_refs(block.get("content"), "tool")
         elif kind == "document":
-            src = block.get("source") or {}
-            if src.get("type") == "text" and isinstance(src.get("data"), str):
-                yield TextRef(src, "data", "tool" if role == "tool" else role)
-            elif src.get("type") == "content":
-                yield from _content_refs(src.get("content"), role)
-        # thinking blocks are signed (editing them invalidates the turn);
-        # images and base64 documents are media, not text.
+            yield from _document(block, role)
+        elif kind == "search_result":
+            yield from string_ref(block, "source", role)
+            yield from string_ref(block, "title", role)
+            yield from _content_refs(block.get("content"), role)
+        else:  # the server tools' results (web search/fetch, code execution, text editor...), blocks to come
+            yield from walk_block(block, "tool" if str(kind).endswith("_result") else role)
+
+
+def _document(block: dict, role: str) -> Iterator[TextRef]:
+    yield from string_ref(block, "title", role)
+    yield from string_ref(block, "context", role)
+    src = block.get("source")
+    if not isinstance(src, dict):
+        return
+    if src.get("type") == "text":
+        yield from string_ref(src, "data", role)
+    elif src.get("type") == "content":
+        if isinstance(src.get("content"), str):
+            yield TextRef(src, "content", role)
+        else:
+            yield from _content_refs(src.get("content"), role)
+    # base64, url and file sources are media or references, not text
 
 
 class Messages(Api):
@@ -134,6 +167,7 @@ class Messages(Api):
                 yield TextRef(msg, "content", role)
             else:
                 yield from _content_refs(msg.get("content"), role)
+        yield from string_ref(body.get("metadata"), "user_id", "metadata")
 
     def response_text_refs(self, response: Any) -> Iterator[TextRef]:
         if isinstance(response, dict):
