@@ -44,7 +44,7 @@ def detector():
 
 @pytest.fixture
 def scrub():
-    s = Scrub(detector_factory=lambda entities, threshold: Detector(entities, threshold))
+    s = Scrub()
     with taddons.context(Intake(), s, Outlet()) as tctx:
         tctx.configure(s)
         yield s, tctx
@@ -153,7 +153,7 @@ def test_placeholders_survive_a_restart_and_no_value_is_stored(tmp_path):
 
     def session(texts):
         store = Store()
-        s = Scrub(store, detector_factory=lambda entities, threshold: Detector(entities, threshold))
+        s = Scrub(store)
         with taddons.context(store, Intake(), s, Outlet()) as tctx:
             tctx.configure(store, store_path=str(tmp_path / "events.db"))
             tctx.configure(s)
@@ -262,7 +262,7 @@ def test_the_cache_keeps_placeholders_and_a_hit_is_restored(tmp_path, stream):
     from tokenaddons.addons.store import Store
 
     store = Store()
-    scrub = Scrub(store, detector_factory=lambda entities, threshold: Detector(entities, threshold))
+    scrub = Scrub(store)
     cache = Cache(store)
     addons = [store, Intake(), scrub, cache, Meter(store), Settle(), Outlet()]
     body = {"model": "m", "stream": stream,
