@@ -292,3 +292,117 @@ def test_the_cache_keeps_placeholders_and_a_hit_is_restored(tmp_path, stream):
     assert status == "HIT"
     assert all(PII["EMAIL_ADDRESS"].encode() in s and b"<EMAIL_1>" not in s for s in seen)  # both restored
     assert b"<EMAIL_1>" in on_disk and PII["EMAIL_ADDRESS"].encode() not in on_disk  # stored with placeholders
+
+
+UNREADABLE = {
+    "not UTF-8": b'{"model": "m", "messages": [{"role": "user", "content": "jane.roe@acme.io \xff"}]}',
+    "trailing bytes": b'{"model": "m", "messages": []} {"content": "jane.roe@acme.io"}',
+    "nested too deep": b'{"model": "m", "x": ' + b"[" * 5000 + b'"jane.roe@acme.io"' + b"]" * 5000 + b"}",
+    "over intake_max_body": json.dumps({"model": "m", "messages": [
+        {"role": "user", "content": "jane.roe@acme.io " + "x" * 2000}]}).encode(),
+}
+
+
+@pytest.fixture
+def metered(tmp_path):
+    from tokenaddons.addons.meter import Meter
+    from tokenaddons.addons.store import Store
+
+    store = Store()
+    scrub = Scrub(store)
+    addons = [store, Intake(), scrub, Meter(store), Outlet()]
+    with taddons.context(*addons) as tctx:
+        tctx.configure(store, store_path=str(tmp_path / "events.db"), store_bodies=True)
+        tctx.configure(scrub)
+        tctx.options.intake_max_body = 1000
+        yield addons, store, tctx
+    store.done()
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE))
+@pytest.mark.parametrize("fail_open", [False, True])
+def test_an_unreadable_body_is_refused_and_metered(metered, case, fail_open):
+    from tokenaddons.test.pipeline import rows
+
+    addons, store, tctx = metered
+    tctx.options.scrub_fail_open = fail_open
+    answer = http.Response.make(200, json.dumps({"model": "m", "usage": {"input_tokens": 7, "output_tokens": 2}}))
+    f = make_flow("/v1/messages", UNREADABLE[case], {"content-type": "application/json"}, answer)
+    asyncio.run(arun_flow(addons, f))
+    assert f.request.raw_content == UNREADABLE[case]  # never changed, either way
+    [row] = rows(store)
+    assert row["api"] == "anthropic.messages" and row["request_body"] is None  # metered, never stored
+    [d] = Exchange.of(f).decisions
+    assert d.addon == "scrub" and d.detail["reason"] == Exchange.of(f).unreadable
+    if fail_open:
+        assert d.action == "pass_unscanned" and row["status"] == 200 and row["input_tokens"] == 7
+    else:
+        assert d.action == "refuse" and f.response.status_code == 400 and row["status"] == 400
+        err = json.loads(f.response.content)
+        assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
+        assert "could not be scanned" in err["error"]["message"] and "jane" not in err["error"]["message"]
+        assert row["answered_by"] == "scrub"
+
+
+def test_an_unreadable_body_in_each_providers_shape(metered):
+    addons = metered[0]
+    for path, key in [("/v1/chat/completions", "error"), ("/v1/responses", "error"),
+                      ("/v1beta/models/gemini-2.5-flash:generateContent", "error")]:
+        f = make_flow(path, b'{"model": "m"} trailing')
+        asyncio.run(arun_flow(addons, f))
+        err = json.loads(f.response.content)[key]
+        assert f.response.status_code == 400 and ("INVALID_ARGUMENT" == err.get("status")
+                                                  or err.get("type") == "invalid_request_error")
+
+
+def test_a_blocked_request_is_never_stored(metered):
+    from tokenaddons.test.pipeline import rows
+
+    addons, store, tctx = metered
+    tctx.options.scrub_actions = "AWS_ACCESS_KEY=block"
+    f = make_flow("/v1/messages", {"model": "m", "messages": [{"role": "user", "content": PII["AWS_ACCESS_KEY"]}]})
+    asyncio.run(arun_flow(addons, f))
+    assert f.response.status_code == 400 and rows(store)[0]["request_body"] is None
+
+
+def test_what_is_sent_matches_the_decision(scrub):
+    """JSON text that would break keeps its JSON: the placeholder goes in, never the original."""
+    args = '{"card": 4111111111111111, "amount": 12.5}'
+    body = {"model": "gpt-4o", "messages": [
+        {"role": "user", "content": "pay"},
+        {"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
+                                              "function": {"name": "pay", "arguments": args}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "ok"}]}
+    f = run(scrub, body, path="/v1/chat/completions")
+    sent_args = json.loads(sent(f))["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(sent_args) == {"card": "<CARD_1>", "amount": 12.5}
+    d = Exchange.of(f).decisions[0]
+    assert (d.action, d.detail) == ("pseudonymize", {"counts": {"CREDIT_CARD": 1}})
+    # arguments that are not JSON at all have no JSON to keep: scanned as text
+    body["messages"][1]["tool_calls"][0]["function"]["arguments"] = 'card 4111111111111111 {"broken'
+    f = run(scrub, body, path="/v1/chat/completions")
+    assert "4111111111111111" not in sent(f) and "<CARD_1>" in sent(f)
+
+
+def test_big_texts_are_scanned_in_bounded_windows(scrub):
+    """spaCy refuses texts over 1,000,000 characters (E088): never a 500 for a big tool result."""
+    import base64
+    import random
+
+    rng = random.Random(1)
+    blob = base64.b64encode(rng.randbytes(300_000)).decode()  # a 400 KB base64 file in a tool result
+    line = "".join(f"user{i}@example.com " + "lorem ipsum " * 15 for i in range(100))  # an @ every ~200 chars
+    # 1.2 MB with an @ every 200 characters: its windows make one of 1.2 million characters
+    emails = "".join(f"person{i}@example.org " + "dolor sit " * 18 for i in range(6_000))
+    body = {"model": "m", "messages": [
+        {"role": "user", "content": "read these"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "read", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": blob},
+                                     {"type": "text", "text": line}, {"type": "text", "text": emails}]}]}
+    f = run(scrub, body)
+    assert f.response is None
+    out = json.loads(sent(f))["messages"][2]["content"]
+    assert out[0]["content"] == blob  # base64 comes through intact
+    assert "@example.com" not in out[1]["text"] and out[1]["text"].count("<EMAIL_") == 100
+    assert len(emails) > 1_000_000
+    assert "@example.org" not in out[2]["text"] and out[2]["text"].count("<EMAIL_") == 6_000

@@ -13,13 +13,59 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 HIDDEN = re.compile("[\U000e0000-\U000e007f\u200b-\u200f\u2060-\u2064\ufeff\u202a-\u202e\u2066-\u2069]")
+FLAGS = re.I | re.S
 
-RULES: tuple[tuple[str, float, re.Pattern], ...] = tuple((rule, weight, re.compile(pattern, re.I | re.S)) for
-                                                          rule, weight, pattern in (
+
+class Near:
+    """`first`, then `second` starting at most `gap` characters after it with no
+    `barrier` character between: what `first[^.\n]{0,gap}?second` finds, in two
+    linear passes. In one regex the lazy gap costs `gap` steps at every place
+    `first` matches, 20 times slower on text that repeats it."""
+
+    def __init__(self, first: str, second: str, gap: int, barrier: str = ".\n"):
+        self.first, self.second = re.compile(first, FLAGS), re.compile(second, FLAGS)
+        self.gap, self.barrier = gap, barrier
+
+    def finditer(self, text: str) -> Iterator[tuple[int, int]]:
+        firsts = [m.span() for m in self.first.finditer(text)]
+        if not firsts:
+            return
+        ends = [end for _, end in firsts]
+        taken = 0  # matches do not overlap, as a regex's do not
+        for m in self.second.finditer(text, firsts[0][1]):
+            at = m.start()
+            i = bisect.bisect_left(ends, at - self.gap)
+            while i < len(firsts) and firsts[i][1] <= at:
+                start, end = firsts[i]
+                if start >= taken and not any(text.find(c, end, at) >= 0 for c in self.barrier):
+                    yield start, m.end()
+                    taken = m.end()
+                    break
+                i += 1
+
+
+def spans(pattern: re.Pattern | Near, text: str) -> Iterator[tuple[int, int]]:
+    """Where a rule's pattern matches (a regex or a Near)."""
+    if isinstance(pattern, Near):
+        return pattern.finditer(text)
+    return (m.span() for m in pattern.finditer(text))
+
+
+def _rule(pattern: str | Near) -> re.Pattern | Near:
+    return pattern if isinstance(pattern, Near) else re.compile(pattern, FLAGS)
+
+
+# Every pattern is linear in its input: gaps are bounded, and a gap between two
+# parts that each match often is a Near (tests/unit/test_guard.py times each rule
+# on 1 MB of input made to hurt it against 1 MB of ordinary text).
+RULES: tuple[tuple[str, float, re.Pattern | Near], ...] = tuple((rule, weight, _rule(pattern)) for
+                                                                 rule, weight, pattern in (
     ("override", 1.0,
      r"\b(?:ignore|disregard|forget|override|skip|bypass)\b.{0,40}?\b(?:previous|prior|above|earlier|preceding|"
      r"all|any|your|the system|original)\b.{0,30}?\b(?:instructions?|prompts?|rules|directions|guidelines|"
@@ -27,10 +73,10 @@ RULES: tuple[tuple[str, float, re.Pattern], ...] = tuple((rule, weight, re.compi
     ("override", 1.0, r"\b(?:new|updated|real|actual|revised)\s+(?:instructions?|task|system prompt)\s*[:\-]"),
     ("override", 0.6, r"\b(?:from now on|henceforth|instead),?\s+(?:you|your|respond|answer|reply)\b"),
     ("override", 0.8, r"\byou are (?:now|no longer)\b|\bact as (?:a|an|if)\b.{0,40}\b(?:unrestricted|jailbroken|DAN)\b"),
-    ("steer_answer", 1.0,
-     r"\b(?:add|include|insert|append|embed|integrate|incorporate|mention|feature|put|prepend|weave)\w*[^.\n]{0,80}?"
-     r"\b(?:in|into|to|within|at the (?:end|start|beginning) of)\s+(?:your|the)\s+(?:response|answer|reply|"
-     r"output|code|solution|summary|codebase|program|script)\b"),
+    ("steer_answer", 1.0, Near(
+        r"\b(?:add|include|insert|append|embed|integrate|incorporate|mention|feature|put|prepend|weave)\w{0,20}",
+        r"\b(?:in|into|to|within|at the (?:end|start|beginning) of)\s+(?:your|the)\s+(?:response|answer|reply|"
+        r"output|code|solution|summary|codebase|program|script)\b", 80)),
     ("steer_answer", 1.0,
      r"\b(?:translate|encode|encrypt|reverse|rewrite|format|write|express|convert|spell|present|respond|answer|reply)"
      r"\b[^.\n]{0,40}?\b(?:your|the)\s+(?:response|answer|reply|output)\b"),
@@ -40,19 +86,20 @@ RULES: tuple[tuple[str, float, re.Pattern], ...] = tuple((rule, weight, re.compi
     ("steer_code", 0.6, r"\b(?:in|into|within|to)\s+(?:your|the)\s+(?:code|codebase|solution|program|script|"
                         r"implementation|project)\b"),
     ("steer_code", 0.6, r"\b(?:the\s+)?(?:following|below|above|this)\s+(?:code\s+)?(?:snippet|excerpt|code|lines?)\b"),
-    ("steer_answer", 0.6, r"\b(?:following|below|this)\s+(?:code\s+)?(?:snippet|excerpt|code|line|sentence|link)\b"
-                          r"[^.\n]{0,60}?\b(?:in|into)\s+(?:your|the)\b"),
+    ("steer_answer", 0.6, Near(r"\b(?:following|below|this)\s+(?:code\s+)?(?:snippet|excerpt|code|line|sentence|link)\b",
+                               r"\b(?:in|into)\s+(?:your|the)\b", 60)),
     ("role_spoof", 1.0, r"<\|im_start\|>|<\|im_end\|>|<\|(?:system|assistant|user)\|>|\[/?INST\]|<<SYS>>"),
-    ("role_spoof", 0.8, r"(?:^|\n)\s*(?:#{1,3}\s*)?(?:system|assistant|developer)\s*(?:message|prompt)?\s*:\s*\S"),
+    ("role_spoof", 0.8, r"(?m)^[ \t]*(?:#{1,3}[ \t]*)?(?:system|assistant|developer)[ \t]*(?:message|prompt)?[ \t]*:"
+                        r"[ \t]*\S"),
     ("role_spoof", 0.8, r"</?(?:system|assistant|user|instructions?|admin)>"),
-    ("exfiltrate", 1.0,
-     r"\b(?:send|post|upload|forward|email|e-mail|transmit|leak|exfiltrate|submit|share)\b[^.\n]{0,80}?"
-     r"\b(?:to|at|via)\s+(?:https?://|www\.|[\w.+-]+@[\w-]+\.)"),
-    ("exfiltrate", 1.0, r"!\[[^\]]*\]\(https?://[^)\s]+\?[^)\s]*="),
-    ("exfiltrate", 0.8, r"\b(?:requests\.post|curl\s+-[a-z]*\s*[^\n]*https?://|fetch\(\s*['\"]https?://|"
-                        r"urllib\.request\.urlopen)"),
-    ("exfiltrate", 0.6, r"\b(?:api keys?|passwords?|credentials|secrets?|tokens?|conversation|chat history|"
-                        r"system prompt)\b[^.\n]{0,40}?\b(?:to|at)\s+(?:https?://|[\w.+-]+@)"),
+    ("exfiltrate", 1.0, Near(
+        r"\b(?:send|post|upload|forward|email|e-mail|transmit|leak|exfiltrate|submit|share)\b",
+        r"\b(?:to|at|via)\s+(?:https?://|www\.|[\w.+-]{1,64}@[\w-]{1,63}\.)", 80)),
+    ("exfiltrate", 1.0, r"!\[[^\]\n]{0,300}\]\(https?://[^)\s?]{1,500}\?[^)\s]{0,500}="),
+    ("exfiltrate", 0.8, r"\b(?:requests\.post|curl\s{1,5}-[a-z]{0,10}\s{0,5}[^\n]{0,300}?https?://|"
+                        r"fetch\(\s{0,5}['\"]https?://|urllib\.request\.urlopen)"),
+    ("exfiltrate", 0.6, Near(r"\b(?:api keys?|passwords?|credentials|secrets?|tokens?|conversation|chat history|"
+                             r"system prompt)\b", r"\b(?:to|at)\s+(?:https?://|[\w.+-]{1,64}@)", 40)),
     ("malicious_code", 0.8, r"\b(?:subprocess\.(?:Popen|run|call|check_output)|os\.system|pyautogui|"
                             r"keyboard\.on_press|pynput|shutil\.rmtree|rm\s+-rf|mkfs|:\(\)\s*\{|socket\.socket\(|"
                             r"iptables|netsh|Fernet|cryptography\.fernet|os\.remove|os\.kill|while True:)"),
@@ -93,7 +140,7 @@ def _encoded(text: str) -> list[Finding]:
             decoded = base64.b64decode(m.group(0), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
             continue
-        if INSTRUCTION_WORDS.search(decoded) or any(p.search(decoded) for _, _, p in RULES):
+        if INSTRUCTION_WORDS.search(decoded) or any(next(spans(p, decoded), None) for _, _, p in RULES):
             out.append(Finding("encoded_payload", 1.0, m.start(), m.end()))
     return out
 
@@ -113,8 +160,8 @@ def scan(text: str) -> Verdict:
         if visible != text:
             findings += [Finding(f.rule, f.weight, 0, 0) for f in scan(visible).findings if f.rule != "hidden_chars"]
     for rule, weight, pattern in RULES:
-        for m in pattern.finditer(text):
-            findings.append(Finding(rule, weight, m.start(), m.end()))
+        for start, end in spans(pattern, text):
+            findings.append(Finding(rule, weight, start, end))
     findings += _encoded(text)
     # one rule counts once, at its strongest: repetition is not more evidence
     best: dict[str, float] = {}

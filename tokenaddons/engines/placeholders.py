@@ -85,6 +85,10 @@ class Restorer:
 
         return PLACEHOLDER.sub(real, text)
 
+    def could_start(self, text: str) -> bool:
+        """Could `text` be the beginning of one of this request's placeholders?"""
+        return any(p.startswith(text) for p in self.values)
+
 
 # Signed content is given back to the provider byte for byte: a placeholder the
 # model wrote there stays (scrub never reads it in a request either).
@@ -273,15 +277,20 @@ class RestoreTap:
             return
         originals = [holder[field] for _, holder, field, _, _ in found]
         restored = restore_strings(data, self.restorer)  # all of it: a function call beside the text too
+        moved = False  # held text came in or went out
         for original, (key, holder, field, escape, make) in zip(originals, deltas(self.api_name, restored)):
             held = self.held.pop(key, ("",))[0]
             text = self.restorer.restore(held + original, escape)
             # a possible placeholder's start at the end waits for the next delta, unless this one ends it
             cut = None if closing and closing(key) else PARTIAL.search(text)
+            if cut and not self.restorer.could_start(cut.group()):
+                cut = None
             holder[field] = text[:cut.start()] if cut else text
             if cut:
                 self.held[key] = (text[cut.start():], make, event.event)
-        out.append(Event.make(restored, event.event))
+            moved = moved or bool(held) or cut is not None
+        # (a placeholder of someone else's, say, is left as it came: the event too)
+        out.append(event if not moved and restored == data else Event.make(restored, event.event))
 
 
 class JsonArraySplitter:
