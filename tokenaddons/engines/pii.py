@@ -3,9 +3,10 @@ and quiet on code, data and logs.
 
 presidio runs on a blank spaCy English pipeline (its pattern recognizers need no
 model) and tldextract on its bundled public-suffix snapshot, so nothing is
-downloaded. It finds e-mail addresses, US SSNs, IBANs and IP addresses. Phone
-and card numbers, and secrets, are found by recognizers of our own, because
-what an agent reads is mostly code, data and logs, where digits are everywhere:
+downloaded. It finds e-mail addresses, US SSNs and IBANs. Phone and card
+numbers, IP addresses and secrets are found by recognizers of our own, because
+what an agent reads is mostly code, data and logs, where digits are everywhere
+(and presidio's IPv6 pattern is exponential on a long run of `ab:ab:`):
 
 - a phone number is one as people write it: with a country code, an area code
   in parentheses or a phone-like grouping, or next to a word that says it is
@@ -41,7 +42,7 @@ from tokenaddons.engines.memo import Memo
 
 log = logging.getLogger(__name__)
 
-PRESIDIO_ENTITIES = ("EMAIL_ADDRESS", "US_SSN", "IBAN_CODE", "IP_ADDRESS")
+PRESIDIO_ENTITIES = ("EMAIL_ADDRESS", "US_SSN", "IBAN_CODE")
 PII_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS")
 
 
@@ -63,8 +64,6 @@ SECRETS: tuple[tuple[str, str, float, tuple[str, ...], Callable[[str], bool] | N
     ("ANTHROPIC_KEY", r"\bsk-ant-[A-Za-z0-9_\-]{20,}", 0.95, ("sk-ant-",), _mixed),
     ("OPENAI_KEY", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}", 0.9, ("sk-",), _mixed),
     ("AWS_ACCESS_KEY", r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b", 0.95, ("akia", "asia", "abia", "acca"), None),
-    ("AWS_SECRET_KEY", r"(?i)aws.{0,20}?(?:secret|private)?.{0,20}?['\"=:\s][ \t'\"]{0,4}"
-                       r"(?<![A-Za-z0-9/+])([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])", 0.9, ("aws",), _aws_secret),
     ("GITHUB_TOKEN", r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,}\b|\bgithub_pat_[A-Za-z0-9_]{60,}\b", 0.95,
      ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), None),
     ("SLACK_TOKEN", r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b", 0.95, ("xox",), _mixed),
@@ -72,8 +71,11 @@ SECRETS: tuple[tuple[str, str, float, tuple[str, ...], Callable[[str], bool] | N
     ("STRIPE_KEY", r"\b(?:sk|rk)_live_[0-9A-Za-z]{20,}\b", 0.95, ("_live_",), None),
     ("JWT", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\b", 0.9, ("eyj",), None),
 )
-# PRIVATE_KEY and PASSWORD are found by code below (a block, an assignment)
-SECRET_ENTITIES = tuple(name for name, *_ in SECRETS) + ("PRIVATE_KEY", "PASSWORD")
+# AWS_SECRET_KEY, PRIVATE_KEY and PASSWORD are found by code below (a key near its name, a block, an assignment)
+SECRET_ENTITIES = ("ANTHROPIC_KEY", "OPENAI_KEY", "AWS_ACCESS_KEY", "AWS_SECRET_KEY", "GITHUB_TOKEN", "SLACK_TOKEN",
+                   "GOOGLE_API_KEY", "STRIPE_KEY", "JWT", "PRIVATE_KEY", "PASSWORD")
+# an AWS secret access key: 40 characters of base64, with "aws" shortly before it
+AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 ALL_ENTITIES = PII_ENTITIES + SECRET_ENTITIES
 
 # -- passwords: a keyword, an assignment, a literal value
@@ -129,6 +131,11 @@ DATE = re.compile(r"(?:19|20)\d\d[./\-](?:0?[1-9]|1[0-2])[./\-](?:0?[1-9]|[12]\d
                   r"|(?:0?[1-9]|[12]\d|3[01])[./\-](?:0?[1-9]|[12]\d|3[01])[./\-](?:19|20)\d\d")
 PHONE_REGIONS = ("US", "GB", "DE", "FR")
 
+# -- IP addresses (validated by ipaddress)
+IPV4 = re.compile(r"(?<![\w.\-#])(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?(?![\w]|\.\d)")
+IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?"
+                  r"(?:%\w{1,16})?(?:/\d{1,3})?(?![\w:.])")
+
 # -- card numbers: issuer prefixes and the lengths each issues
 CARD = re.compile(r"(?<![\w.\-+/])(?<!\d[ ,])(?:\d{4}[ \-]){2,4}\d{1,4}(?![\w]|[.\-/]\d|[ ,]\d)"
                   r"|(?<![\w.\-+/])(?<!\d[ ,])\d{4}[ \-]\d{6}[ \-]\d{4,5}(?![\w]|[.\-/]\d|[ ,]\d)"
@@ -150,8 +157,6 @@ CANDIDATES = {
     "EMAIL_ADDRESS": re.compile("@"),
     "US_SSN": re.compile(r"(?<![\w+/])(?:\d{3}[- .]\d{2}[- .]\d{4}|\d{5}-\d{4}|\d{3}-\d{6}|\d{9})(?![\w+/])"),
     "IBAN_CODE": re.compile(r"(?<![\w+/])[A-Za-z]{2}\d{2}(?:[A-Za-z0-9]|[ ](?=[A-Za-z0-9])){10,40}(?![\w+/=])"),
-    "IP_ADDRESS": re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
-                             r"|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){3,7}|[0-9A-Fa-f]{0,4}::[0-9A-Fa-f]{1,4}"),
 }
 CONTEXT = 60  # characters of context each side of a candidate (presidio scores with context words)
 WIDEN = 100  # at most this far to the nearest whitespace, so no token is cut in half
@@ -159,7 +164,7 @@ BATCH = 100_000  # characters per presidio call: far below spaCy's 1,000,000 lim
 OVERLAP = 300  # a window longer than a batch is cut in pieces overlapping this much (an e-mail is < 255)
 SEPARATOR = "\n\n"  # between windows sent to presidio together; no entity spans it
 VERSION_BEFORE = re.compile(r"(?i)(?:[<>!~^]=?|==|\bv|@|\bversions?:?|\bver\.?)[ \t]*\Z")  # >=1.2.0.0, v1.2.3.4
-NUMERIC = {"PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS"}
+NUMERIC = {"US_SSN", "IBAN_CODE"}
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,7 @@ def _spacy_blank_path() -> str:
     return str(path)
 
 
+@functools.lru_cache(maxsize=1)
 def _offline_tldextract():
     """presidio's email recognizer calls tldextract.extract(), whose default
     extractor fetches the public suffix list: use the bundled snapshot instead."""
@@ -193,22 +199,29 @@ def _offline_tldextract():
 
 
 def _window_context_enhancer():
+    from presidio_analyzer import RecognizerResult
     from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 
     class WindowContextEnhancer(LemmaContextAwareEnhancer):
-        """presidio's context scoring (a context word among the five before a match
-        raises its score), read from the text itself. presidio's own walks every
-        token of the text for every match: quadratic in a text full of e-mails."""
-
-        local = threading.local()  # the text being enhanced (the analyzer is shared between threads)
+        """presidio's context scoring (a context word among the five words before a
+        match raises its score), read from the text itself. presidio's own walks
+        every token of the text for every match (quadratic in a text full of
+        e-mail addresses) and deep-copies every result first."""
 
         def enhance_using_context(self, text, raw_results, nlp_artifacts, recognizers, context=None):
-            self.local.text = text
-            return super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context)
-
-        def _extract_surrounding_words(self, nlp_artifacts, word, start):
-            before = self.local.text[max(0, start - 80):start].lower()
-            return re.findall(r"\w+", before)[-self.context_prefix_count:] + [word.lower()]
+            by_id = {r.id: r for r in recognizers}
+            for result in raw_results:
+                meta = result.recognition_metadata or {}
+                recognizer = by_id.get(meta.get(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY))
+                if recognizer is None or not recognizer.context or meta.get(
+                        RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY):
+                    continue
+                words = re.findall(r"\w+", text[max(0, result.start - 80):result.start].lower())
+                words = words[-self.context_prefix_count:] + [text[result.start:result.end].lower()]
+                if any(c.lower() in w for c in recognizer.context for w in words):
+                    result.score = min(max(result.score + self.context_similarity_factor,
+                                           self.min_score_with_context_similarity), self.MAX_SCORE)
+            return raw_results
 
     return WindowContextEnhancer()
 
@@ -248,6 +261,17 @@ def standalone(text: str, start: int, end: int) -> bool:
     if before in ".-/:+#" and start >= 2 and text[start - 2].isalnum():
         return False
     return not (after in ".-/:" and end + 1 < len(text) and text[end + 1].isalnum())
+
+
+def email_address(value: str) -> bool:
+    """An address, not a path or a package pin that has an @ in it
+    (github.com/rust-lang/crates.io-index#heck@0.5.0, icon@2x.png): its domain
+    ends in a real public suffix."""
+    local, _, domain = value.rpartition("@")
+    if not local or "/" in local or ":" in local:
+        return False
+    ext = _offline_tldextract()(domain)
+    return bool(ext.domain and ext.suffix) and not domain.replace(".", "").isdigit()
 
 
 def public_ip(value: str) -> bool:
@@ -359,6 +383,27 @@ def private_keys(text: str) -> list[Finding]:
     return out
 
 
+def aws_secret_keys(text: str, lowered: str) -> list[Finding]:
+    return [Finding(m.start(), m.end(), "AWS_SECRET_KEY", 0.9) for m in AWS_SECRET.finditer(text)
+            if "aws" in lowered[max(0, m.start() - 48):m.start()] and _aws_secret(m.group())]
+
+
+def ip_addresses(text: str, private: bool) -> list[Finding]:
+    out = []
+    for pattern in (IPV4, IPV6) if ":" in text else (IPV4,):
+        for m in pattern.finditer(text):
+            value = m.group()
+            try:
+                ipaddress.ip_interface(value)
+            except ValueError:
+                continue
+            if VERSION_BEFORE.search(text[max(0, m.start() - 12):m.start()]):
+                continue  # a version number (brotlicffi>=1.2.0.0), not an address
+            if private or public_ip(value):
+                out.append(Finding(m.start(), m.end(), "IP_ADDRESS", 0.8))
+    return out
+
+
 def passwords(text: str) -> list[Finding]:
     out = []
     for pattern, bare in ((PASSWORD_QUOTED, False), (PASSWORD_BARE, True)):
@@ -408,6 +453,8 @@ class Detector:
                 start, end = (m.start(1), m.end(1)) if m.groups() and m.group(1) else (m.start(), m.end())
                 if check is None or check(text[start:end]):
                     results.append(Finding(start, end, name, score))
+        if "AWS_SECRET_KEY" in self.entities and "aws" in lowered:
+            results += aws_secret_keys(text, lowered)
         if "PRIVATE_KEY" in self.entities and "private key" in lowered:
             results += private_keys(text)
         if "PASSWORD" in self.entities and any(h in lowered for h in PASSWORD_HINTS):
@@ -417,6 +464,8 @@ class Detector:
             results += phone_numbers(text)
         if "CREDIT_CARD" in self.entities and has_digit:
             results += card_numbers(text)
+        if "IP_ADDRESS" in self.entities and (has_digit or ":" in text):
+            results += ip_addresses(text, self.private_ips)
         if self.presidio_entities:
             results += self._presidio(text)
         return _resolve([r for r in results if r.score >= self.threshold])
@@ -439,34 +488,33 @@ class Detector:
                     out.append(f)
         return out
 
-    def _plausible(self, text: str, f: Finding) -> bool:
-        if f.entity in NUMERIC and not standalone(text, f.start, f.end):
-            return False
-        if f.entity == "IP_ADDRESS":
-            if VERSION_BEFORE.search(text[max(0, f.start - 12):f.start]):
-                return False  # a version number (brotlicffi>=1.2.0.0), not an address
-            return self.private_ips or public_ip(text[f.start:f.end])
-        return True
+    @staticmethod
+    def _plausible(text: str, f: Finding) -> bool:
+        if f.entity == "EMAIL_ADDRESS":
+            return email_address(text[f.start:f.end])
+        return f.entity not in NUMERIC or standalone(text, f.start, f.end)
 
     def _windows(self, text: str) -> list[tuple[int, int]]:
-        windows: list[list[int]] = []
+        """Context around every candidate, overlapping ones merged, each widened
+        to whitespace (but only so far), in pieces no longer than a batch."""
         spans = sorted(m.span() for entity in self.presidio_entities for m in CANDIDATES[entity].finditer(text))
-        n = len(text)
+        merged: list[list[int]] = []
         for start, end in spans:
-            lo, hi = max(0, start - CONTEXT), min(n, end + CONTEXT)
-            # widen to whitespace so no token is cut in half, but only so far
-            floor, ceil = max(0, lo - WIDEN), min(n, hi + WIDEN)
-            while lo > floor and not text[lo - 1].isspace():
-                lo -= 1
-            while hi < ceil and not text[hi].isspace():
-                hi += 1
-            if windows and lo <= windows[-1][1]:
-                windows[-1][1] = max(windows[-1][1], hi)
+            lo, hi = start - CONTEXT, end + CONTEXT
+            if merged and lo <= merged[-1][1] + WIDEN:
+                merged[-1][1] = max(merged[-1][1], hi)
             else:
-                windows.append([lo, hi])
+                merged.append([lo, hi])
+        n = len(text)
         out: list[tuple[int, int]] = []
-        for lo, hi in windows:  # a window longer than a batch: pieces that overlap
-            while hi - lo > BATCH:
+        for lo, hi in merged:
+            lo, hi = max(0, lo), min(n, hi)
+            # widen to whitespace so no token is cut in half
+            cut = max(text.rfind(" ", max(0, lo - WIDEN), lo), text.rfind("\n", max(0, lo - WIDEN), lo))
+            lo = cut + 1 if cut >= 0 else max(0, lo - WIDEN)
+            ends = [i for i in (text.find(" ", hi, hi + WIDEN), text.find("\n", hi, hi + WIDEN)) if i >= 0]
+            hi = min(ends) if ends else min(n, hi + WIDEN)
+            while hi - lo > BATCH:  # a window longer than a batch: pieces that overlap
                 out.append((lo, lo + BATCH))
                 lo += BATCH - OVERLAP
             out.append((lo, hi))
