@@ -406,3 +406,37 @@ def test_big_texts_are_scanned_in_bounded_windows(scrub):
     assert "@example.com" not in out[1]["text"] and out[1]["text"].count("<EMAIL_") == 100
     assert len(emails) > 1_000_000
     assert "@example.org" not in out[2]["text"] and out[2]["text"].count("<EMAIL_") == 6_000
+
+
+ADVERSARIAL = {  # 1 MB each, made to hurt the candidate, phone, card, IP and secret patterns
+    "newlines": "\n" * 1_000_000, "one digit": "7" * 1_000_000, "digit groups": "415 ", "phone-like": "415-555-0199 ",
+    "area codes": "+1 (415) ", "card groups": "4111 1111 1111 1111 ", "at signs": "@", "a@": "a@",
+    "dotted digits": "1.2.", "colons": "ab:", "password=": "password=", "password quoted": 'password="x',
+    "pem begin": "-----BEGIN RSA PRIVATE KEY-----\n", "sk-": "sk-", "aws": "aws ", "eyJ": "eyJabc.",
+    "iban-like": "DE89 ", "ssn-like": "123-45-",
+}
+
+
+@pytest.fixture(scope="module")
+def plain_detection(detector) -> float:
+    """The yardstick: a first scan of 1 MB of the standard library's code."""
+    import sysconfig
+    from pathlib import Path
+
+    from tokenaddons.test.timing import repeat, timed
+
+    detector.warm()
+    code = "\n".join(p.read_text() for p in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:40])
+    return timed(lambda: detector._scan(repeat(code)), runs=2)
+
+
+@pytest.mark.parametrize("case", list(ADVERSARIAL))
+def test_detection_is_linear(detector, plain_detection, case):
+    """1 MB made to hurt the patterns costs at most a few scans of 1 MB of code;
+    a pattern quadratic in its input would cost thousands."""
+    from tokenaddons.test.timing import deadline, repeat, timed
+
+    text = repeat(ADVERSARIAL[case])
+    with deadline(20 * plain_detection):
+        cost = timed(lambda: detector._scan(text))
+    assert cost / plain_detection < 10, f"{cost * 1000:.0f} ms against {plain_detection * 1000:.0f} ms"
