@@ -22,6 +22,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import closing
@@ -149,8 +150,10 @@ class Scrub:
             return
 
         def load() -> None:
+            start = time.monotonic()
             try:
                 detector.warm()
+                log.info("tokenaddons scrub: presidio loaded in %.1f s", time.monotonic() - start)
             except Exception:
                 log.exception("tokenaddons scrub: loading presidio failed; requests will be refused "
                               "(scrub_fail_open=true sends them unscanned)")

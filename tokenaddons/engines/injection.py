@@ -14,12 +14,13 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-HIDDEN = re.compile("[\U000e0000-\U000e007f\u200b-\u200f\u2060-\u2064\ufeff\u202a-\u202e\u2066-\u2069]")
-FLAGS = re.I | re.S
+import regex
+
+HIDDEN = regex.compile("[\U000e0000-\U000e007f\u200b-\u200f\u2060-\u2064\ufeff\u202a-\u202e\u2066-\u2069]")
+FLAGS = regex.I | regex.S
 
 
 class Near:
@@ -29,16 +30,16 @@ class Near:
     `first` matches, 20 times slower on text that repeats it."""
 
     def __init__(self, first: str, second: str, gap: int, barrier: str = ".\n"):
-        self.first, self.second = re.compile(first, FLAGS), re.compile(second, FLAGS)
+        self.first, self.second = regex.compile(first, FLAGS), regex.compile(second, FLAGS)
         self.gap, self.barrier = gap, barrier
 
     def finditer(self, text: str) -> Iterator[tuple[int, int]]:
-        firsts = [m.span() for m in self.first.finditer(text)]
+        firsts = [m.span() for m in self.first.finditer(text, concurrent=True)]
         if not firsts:
             return
         ends = [end for _, end in firsts]
         taken = 0  # matches do not overlap, as a regex's do not
-        for m in self.second.finditer(text, firsts[0][1]):
+        for m in self.second.finditer(text, firsts[0][1], concurrent=True):
             at = m.start()
             i = bisect.bisect_left(ends, at - self.gap)
             while i < len(firsts) and firsts[i][1] <= at:
@@ -50,21 +51,21 @@ class Near:
                 i += 1
 
 
-def spans(pattern: re.Pattern | Near, text: str) -> Iterator[tuple[int, int]]:
+def spans(pattern: regex.Pattern | Near, text: str) -> Iterator[tuple[int, int]]:
     """Where a rule's pattern matches (a regex or a Near)."""
     if isinstance(pattern, Near):
         return pattern.finditer(text)
-    return (m.span() for m in pattern.finditer(text))
+    return (m.span() for m in pattern.finditer(text, concurrent=True))
 
 
-def _rule(pattern: str | Near) -> re.Pattern | Near:
-    return pattern if isinstance(pattern, Near) else re.compile(pattern, FLAGS)
+def _rule(pattern: str | Near) -> regex.Pattern | Near:
+    return pattern if isinstance(pattern, Near) else regex.compile(pattern, FLAGS)
 
 
 # Every pattern is linear in its input: gaps are bounded, and a gap between two
 # parts that each match often is a Near (tests/unit/test_guard.py times each rule
 # on 1 MB of input made to hurt it against 1 MB of ordinary text).
-RULES: tuple[tuple[str, float, re.Pattern | Near], ...] = tuple((rule, weight, _rule(pattern)) for
+RULES: tuple[tuple[str, float, regex.Pattern | Near], ...] = tuple((rule, weight, _rule(pattern)) for
                                                                  rule, weight, pattern in (
     ("override", 1.0,
      r"\b(?:ignore|disregard|forget|override|skip|bypass)\b.{0,40}?\b(?:previous|prior|above|earlier|preceding|"
@@ -104,9 +105,9 @@ RULES: tuple[tuple[str, float, re.Pattern | Near], ...] = tuple((rule, weight, _
                             r"keyboard\.on_press|pynput|shutil\.rmtree|rm\s+-rf|mkfs|:\(\)\s*\{|socket\.socket\(|"
                             r"iptables|netsh|Fernet|cryptography\.fernet|os\.remove|os\.kill|while True:)"),
 ))
-BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{40,}={0,2}(?![A-Za-z0-9+/=])")
-INSTRUCTION_WORDS = re.compile(r"\b(?:ignore|instruction|system|prompt|send|password|respond|answer|assistant)\b",
-                               re.I)
+BASE64 = regex.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{40,}={0,2}(?![A-Za-z0-9+/=])")
+INSTRUCTION_WORDS = regex.compile(r"\b(?:ignore|instruction|system|prompt|send|password|respond|answer|assistant)\b",
+                               regex.I)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class Verdict:
 
 def _encoded(text: str) -> list[Finding]:
     out = []
-    for m in BASE64.finditer(text):
+    for m in BASE64.finditer(text, concurrent=True):
         try:
             decoded = base64.b64decode(m.group(0), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -147,13 +148,13 @@ def _encoded(text: str) -> list[Finding]:
 
 def scan(text: str) -> Verdict:
     findings: list[Finding] = []
-    hidden = list(HIDDEN.finditer(text))
+    hidden = list(HIDDEN.finditer(text, concurrent=True))
     if hidden:
         # tag characters spell invisible text; a few zero-width joiners are ordinary in emoji
         tags = sum(1 for m in hidden if ord(m.group(0)) >= 0xE0000)
         weight = 1.0 if tags or len(hidden) >= 3 else 0.3
         findings.append(Finding("hidden_chars", weight, hidden[0].start(), hidden[-1].end()))
-        visible = HIDDEN.sub("", text)
+        visible = HIDDEN.sub("", text, concurrent=True)
         if tags:
             smuggled = "".join(chr(ord(m.group(0)) - 0xE0000) for m in hidden if ord(m.group(0)) >= 0xE0000)
             visible += "\n" + smuggled

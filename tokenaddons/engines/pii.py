@@ -38,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import regex
+
 from tokenaddons.engines.memo import Memo
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ SECRETS: tuple[tuple[str, str, float, tuple[str, ...], Callable[[str], bool] | N
 SECRET_ENTITIES = ("ANTHROPIC_KEY", "OPENAI_KEY", "AWS_ACCESS_KEY", "AWS_SECRET_KEY", "GITHUB_TOKEN", "SLACK_TOKEN",
                    "GOOGLE_API_KEY", "STRIPE_KEY", "JWT", "PRIVATE_KEY", "PASSWORD")
 # an AWS secret access key: 40 characters of base64, with "aws" shortly before it
-AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+AWS_SECRET = regex.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 ALL_ENTITIES = PII_ENTITIES + SECRET_ENTITIES
 
 # -- passwords: a keyword, an assignment, a literal value
@@ -83,14 +85,14 @@ _KEY = (r"(?<![A-Za-z0-9_.\-])(?:[A-Za-z0-9]+[_.\-])*"
         r"(?:password|passwd|passphrase|pwd|secret|token|api[_\-]?key|access[_\-]?key)"
         r"(?:[_\-]?(?:key|token|secret|access[_\-]key))?(?![A-Za-z0-9_])")
 # anywhere: the value is a quoted string (code, JSON, YAML with quotes)
-PASSWORD_QUOTED = re.compile(
+PASSWORD_QUOTED = regex.compile(
     r"(?i)" + _KEY + r"[\"']?[ \t]{0,8}(?::=|=>|[:=])[ \t]{0,8}(?:\"([^\"\s\\]{6,200})\"|'([^'\s\\]{6,200})')")
 # on a config line of its own (.env, ini, YAML): a bare value to the end of the line
-PASSWORD_BARE = re.compile(
+PASSWORD_BARE = regex.compile(
     r"(?im)^[ \t]{0,40}(?:export[ \t]+)?" + _KEY + r"[ \t]{0,8}[:=][ \t]{0,8}([^\s'\"#;,(){}\[\]<>]{6,200})[ \t]*\r?$")
 PASSWORD_HINTS = ("password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "api_key", "api-key",
                   "accesskey", "access_key", "access-key")
-CONSTANT = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|[A-Z]+(?:_[A-Z0-9]+)*")  # settings.TOKEN, OPENAI_API_KEY
+CONSTANT = regex.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|[A-Z]+(?:_[A-Z0-9]+)*")  # settings.TOKEN, OPENAI_API_KEY
 NOT_SECRETS = {"none", "null", "nil", "true", "false", "undefined", "required", "optional", "string", "changeme",
                "redacted", "secret", "password"}
 PLACEHOLDERS = ("${", "{{", "%(", "***", "xxxx", "...")
@@ -112,32 +114,32 @@ def _literal(value: str, bare: bool) -> bool:
 
 
 # -- private keys: a PEM block (linear: one search for its end per block)
-PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----")
-PEM_END = re.compile(r"-----END (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----")
-PEM_BODY = re.compile(r"(?:[ \t]*(?:\r?\n|\\n)[ \t]*[A-Za-z0-9+/=:\- ,]{0,100})*")
+PEM_BEGIN = regex.compile(r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----")
+PEM_END = regex.compile(r"-----END (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----")
+PEM_BODY = regex.compile(r"(?:[ \t]*(?:\r?\n|\\n)[ \t]*[A-Za-z0-9+/=:\- ,]{0,100})*")
 
 # -- phone numbers
-PHONE = re.compile(
+PHONE = regex.compile(
     r"(?<![\w+\-./#@$%&=*~^|\\])(?<!\d:)(?<!\d[ .\-])"  # not inside a longer number, token or list of numbers
     r"(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,5}\)[ .\-]?)?\d{1,15}(?:[ .\-]\d{1,8}){0,6}"
     r"(?:[ ]?(?:x|ext\.?|\#)[ ]?\d{1,6})?"  # extension
     r"(?![\w]|[ .\-/:,]\d)")
-PHONE_WORDS = re.compile(
+PHONE_WORDS = regex.compile(
     r"(?i)\b(?:phone|tel|telephone|mobile|cell|cellphone|fax|desk|landline|sms|whatsapp|"
     r"call (?:me|us|him|her|them)|text (?:me|us)|reach (?:me|us)|contact)\b")
-PHONE_AFTER = re.compile(r"(?i)[ \-]{0,2}\(?(?:office|mobile|cell|fax|home|work|desk|phone|tel)\b")
-NANP = re.compile(r"\(?\d{3}\)?[ .\-]?\d{3}[.\-]\d{4}")
-DATE = re.compile(r"(?:19|20)\d\d[./\-](?:0?[1-9]|1[0-2])[./\-](?:0?[1-9]|[12]\d|3[01])"
+PHONE_AFTER = regex.compile(r"(?i)[ \-]{0,2}\(?(?:office|mobile|cell|fax|home|work|desk|phone|tel)\b")
+NANP = regex.compile(r"\(?\d{3}\)?[ .\-]?\d{3}[.\-]\d{4}")
+DATE = regex.compile(r"(?:19|20)\d\d[./\-](?:0?[1-9]|1[0-2])[./\-](?:0?[1-9]|[12]\d|3[01])"
                   r"|(?:0?[1-9]|[12]\d|3[01])[./\-](?:0?[1-9]|[12]\d|3[01])[./\-](?:19|20)\d\d")
 PHONE_REGIONS = ("US", "GB", "DE", "FR")
 
 # -- IP addresses (validated by ipaddress)
-IPV4 = re.compile(r"(?<![\w.\-#])(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?(?![\w]|\.\d)")
-IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?"
+IPV4 = regex.compile(r"(?<![\w.\-#])(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?(?![\w]|\.\d)")
+IPV6 = regex.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?"
                   r"(?:%\w{1,16})?(?:/\d{1,3})?(?![\w:.])")
 
 # -- card numbers: issuer prefixes and the lengths each issues
-CARD = re.compile(r"(?<![\w.\-+/])(?<!\d[ ,])(?:\d{4}[ \-]){2,4}\d{1,4}(?![\w]|[.\-/]\d|[ ,]\d)"
+CARD = regex.compile(r"(?<![\w.\-+/])(?<!\d[ ,])(?:\d{4}[ \-]){2,4}\d{1,4}(?![\w]|[.\-/]\d|[ ,]\d)"
                   r"|(?<![\w.\-+/])(?<!\d[ ,])\d{4}[ \-]\d{6}[ \-]\d{4,5}(?![\w]|[.\-/]\d|[ ,]\d)"
                   r"|(?<![\w.\-+/])\d{12,19}(?![\w]|[.\-/]\d)")
 CARD_PREFIXES = (  # (first digits, lengths)
@@ -154,16 +156,16 @@ CARD_PREFIXES = (  # (first digits, lengths)
 
 # -- presidio's entities: where to look (windows around these go to presidio)
 CANDIDATES = {
-    "EMAIL_ADDRESS": re.compile("@"),
-    "US_SSN": re.compile(r"(?<![\w+/])(?:\d{3}[- .]\d{2}[- .]\d{4}|\d{5}-\d{4}|\d{3}-\d{6}|\d{9})(?![\w+/])"),
-    "IBAN_CODE": re.compile(r"(?<![\w+/])[A-Za-z]{2}\d{2}(?:[A-Za-z0-9]|[ ](?=[A-Za-z0-9])){10,40}(?![\w+/=])"),
+    "EMAIL_ADDRESS": regex.compile("@"),
+    "US_SSN": regex.compile(r"(?<![\w+/])(?:\d{3}[- .]\d{2}[- .]\d{4}|\d{5}-\d{4}|\d{3}-\d{6}|\d{9})(?![\w+/])"),
+    "IBAN_CODE": regex.compile(r"(?<![\w+/])[A-Za-z]{2}\d{2}(?:[A-Za-z0-9]|[ ](?=[A-Za-z0-9])){10,40}(?![\w+/=])"),
 }
 CONTEXT = 60  # characters of context each side of a candidate (presidio scores with context words)
 WIDEN = 100  # at most this far to the nearest whitespace, so no token is cut in half
-BATCH = 100_000  # characters per presidio call: far below spaCy's 1,000,000 limit (E088)
+BATCH = 32_000  # characters per presidio call: far below spaCy's 1,000,000 limit (E088), and short (presidio holds the GIL)
 OVERLAP = 300  # a window longer than a batch is cut in pieces overlapping this much (an e-mail is < 255)
 SEPARATOR = "\n\n"  # between windows sent to presidio together; no entity spans it
-VERSION_BEFORE = re.compile(r"(?i)(?:[<>!~^]=?|==|\bv|@|\bversions?:?|\bver\.?)[ \t]*\Z")  # >=1.2.0.0, v1.2.3.4
+VERSION_BEFORE = regex.compile(r"(?i)(?:[<>!~^]=?|==|\bv|@|\bversions?:?|\bver\.?)[ \t]*\Z")  # >=1.2.0.0, v1.2.3.4
 NUMERIC = {"US_SSN", "IBAN_CODE"}
 
 
@@ -337,7 +339,7 @@ def _phone_context(text: str, start: int, end: int) -> bool:
 
 def phone_numbers(text: str) -> list[Finding]:
     out = []
-    for m in PHONE.finditer(text):
+    for m in PHONE.finditer(text, concurrent=True):
         value = m.group()
         number = re.split(r"[ ]?(?:x|ext\.?|#)[ ]?(?=\d+$)", value)[0]
         digits = re.sub(r"\D", "", number)
@@ -366,16 +368,17 @@ def phone_numbers(text: str) -> list[Finding]:
 
 
 def card_numbers(text: str) -> list[Finding]:
-    return [Finding(m.start(), m.end(), "CREDIT_CARD", 1.0) for m in CARD.finditer(text) if card_number(m.group())]
+    return [Finding(m.start(), m.end(), "CREDIT_CARD", 1.0) for m in CARD.finditer(text, concurrent=True)
+            if card_number(m.group())]
 
 
 def private_keys(text: str) -> list[Finding]:
     out = []
     pos = 0
-    while (begin := PEM_BEGIN.search(text, pos)) is not None:
-        end = PEM_END.search(text, begin.end())
+    while (begin := PEM_BEGIN.search(text, pos, concurrent=True)) is not None:
+        end = PEM_END.search(text, begin.end(), concurrent=True)
         if end is None:  # cut short (a truncated tool output): its key material still goes
-            body = PEM_BODY.match(text, begin.end())
+            body = PEM_BODY.match(text, begin.end(), concurrent=True)
             out.append(Finding(begin.start(), body.end() if body else begin.end(), "PRIVATE_KEY", 1.0))
             break
         out.append(Finding(begin.start(), end.end(), "PRIVATE_KEY", 1.0))
@@ -384,14 +387,14 @@ def private_keys(text: str) -> list[Finding]:
 
 
 def aws_secret_keys(text: str, lowered: str) -> list[Finding]:
-    return [Finding(m.start(), m.end(), "AWS_SECRET_KEY", 0.9) for m in AWS_SECRET.finditer(text)
+    return [Finding(m.start(), m.end(), "AWS_SECRET_KEY", 0.9) for m in AWS_SECRET.finditer(text, concurrent=True)
             if "aws" in lowered[max(0, m.start() - 48):m.start()] and _aws_secret(m.group())]
 
 
 def ip_addresses(text: str, private: bool) -> list[Finding]:
     out = []
     for pattern in (IPV4, IPV6) if ":" in text else (IPV4,):
-        for m in pattern.finditer(text):
+        for m in pattern.finditer(text, concurrent=True):
             value = m.group()
             try:
                 ipaddress.ip_interface(value)
@@ -407,7 +410,7 @@ def ip_addresses(text: str, private: bool) -> list[Finding]:
 def passwords(text: str) -> list[Finding]:
     out = []
     for pattern, bare in ((PASSWORD_QUOTED, False), (PASSWORD_BARE, True)):
-        for m in pattern.finditer(text):
+        for m in pattern.finditer(text, concurrent=True):
             group = next(g for g in range(1, (m.re.groups or 0) + 1) if m.group(g) is not None)
             if _literal(m.group(group), bare):
                 out.append(Finding(m.start(group), m.end(group), "PASSWORD", 0.8))
@@ -425,7 +428,7 @@ class Detector:
                              f"(known: {', '.join(ALL_ENTITIES)})")
         self.entities = tuple(entities)
         self.presidio_entities = [e for e in entities if e in PRESIDIO_ENTITIES]
-        self.secrets = [(n, re.compile(p), s, hints, check) for n, p, s, hints, check in SECRETS if n in entities]
+        self.secrets = [(n, regex.compile(p), s, hints, check) for n, p, s, hints, check in SECRETS if n in entities]
         self.threshold = threshold
         self.private_ips = private_ips
         self.memo: Memo[tuple[Finding, ...]] = Memo(self._scan, memo_size)
@@ -449,7 +452,7 @@ class Detector:
         for name, pattern, score, hints, check in self.secrets:
             if not any(h in lowered for h in hints):
                 continue
-            for m in pattern.finditer(text):
+            for m in pattern.finditer(text, concurrent=True):
                 start, end = (m.start(1), m.end(1)) if m.groups() and m.group(1) else (m.start(), m.end())
                 if check is None or check(text[start:end]):
                     results.append(Finding(start, end, name, score))
@@ -497,7 +500,7 @@ class Detector:
     def _windows(self, text: str) -> list[tuple[int, int]]:
         """Context around every candidate, overlapping ones merged, each widened
         to whitespace (but only so far), in pieces no longer than a batch."""
-        spans = sorted(m.span() for entity in self.presidio_entities for m in CANDIDATES[entity].finditer(text))
+        spans = sorted(m.span() for entity in self.presidio_entities for m in CANDIDATES[entity].finditer(text, concurrent=True))
         merged: list[list[int]] = []
         for start, end in spans:
             lo, hi = start - CONTEXT, end + CONTEXT

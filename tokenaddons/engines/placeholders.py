@@ -95,18 +95,21 @@ class Restorer:
 SIGNED_TYPES = frozenset({"thinking", "redacted_thinking", "thinking_delta", "signature_delta"})
 
 
-def restore_strings(value: Any, restorer: Restorer, escape: bool = False) -> Any:
+def restore_strings(value: Any, restorer: Restorer, escape: bool = False,
+                    skip: frozenset[tuple[int, str]] = frozenset()) -> Any:
     """Restore placeholders in every string of a JSON value but signed thinking;
-    string `arguments` fields are JSON text themselves."""
+    string `arguments` fields are JSON text themselves. `skip`: (id of a dict,
+    key) pairs left as they are (a stream's deltas, restored on their own)."""
     if isinstance(value, str):
         return restorer.restore(value, escape)
     if isinstance(value, dict):
         if value.get("type") in SIGNED_TYPES or value.get("thought") is True:
             return value
-        return {k: restore_strings(v, restorer, escape or (k == "arguments" and isinstance(v, str)))
+        return {k: v if (id(value), k) in skip else
+                restore_strings(v, restorer, escape or (k == "arguments" and isinstance(v, str)), skip)
                 for k, v in value.items()}
     if isinstance(value, list):
-        return [restore_strings(v, restorer, escape) for v in value]
+        return [restore_strings(v, restorer, escape, skip) for v in value]
     return value
 
 
@@ -276,13 +279,14 @@ class RestoreTap:
             out.append(event)  # the usual event: nothing to restore, nothing held
             return
         originals = [holder[field] for _, holder, field, _, _ in found]
-        restored = restore_strings(data, self.restorer)  # all of it: a function call beside the text too
+        # all of it (a function call beside the text too) but the deltas, restored below with what was held
+        restored = restore_strings(data, self.restorer, skip=frozenset((id(h), f) for _, h, f, _, _ in found))
         moved = False  # held text came in or went out
         for original, (key, holder, field, escape, make) in zip(originals, deltas(self.api_name, restored)):
             held = self.held.pop(key, ("",))[0]
-            text = self.restorer.restore(held + original, escape)
+            text = self.restorer.restore(held + original if held else original, escape)
             # a possible placeholder's start at the end waits for the next delta, unless this one ends it
-            cut = None if closing and closing(key) else PARTIAL.search(text)
+            cut = None if closing and closing(key) else PARTIAL.search(text, max(0, len(text) - 48))
             if cut and not self.restorer.could_start(cut.group()):
                 cut = None
             holder[field] = text[:cut.start()] if cut else text
