@@ -8,8 +8,8 @@ cache survives; the request's own placeholders are restored to the real values
 in its answer, streamed or not), redact, hash (keyed), log, or block.
 
 Scanning runs in a worker thread, never on mitmproxy's event loop (one slow scan
-would stall every client), and presidio is loaded at start-up, not at the
-first request. A request that cannot be scanned is refused, not sent unscanned,
+would stall every client), and presidio is loaded as the proxy starts, before it
+listens, not at the first request. A request that cannot be scanned is refused, not sent unscanned,
 unless `scrub_fail_open` is set: a scan failure, and a body on a known API path
 that the intake could not read (not UTF-8, not JSON, nested too deep, over
 `intake_max_body`). Such a body is metered either way, and never stored.
@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import sqlite3
-import threading
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -44,6 +44,7 @@ from tokenaddons.store import connect, migrate
 log = logging.getLogger(__name__)
 
 ACTIONS = ("pseudonymize", "redact", "hash", "log", "block")
+SWITCH_INTERVAL = 0.0005  # seconds
 
 
 MIGRATIONS = [
@@ -93,7 +94,6 @@ class Scrub:
         self.pseudonyms = Pseudonyms()
         self.actions: dict[str, str] = {}
         self._pseudonyms_for: str | None = None
-        self._running = False
         # options, parsed in configure
         self.enabled = True
         self.fail_open = False
@@ -134,31 +134,31 @@ class Scrub:
         if bad:
             raise exceptions.OptionsError(f"scrub actions must be one of {', '.join(ACTIONS)}, not {', '.join(bad)}")
         self.actions = actions
-        if self._running:
-            self._warm()
-
-    def running(self) -> None:
-        self._running = True
         self._warm()
 
+    def running(self) -> None:
+        # Scans run in worker threads beside the event loop; a thread wanting the GIL
+        # waits up to the switch interval (5 ms) each time, and the loop wants it many
+        # times per request: hand it over sooner.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+
     def _warm(self) -> None:
-        """Load presidio (1-2 s) and what it loads lazily now, in a thread of its
-        own: not at the first request, and never on the event loop. A request
-        that comes sooner waits for it in its worker thread."""
-        detector = self.detector
-        if detector is None or not self.enabled:
+        """Load presidio (2-4 s: spaCy's and presidio's imports, then its engine)
+        and what it loads lazily, as the proxy starts: the first configure comes
+        before the proxy listens, so no request ever waits for it and no scan
+        stalls the others while it loads (a thread beside the event loop would:
+        imports hold the GIL). Afterwards this costs one small scan."""
+        if self.detector is None or not self.enabled:
             return
-
-        def load() -> None:
-            start = time.monotonic()
-            try:
-                detector.warm()
-                log.info("tokenaddons scrub: presidio loaded in %.1f s", time.monotonic() - start)
-            except Exception:
-                log.exception("tokenaddons scrub: loading presidio failed; requests will be refused "
-                              "(scrub_fail_open=true sends them unscanned)")
-
-        threading.Thread(target=load, name="tokenaddons-scrub-warm", daemon=True).start()
+        start = time.monotonic()
+        try:
+            self.detector.warm()
+        except Exception:
+            log.exception("tokenaddons scrub: loading presidio failed; requests will be refused "
+                          "(scrub_fail_open=true sends them unscanned)")
+            return
+        if time.monotonic() - start > 0.5:
+            log.info("tokenaddons scrub: presidio loaded in %.1f s", time.monotonic() - start)
 
     def _open_pseudonyms(self) -> None:
         """Numbers given before, and the key they were given under, for this store."""
