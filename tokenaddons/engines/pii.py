@@ -246,8 +246,6 @@ def analyzer():
             provider = NlpEngineProvider(nlp_configuration={
                 "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": _spacy_blank_path()}]})
             engine = provider.create_engine()
-            for nlp in getattr(engine, "nlp", {}).values():
-                nlp.max_length = 2 * BATCH  # we never send more; a bigger text is our bug, not a 500
             _ANALYZER = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"],
                                        context_aware_enhancer=_window_context_enhancer())
         return _ANALYZER

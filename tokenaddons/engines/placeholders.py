@@ -36,13 +36,16 @@ class Pseudonyms:
 
     def __init__(self, key: bytes | None = None) -> None:
         self.key = key if key is not None else os.urandom(32)
+        self._keyed = hmac.new(self.key, digestmod=hashlib.sha256)  # copied per value: no key setup each time
         self.numbers: dict[tuple[str, str, str], int] = {}  # (caller, label, digest) -> n
         self.counters: Counter = Counter()  # (caller, label) -> highest n
         self.save: Callable[[tuple[str, str, str], int], None] | None = None
         self._lock = threading.Lock()
 
     def digest(self, value: str) -> str:
-        return hmac.new(self.key, value.encode(), hashlib.sha256).hexdigest()[:32]
+        h = self._keyed.copy()
+        h.update(value.encode())
+        return h.hexdigest()[:32]
 
     def remember(self, rows) -> None:
         """Numbers given before (caller, label, digest, n), from the store."""
