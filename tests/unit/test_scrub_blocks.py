@@ -456,3 +456,14 @@ def test_a_gemini_array_stream_cut_anywhere_is_passed_on_whole():
     tap = RestoreTap("gemini.generate", r)
     out = tap.feed_bytes(cut) + tap.end_bytes()
     assert out.startswith(b"[") and out.endswith(cut[-20:])
+
+
+def test_held_text_goes_in_before_a_gemini_array_ends():
+    from tokenaddons.engines.placeholders import Restorer, RestoreTap
+
+    r = Restorer()
+    r.values.update(PLACEHOLDERS)
+    chunks = [{"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": "ends with <EMA"}]}}]}]
+    tap = RestoreTap("gemini.generate", r)
+    out = tap.feed_bytes(gemini_array(chunks)) + tap.end_bytes()  # no finishReason: the held "<EMA" was waiting
+    assert gemini_parts(json.loads(out))[1] == "ends with <EMA"

@@ -243,6 +243,8 @@ class RestoreTap:
         out = bytearray()
         for piece, element in self.array.feed(chunk):
             if not element:
+                if self.held and (close := piece.rfind(b"]")) >= 0:  # held text goes in before the array ends
+                    piece = piece[:close] + b"".join(b",\r\n" + e.data.encode() for e in self.end()) + piece[close:]
                 out += piece
                 continue
             events = self.feed([Event(None, piece.decode("utf-8", "replace"), piece)])
