@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from tokenaddons.addons.budget import Budget
 from tokenaddons.addons.cache import Cache
+from tokenaddons.addons.exposure import Exposure
 from tokenaddons.addons.guard import Guard
 from tokenaddons.addons.intake import Intake
 from tokenaddons.addons.meter import Meter
@@ -31,6 +32,7 @@ def addons() -> list:
         Settings(published),  # the TOML file: price overrides, budget caps per provider/model/project
         store,                # the event store every other addon writes through
         Intake(),             # detect the API, parse the body once, project tag
+        Exposure(),           # a warning when anyone on the network could use the proxy (options only)
         Guard(),              # prompt injections in tool results and user text
         Scrub(store),         # PII and secrets out, placeholders restored in answers
         Cache(store),         # exact-match lookup (after scrub: the key is what would be sent)

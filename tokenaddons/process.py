@@ -39,14 +39,20 @@ class Mitmdump:
     """
 
     def __init__(self, upstream: str, workdir: Path, sets: dict | None = None, script: bool = True,
-                 launcher: Path = LAUNCHER, mode: str | None = None):
+                 launcher: Path = LAUNCHER, mode: str | None = None, profile: Path | None = None):
         self.upstream = upstream
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.store = self.workdir / "events.db"
         self.port = free_port()
         self.log = self.workdir / "mitmdump.log"
-        args = [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()",
+        code = "from mitmproxy.tools.main import mitmdump; mitmdump()"
+        if profile is not None:  # cProfile of the event loop's thread, written when mitmdump stops
+            Path(profile).mkdir(parents=True, exist_ok=True)
+            out = Path(profile) / f"mitmdump-{self.port}.prof"
+            code = ("import cProfile; from mitmproxy.tools.main import mitmdump; "
+                    f"cProfile.run('mitmdump()', {str(out)!r})")
+        args = [sys.executable, "-c", code,
                 "--mode", mode or f"reverse:{upstream}", "--listen-host", "127.0.0.1", "-p", str(self.port)]
         options = {"confdir": self.workdir / "mitmproxy", "flow_detail": 0}
         if script:

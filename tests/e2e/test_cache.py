@@ -116,3 +116,33 @@ def test_e2e_a_stream_fans_out_to_twins_as_it_arrives(proxy):
     assert [r["input_tokens"] > 0 for r in rows].count(True) == 1
     saved = proxy.rows(3, table="decisions", where="addon = 'cache'")
     assert len(saved) == 3 and all(d["usd_saved"] > 0 for d in saved)
+
+
+@pytest.mark.integration
+def test_e2e_two_bearer_tokens_behind_one_key_never_share_an_entry(proxy):
+    kw = dict(model="claude-sonnet-4-5", max_tokens=60, messages=[{"role": "user", "content": "whose answer?"}])
+
+    def as_user(token):
+        c = anthropic.Anthropic(base_url=proxy.url, api_key="gateway-key", max_retries=0,
+                                default_headers={"Authorization": f"Bearer {token}"})
+        return c.messages.with_raw_response.create(**kw).headers["x-tokenaddons-cache"]
+
+    assert [as_user("alice"), as_user("bob"), as_user("alice"), as_user("bob")] == ["MISS", "MISS", "HIT", "HIT"]
+    assert proxy.sim.upstream_calls == 2
+    sent = [{k.lower(): v for k, v in r.headers.items()} for r in proxy.sim.requests]
+    assert {h["authorization"] for h in sent} == {"Bearer alice", "Bearer bob"}
+
+
+@pytest.mark.integration
+def test_e2e_a_gemini_header_key_with_different_query_keys_never_share_an_entry(proxy):
+    import httpx
+
+    body = {"contents": [{"role": "user", "parts": [{"text": "whose answer?"}]}]}
+    url = proxy.url + "/v1beta/models/gemini-2.5-flash:generateContent"
+
+    def ask(key):
+        r = httpx.post(url, params={"key": key}, json=body, headers={"x-goog-api-key": "project-key"}, timeout=30)
+        return r.headers["x-tokenaddons-cache"]
+
+    assert [ask("u1"), ask("u2"), ask("u1")] == ["MISS", "MISS", "HIT"]
+    assert proxy.sim.upstream_calls == 2

@@ -243,3 +243,146 @@ def test_spend_made_before_a_cap_is_set_counts_once_it_is(pipe):
     assert [send(addons).response.status_code for _ in range(2)] == [200, 200]  # no cap yet
     tctx.options.budget_daily_usd = str(2.5 * COST + NEED)  # set while running
     assert [send(addons).response.status_code for _ in range(2)] == [200, 429]
+
+
+# ------------------------------------------------------------- never unlocked, locked or skipped
+
+import logging  # noqa: E402
+
+from tokenaddons.engines.budget_windows import worst_output  # noqa: E402
+
+INPUT = tokens.estimate_input_tokens(BY_NAME["anthropic.messages"], BODY)
+
+
+def in_flight(addons, body):
+    """The request phase only: a request on its way upstream, holding its reservation."""
+    f = make_flow("/v1/messages", body, {"content-type": "application/json"}, ok())
+    f.response = None
+    addons[2].request(f)
+    addons[3].request(f)
+    return f
+
+
+def answered(addons, f, response=None):
+    f.response = response or ok()
+    for a in addons[4:]:
+        getattr(a, "response", lambda _: None)(f)
+
+
+def test_output_caps_that_are_not_positive_integers():
+    for bad in (-100_000_000, 0, -1, 1.5, "100", True):
+        assert output_cap({"max_tokens": bad}) == 0, bad
+        assert output_cap({"generationConfig": {"maxOutputTokens": bad}}) == 0, bad
+    assert output_cap({"max_tokens": None}) is None and output_cap({}) is None
+    assert output_cap({"max_completion_tokens": 12}) == 12
+    # a bad cap counts as the most the model can write: its own limit, else what its window leaves
+    assert worst_output(0, 1000, 64000, 200_000, 4096) == 64000
+    assert worst_output(0, 1000, None, 200_000, 4096) == 199_000
+    assert worst_output(0, 1000, None, None, 4096) == 4096
+    assert worst_output(10**12, 1000, None, 200_000, 4096) == 199_000  # never more than the model can write
+    assert worst_output(None, 1000, None, 2000, 4096) == 1000
+
+
+def test_a_negative_max_tokens_changes_no_budget(pipe, caplog):
+    addons, store, budget, clock, tctx = pipe
+    window_cost = (1_000_000 - INPUT) * 15e-6 + INPUT * 3e-6  # what claude-sonnet-4-5's 1M window could cost
+    tctx.options.budget_daily_usd = str(window_cost + 1.0)
+    negative = in_flight(addons, {**BODY, "max_tokens": -100_000_000})
+    held = sum(budget.reserved.values())
+    assert held == pytest.approx(window_cost)  # reserved as the most the model can write, never below zero
+    big = in_flight(addons, {**BODY, "max_tokens": 100_000})  # worst case $1.50: over what is left
+    assert big.response.status_code == 429
+    answered(addons, negative)
+    assert not any(budget.reserved.values())
+    assert budget.spent[("global", "daily", T0 - 22.5 * 3600)] == pytest.approx(COST)
+    assert send(addons).response.status_code == 200  # the day is not locked either
+
+
+def test_a_bad_cap_reserves_the_settings_max_output_or_the_expected_output(pipe, tmp_path):
+    addons, store, budget, clock, tctx = pipe
+    tctx.options.budget_daily_usd = "100"
+    use_settings(tctx, budget, tmp_path, """
+[prices."claude-sonnet-4-5"]
+input_mtok = 3
+output_mtok = 15
+max_output_tokens = 64000
+""")
+    f = in_flight(addons, {**BODY, "max_tokens": -5})
+    assert sum(budget.reserved.values()) == pytest.approx(INPUT * 3e-6 + 64000 * 15e-6)
+    answered(addons, f)
+    tctx.options.budget_expected_output_tokens = 300
+    f = in_flight(addons, {**BODY, "max_tokens": "lots"})
+    assert sum(budget.reserved.values()) == pytest.approx(INPUT * 3e-6 + 300 * 15e-6)
+    answered(addons, f)
+
+
+def test_budget_windows_follow_the_time_zone_option(pipe):
+    addons, store, budget, clock, tctx = pipe
+    tctx.options.budget_timezone = "Asia/Tokyo"  # T0 is 07:30 there
+    tctx.options.budget_daily_usd = str(COST + 0.9 * NEED)
+    assert send(addons).response.status_code == 200
+    refused = send(addons)
+    assert refused.response.status_code == 429 and int(refused.response.headers["retry-after"]) == 16.5 * 3600
+    assert budget.spent[("global", "daily", T0 - 7.5 * 3600)] == pytest.approx(COST)
+
+
+def test_unmetered_answers_count_their_reservation(pipe, caplog):
+    addons, store, budget, clock, tctx = pipe
+    caplog.set_level(logging.WARNING)
+    tctx.options.budget_daily_usd = "1"
+    day = ("global", "daily", T0 - 22.5 * 3600)
+    broken = {**ANSWER, "usage": {"input_tokens": 10, "output_tokens": "lots"}}
+    send(addons, response=http.Response.make(200, json.dumps(broken).encode(), {"content-type": "application/json"}))
+    assert budget.spent[day] == pytest.approx(NEED)  # not $0: the provider may have billed it
+    assert "could not be metered" in caplog.text
+    unknown = {**ANSWER, "model": "claude-unpriced-9"}  # served by a model with no known price
+    send(addons, response=http.Response.make(200, json.dumps(unknown).encode(), {"content-type": "application/json"}))
+    assert budget.spent[day] == pytest.approx(2 * NEED)
+    error = {"type": "error", "error": {"type": "invalid_request_error", "message": "no"}}
+    send(addons, response=http.Response.make(400, json.dumps(error).encode(), {"content-type": "application/json"}))
+    assert budget.spent[day] == pytest.approx(2 * NEED)  # an error costs nothing
+
+
+def unreadable(monkeypatch):
+    import tokenaddons.addons.budget as module
+
+    def fail(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(module, "connect", fail)
+
+
+def test_a_store_that_cannot_be_read_fails_closed(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.WARNING)
+    clock = Clock(T0)
+    store = Store()
+    budget = Budget(store, clock=clock)
+    addons = [store, Intake(), budget, Meter(store), Settle(), Outlet()]
+    unreadable(monkeypatch)
+    with taddons.context(*addons) as tctx:
+        tctx.configure(store, store_path=str(tmp_path / "events.db"))
+        assert "could not be read" in caplog.text
+        assert send(addons).response.status_code == 200  # no cap: nothing to enforce
+        tctx.options.budget_daily_usd = "5"
+        refused = send(addons)
+        body = json.loads(refused.response.content)
+        assert refused.response.status_code == 503 and refused.response.headers["x-tokenaddons-budget"] == "unreadable"
+        assert "could not be read" in body["error"]["message"] and "budget_fail_open" in body["error"]["message"]
+        tctx.options.budget_fail_open = True
+        assert send(addons).response.status_code == 200
+        tctx.options.budget_fail_open = False
+        monkeypatch.undo()  # the store can be read again: tried again as requests come, in a worker thread
+        clock.now += 10
+
+        async def twice():
+            first = await arun_flow(addons, make_flow("/v1/messages", BODY, {"content-type": "application/json"},
+                                                      ok()))
+            await budget._reading
+            second = await arun_flow(addons, make_flow("/v1/messages", BODY, {"content-type": "application/json"},
+                                                       ok()))
+            return first.response.status_code, second.response.status_code
+
+        assert asyncio.run(twice()) == (503, 200)
+        assert "read again" in caplog.text
+        assert budget.spent[("global", "daily", T0 - 22.5 * 3600)] == pytest.approx(3 * COST)
+    store.done()

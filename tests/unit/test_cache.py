@@ -80,17 +80,26 @@ async def test_second_identical_request_is_a_hit_metered_at_zero_with_the_saving
 
 
 async def test_key_ignores_user_id_and_stream_flag_but_not_any_parameter(pipe):
-    addons, *_ = pipe
+    addons, store, cache, clock, tctx = pipe
 
     def key(body, headers=HEADERS):
         f = make_flow("/v1/messages", body, dict(headers))
         Intake().request(f)
-        return Cache.key(f, Exchange.of(f))
+        return cache.key(f, Exchange.of(f))  # the body as the client sent it: by its bytes
+
+    def changed(body, headers=HEADERS):
+        f = make_flow("/v1/messages", body, dict(headers))
+        Intake().request(f)
+        Exchange.of(f).mark_changed()
+        return cache.key(f, Exchange.of(f))  # as changed by an addon: serialized canonically
 
     base = key(BODY)
-    assert key({**BODY, "metadata": {"user_id": "session-1"}}) == key({**BODY, "metadata": {"user_id": "s2"}}) == base
-    assert key({**BODY, "stream": True}) == base
-    assert key(dict(reversed(list(BODY.items())))) == base
+    assert key(BODY) == base  # the same bytes again
+    assert key({**BODY, "metadata": {"user_id": "session-1"}}) == key({**BODY, "metadata": {"user_id": "s2"}})
+    assert changed({**BODY, "metadata": {"user_id": "session-1"}}) == changed(BODY) == changed({**BODY, "stream": True})
+    assert changed(dict(reversed(list(BODY.items())))) == changed(BODY)
+    for change in ({"temperature": 0.5}, {"messages": [{"role": "user", "content": "hi!"}]}):
+        assert changed({**BODY, **change}) != changed(BODY), change
     for change in ({"temperature": 0.5}, {"max_tokens": 51}, {"tool_choice": {"type": "auto"}},
                    {"metadata": {"user_id": "x", "other": 1}}, {"parallel_tool_calls": False}):
         assert key({**BODY, **change}) != base, change
@@ -237,3 +246,120 @@ async def test_disk_cap_evicts_least_recently_used(pipe):
     conn = sqlite3.connect(store.events.path)
     total, n = conn.execute("SELECT SUM(size), COUNT(*) FROM cache_entries").fetchone()
     assert total <= 3000 and 0 < n < 8
+
+
+# ------------------------------------------------------------- caller identity
+
+import hashlib  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+
+from tokenaddons.addons.cache import Recorder  # noqa: E402
+from tokenaddons.addons.intake import auth_identity  # noqa: E402
+from tokenaddons.store.cache_tier import Entry, Tiers  # noqa: E402
+from tokenaddons.store.writer import EventStore  # noqa: E402
+
+
+def identity(headers, path="/v1/messages"):
+    return auth_identity(make_flow(path, BODY, headers))
+
+
+def test_every_credential_a_request_carries_names_its_caller():
+    gateway = {"x-api-key": "gateway-key"}
+    alice, bob = {**gateway, "authorization": "Bearer alice"}, {**gateway, "authorization": "Bearer bob"}
+    assert len({identity(gateway), identity(alice), identity(bob)}) == 3
+    gemini = "/v1beta/models/gemini-2.5-flash:generateContent"
+    goog = {"x-goog-api-key": "project-key"}
+    assert identity(goog, gemini + "?key=u1") != identity(goog, gemini + "?key=u2") != identity(goog, gemini)
+    assert identity({**alice, "api-key": "azure"}) != identity(alice)
+    assert identity({"content-type": "application/json"}) is None
+    # one credential hashes as before: cache entries and pseudonyms made before stay that caller's
+    assert identity(gateway) == hashlib.sha256(b"x-api-key:gateway-key").hexdigest()[:16]
+
+
+async def test_two_bearer_tokens_behind_one_key_never_share_an_entry(pipe):
+    addons, *_ = pipe
+    alice = {**HEADERS, "authorization": "Bearer alice"}
+    bob = {**HEADERS, "authorization": "Bearer bob"}
+    assert (await send(addons, headers=alice)).response.headers["x-tokenaddons-cache"] == "MISS"
+    assert (await send(addons, headers=bob)).response.headers["x-tokenaddons-cache"] == "MISS"
+    assert (await send(addons, headers=alice)).response.headers["x-tokenaddons-cache"] == "HIT"
+
+
+# ------------------------------------------------------------- tiers and taps
+
+async def test_a_stream_whose_recording_tap_failed_is_never_stored(pipe, monkeypatch):
+    addons, store, cache, *_ = pipe
+    kept = Recorder.keep
+    calls = []
+
+    def failing(self, chunk):
+        calls.append(chunk)
+        if len(calls) == 2:
+            raise MemoryError("no room for the copy")
+        return kept(self, chunk)
+
+    monkeypatch.setattr(Recorder, "keep", failing)
+    body = {**BODY, "stream": True, "messages": [{"role": "user", "content": "tap"}]}
+    first = await send(addons, body, response=sse_response(STREAM), chunks=4)
+    assert first.metadata["client_saw"] == b"".join(STREAM)  # the client's stream is whole
+    monkeypatch.setattr(Recorder, "keep", kept)
+    again = await send(addons, body, response=sse_response(STREAM), chunks=4)
+    assert again.response.headers["x-tokenaddons-cache"] == "MISS"
+    third = await send(addons, body, response=sse_response(STREAM), chunks=4)
+    assert third.response.headers["x-tokenaddons-cache"] == "HIT" and third.response.content == b"".join(STREAM)
+
+
+def test_the_memory_tier_is_safe_while_a_worker_thread_reads_the_disk(tmp_path):
+    events = EventStore(tmp_path / "e.db")
+    events.start()
+    tiers = Tiers(Clock())
+    tiers.open(events)
+    keys = [f"k{i}" for i in range(64)]
+    for k in keys:
+        tiers.put(k, Entry(b"x" * 100, "application/json", 0.0, 1e12, "m", {}, 0.0))
+    events.flush()
+    tiers.memory_max = 8 * 356  # room for 8 of them: every fill evicts
+    errors = []
+
+    def worker():
+        try:
+            for i in range(3000):
+                tiers.get_disk(keys[i % 64])
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        t = threading.Thread(target=worker)
+        t.start()
+        i = 0
+        while t.is_alive():  # the event loop's side: hits and fills
+            tiers.get_memory(keys[i % 64])
+            tiers._remember(keys[(i * 7) % 64], Entry(b"y" * 100, "application/json", 0.0, 1e12, "m", {}, 0.0))
+            i += 1
+        t.join()
+    finally:
+        sys.setswitchinterval(old)
+        tiers.close()
+        events.close()
+    assert not errors
+    assert tiers.memory_bytes == sum(e.size for e in tiers.memory.values()) <= tiers.memory_max
+
+
+def test_a_cache_write_in_a_failed_batch_is_counted_once(tmp_path):
+    events = EventStore(tmp_path / "e.db", flush_interval=0.3)  # both land in one batch
+    events.start()
+    tiers = Tiers(Clock())
+    tiers.open(events)
+    try:
+        tiers.put("k", Entry(b"x" * 100, "application/json", 0.0, 1e12, "m", {}, 0.0))
+        events.put_request({"exchange_id": "bad", "ts": None})  # fails the batch: its items run again alone
+        assert events.flush()
+        assert events.dropped == 1
+        stored = sqlite3.connect(events.path).execute("SELECT COALESCE(SUM(size), 0) FROM cache_entries").fetchone()[0]
+        assert tiers.disk_bytes == stored == 356 and tiers.on_disk == {"k": 356}
+    finally:
+        tiers.close()
+        events.close()

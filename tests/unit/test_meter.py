@@ -153,3 +153,46 @@ def test_upstream_error_is_metered_with_its_type(pipe):
     run_flow(addons, f)
     [row] = rows(store)
     assert (row["status"], row["error_type"], row["input_tokens"]) == (529, "overloaded_error", 0)
+
+
+# ------------------------------------------------------------- odd values from clients and upstreams
+
+def answer(data, status=200):
+    return http.Response.make(status, json.dumps(data).encode(), {"content-type": "application/json"})
+
+
+def test_a_model_that_is_not_a_string_is_metered_as_its_json_text(pipe):
+    addons, store = pipe
+    asked = make_flow("/v1/messages", {"model": ["x"], "max_tokens": 5, "messages": []},
+                      response=answer({"model": {"name": "odd"}, "usage": {"input_tokens": 3, "output_tokens": 4}}))
+    run_flow(addons, asked)
+    errored = make_flow("/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []},
+                        response=answer({"type": "error", "error": {"type": {"deep": [1]}, "message": "?"}}, 400))
+    run_flow(addons, errored)
+    first, second = rows(store)
+    assert (first["requested_model"], first["model"], first["output_tokens"]) == ('["x"]', '{"name": "odd"}', 4)
+    assert first["cost_usd"] is None  # no price for such a name
+    assert second["error_type"] == '{"deep": [1]}' and second["status"] == 400
+
+
+def test_usage_that_is_not_a_count_fails_the_metering_but_keeps_the_row(pipe):
+    addons, store = pipe
+    f = make_flow("/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []},
+                  response=answer({"model": "claude-sonnet-4-5", "usage": {"input_tokens": 3, "output_tokens": "lots"}}))
+    run_flow(addons, f)
+    [row] = rows(store)
+    assert row["status"] == 200 and row["cost_usd"] is None and row["output_tokens"] == 0
+    store.events.flush()
+    import sqlite3
+
+    detail = sqlite3.connect(store.events.path).execute(
+        "SELECT detail FROM decisions WHERE addon = 'meter' AND action = 'failed'").fetchone()[0]
+    assert "output_tokens" in json.loads(detail)["error"]
+
+
+def test_a_usage_row_names_every_field():
+    from dataclasses import fields
+
+    from tokenaddons.engines.usage import Usage
+
+    assert list(Usage().as_row()) == [f.name for f in fields(Usage)]

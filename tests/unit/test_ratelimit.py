@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from email.utils import format_datetime
 
 import pytest
 from mitmproxy import http
@@ -11,6 +12,7 @@ from mitmproxy.test import taddons
 from tokenaddons.addons.intake import Intake
 from tokenaddons.addons.ratelimit import RateLimit
 from tokenaddons.engines import tokens
+from tokenaddons.exchange import Exchange
 from tokenaddons.providers import BY_NAME
 from tokenaddons.test.clock import Clock
 from tokenaddons.test.flows import make_flow
@@ -39,10 +41,12 @@ def limiter():
         yield rl, clock, sleep, tctx
 
 
-async def one(rl, project=None, body=BODY):
+async def one(rl, project=None, body=BODY, key=None):
     headers = {"content-type": "application/json"}
     if project:
         headers["x-tokenaddons-project"] = project
+    if key:
+        headers["x-api-key"] = key
     f = make_flow("/v1/messages", body, headers)
     Intake().request(f)
     await rl.request(f)
@@ -89,3 +93,44 @@ async def test_upstream_429_pauses_the_provider(limiter):
     f.response = http.Response.make(529, b"{}", {"retry-after": "30"})
     rl.response(f)
     assert (await one(rl)).response.status_code == 429
+
+
+async def told_no(rl, key, retry_after, status=429, header="retry-after"):
+    f = await one(rl, key=key)
+    f.response = http.Response.make(status, b"{}", {header: retry_after})
+    rl.response(f)
+
+
+async def test_a_day_long_retry_after_pauses_one_credential_for_at_most_the_cap(limiter, caplog):
+    rl, clock, sleep, tctx = limiter
+    tctx.options.ratelimit_max_wait_s = str(0)
+    assert tctx.options.ratelimit_max_pause_s == "60"
+    await told_no(rl, "alice", "86400")
+    refused = await one(rl, key="alice")
+    assert refused.response.status_code == 429 and refused.response.headers["retry-after"] == "60"
+    assert "asked this credential to slow down" in refused.response.headers["x-tokenaddons-ratelimit"]
+    assert (await one(rl, key="bob")).response is None  # another caller is not paused
+    assert (await one(rl)).response is None
+    assert "retry-after 86400 s" in caplog.text and "ratelimit_max_pause_s" in caplog.text
+    clock.now += 60
+    assert (await one(rl, key="alice")).response is None  # the pause ended: not a day later
+
+
+async def test_the_pause_cap_is_an_option_and_every_retry_after_form_is_read(limiter):
+    rl, clock, sleep, tctx = limiter
+    tctx.options.ratelimit_max_wait_s = str(0)
+    tctx.options.ratelimit_max_pause_s = str(5)
+    await told_no(rl, "alice", "86400")
+    assert (await one(rl, key="alice")).response.headers["retry-after"] == "5"
+    await told_no(rl, "ms", "2500", header="retry-after-ms")  # OpenAI's
+    assert (await one(rl, key="ms")).response.headers["retry-after"] == "3"
+    date = format_datetime(datetime.fromtimestamp(clock.now + 3, timezone.utc), usegmt=True)
+    await told_no(rl, "dated", date, status=529)
+    assert (await one(rl, key="dated")).response.headers["retry-after"] in ("3", "4")
+    for nonsense in ("soon", "nan", "-5", "0"):
+        await told_no(rl, "odd", nonsense)
+        assert (await one(rl, key="odd")).response is None
+    clock.now += 5
+    assert (await one(rl, key="alice")).response is None
+    await told_no(rl, "last", "1")  # pauses that ended are forgotten: one entry per caller told no lately
+    assert list(rl.paused) == [("anthropic", Exchange.of(await one(rl, key="last")).auth_hash)]

@@ -77,6 +77,8 @@ def use_settings(tctx, budget, tmp_path, text: str) -> None:
     ("[budget.providers.openai]\ndaily_usd = 1\n", "unknown key(s) providers"),
     ("[prices.'x/y']\ninput_mtok = 1\n", "output_mtok is required"),
     ("[prices\n", "settings.toml"),
+    ("[prices.'x/y']\ninput_mtok = 1\noutput_mtok = 2\nmax_output_tokens = -5\n", "positive whole number"),
+    ("[prices.'x/y']\ninput_mtok = 1\noutput_mtok = 2\nmax_output_tokens = 1.5\n", "positive whole number"),
 ])
 def test_settings_mistakes_are_clear_errors(pipe, tmp_path, text, error):
     addons, store, budget, clock, tctx = pipe

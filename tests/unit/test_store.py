@@ -108,3 +108,184 @@ def test_an_older_store_gets_its_day_rollup_filled(tmp_path):
     assert day[0] == raw[0] == 400 and abs(day[1] - raw[1]) < 1e-9
     conn.execute("INSERT INTO requests (ts, provider, cost_usd) VALUES (?, 'x', 1.5)", (DAY0,))
     assert tuple(conn.execute("SELECT requests, cost_usd FROM rollup_requests_day WHERE provider = 'x'").fetchone()) == (1, 1.5)
+
+
+# ------------------------------------------------------------- nothing lost
+
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import stat  # noqa: E402
+import time  # noqa: E402
+from decimal import Decimal  # noqa: E402
+
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from tokenaddons.store import health  # noqa: E402
+from tokenaddons.store.writer import MAX_TEXT, coerce  # noqa: E402
+from tokenaddons.ui.cli import main  # noqa: E402
+
+
+def count(path, table="requests", where="1=1"):
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def wait_until(check, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = EventStore(tmp_path / "e.db", stall_after=0.3, watch_every=0.05)
+    s.start()
+    yield s
+    s.close()
+
+
+def test_values_sqlite_cannot_bind_are_stored_as_their_json_text(store):
+    odd = [["x"], {"type": {"nested": True}}, 1 << 70, {1, 2}, Decimal("1.5"), "x" * (MAX_TEXT + 50)]
+    for i, value in enumerate(odd):
+        store.put_request({"exchange_id": f"e{i}", "ts": float(i), "model": value, "error_type": value})
+    store.put_request({"exchange_id": "big", "ts": 9.0, "input_tokens": 1 << 64})
+    assert store.flush()
+    conn = sqlite3.connect(store.path)
+    models = [m for (m,) in conn.execute("SELECT model FROM requests ORDER BY id")]
+    assert models[:5] == ['["x"]', '{"type": {"nested": true}}', str(1 << 70), '"{1, 2}"', "1.5"]
+    assert models[5] == "x" * (MAX_TEXT + 50)  # strings stay strings
+    assert conn.execute("SELECT input_tokens FROM requests WHERE exchange_id = 'big'").fetchone()[0] == float(1 << 64)
+    assert store.written == 7 and store.dropped == 0
+    assert coerce(True) == 1 and coerce(None) is None and coerce(b"\x00") == b"\x00"
+    assert coerce(["y" * 5000]) == json.dumps(["y" * 5000])[:MAX_TEXT]
+
+
+def test_one_bad_row_costs_only_its_own(store, caplog):
+    caplog.set_level(logging.WARNING)
+    for i in range(20):  # ts is NOT NULL: row 7 fails on its own, in the middle of the batch
+        store.put_request({"exchange_id": f"x{i}", "ts": None if i == 7 else float(i)})
+    assert store.flush()
+    assert count(store.path) == 19 and store.written == 19 and store.dropped == 1
+    assert "'x7'" in caplog.text and "x8" not in caplog.text
+
+
+def test_any_error_in_a_job_leaves_the_writer_running(store):
+    def broken(conn):
+        conn.execute("INSERT INTO requests (exchange_id, ts) VALUES ('inside', 1)")
+        raise RuntimeError("not a sqlite error")
+
+    store.put_request({"exchange_id": "before", "ts": 1.0})
+    store.submit(broken)
+    store.put_request({"exchange_id": "after", "ts": 2.0})
+    assert store.flush() and store.running
+    store.put_request({"exchange_id": "later", "ts": 3.0})
+    assert store.flush()
+    conn = sqlite3.connect(store.path)
+    # the job's own write is undone with it; every row around it is kept
+    assert [r for (r,) in conn.execute("SELECT exchange_id FROM requests ORDER BY id")] == ["before", "after", "later"]
+
+
+def test_an_integer_sqlite_cannot_hold_does_not_stop_the_writer(store):
+    store.submit(lambda conn: conn.execute("SELECT ?", (1 << 70,)))  # OverflowError, not a sqlite3.Error
+    store.put_request({"ts": 1.0})
+    assert store.flush() and store.running and count(store.path) == 1
+
+
+def test_a_dead_writer_is_loud_and_readers_say_the_store_is_behind(store, caplog):
+    caplog.set_level(logging.WARNING)
+
+    def fatal(conn):
+        raise SystemExit("gone")  # nothing a job does should get here; if it does, say so
+
+    store.submit(fatal)
+    assert wait_until(lambda: not store.running)
+    assert "the writer stopped" in caplog.text
+    store.put_request({"ts": 1.0})
+    assert store.flush() is False
+    assert "not running" in caplog.text
+    assert wait_until(lambda: health.problems(store.path))
+    status = health.problems(store.path)[0]
+    assert status["state"] == "dead" and status["queued"] >= 1 and status["pid"] == os.getpid()
+    report = CliRunner().invoke(main, ["report", "--store", str(store.path)])
+    assert report.exit_code == 0 and "event store is behind" in report.output and "stopped" in report.output
+    as_json = CliRunner().invoke(main, ["report", "--store", str(store.path), "--json"])
+    assert "behind" in json.loads(as_json.output)["store_warnings"][0]
+
+
+def test_a_stuck_writer_is_loud_then_well_again(store, caplog):
+    caplog.set_level(logging.WARNING)
+    release = threading.Event()
+    store.submit(lambda conn: release.wait(10))
+    for i in range(3):
+        store.put_request({"ts": float(i)})
+    assert wait_until(lambda: health.problems(store.path))
+    assert "stuck" in caplog.text and store.state == "stuck"
+    frame = CliRunner().invoke(main, ["stats", "--store", str(store.path), "--once", "--width", "200"])
+    assert frame.exit_code == 0 and "event store is behind" in " ".join(frame.output.split())
+    budget = CliRunner().invoke(main, ["budget", "--store", str(store.path)])
+    assert "event store is behind" in " ".join(budget.output.split())
+    release.set()
+    assert store.flush() and count(store.path) == 3
+    assert wait_until(lambda: not health.problems(store.path)) and "moving again" in caplog.text
+    assert "behind" not in CliRunner().invoke(main, ["report", "--store", str(store.path)]).output
+
+
+def test_a_status_left_by_a_process_that_is_gone_is_ignored(tmp_path):
+    path = tmp_path / "e.db"
+    path.touch()
+    health.status_file(path, 2 ** 22 + 12345).write_text(json.dumps({"pid": 2 ** 22 + 12345, "state": "dead"}))
+    assert health.problems(path) == []
+
+
+def test_other_tables_are_migrated_before_the_writer_starts(tmp_path):
+    extra = ["CREATE TABLE things (x INTEGER);"]
+    store = EventStore(tmp_path / "e.db", schemas={"things_schema": extra})
+    store.start()
+    try:
+        conn = sqlite3.connect(tmp_path / "e.db")
+        assert conn.execute("SELECT version FROM things_schema").fetchone()[0] == 1
+        # added once it runs: on a connection of its own, never inside one of the writer's batches
+        release = threading.Event()
+        store.put_request({"exchange_id": "open", "ts": 1.0})
+        store.submit(lambda c: release.wait(10))
+        time.sleep(0.2)  # the batch holding that row is open and waiting
+        threading.Timer(0.3, release.set).start()
+        store.add_schema("more_schema", ["CREATE TABLE more (y INTEGER);"])
+        assert store.flush()
+        assert conn.execute("SELECT version FROM more_schema").fetchone()[0] == 1
+        assert count(tmp_path / "e.db") == 1
+    finally:
+        store.close()
+
+
+def test_the_store_and_its_wal_files_are_private(tmp_path):
+    old = os.umask(0o022)
+    try:
+        store = EventStore(tmp_path / "new" / "e.db")
+        store.start()
+        store.put_request({"ts": 1.0})
+        store.flush()
+        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "new").iterdir()}
+        store.close()
+    finally:
+        os.umask(old)
+    assert files == {"e.db": 0o600, "e.db-wal": 0o600, "e.db-shm": 0o600}
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+
+def test_a_path_with_uri_characters_is_read_where_it_is_written(tmp_path):
+    folder = tmp_path / "a#b?c%d"
+    store = EventStore(folder / "e.db")
+    store.start()
+    store.put_request({"ts": 1.0})
+    store.flush()
+    store.close()
+    assert connect(folder / "e.db", readonly=True).execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 1

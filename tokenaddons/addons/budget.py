@@ -5,15 +5,20 @@ Before a request goes upstream, its worst-case cost (input counted locally, plus
 its output cap at the model's output price) is reserved against every window
 that applies, in one step on mitmproxy's event loop (no await between check and
 reserve); a request whose reservation does not fit is refused with the
-provider's own 429. When the answer ends (or fails), the exchange settles
-after the meter, which swaps the reservation for the real billed cost. Spend is
-rebuilt from the event store on start, so a restart keeps the day's spend.
+provider's own 429. A reservation is never negative: an output cap that is
+not a positive integer counts as the most the model can write. When the answer
+ends (or fails), the exchange settles after the meter, which swaps the
+reservation for the real billed cost (or keeps the reservation as spent when
+the meter could not tell the cost). Spend is rebuilt from the event store on
+start, so a restart keeps the day's spend; if it cannot be read, requests
+under a cap are refused (`budget_fail_open` lets them through).
 
 Scopes: "global" and "project:NAME" from options; "provider:NAME",
 "model:PATTERN" and caps for one named project from the settings file.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -29,18 +34,19 @@ from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
 from tokenaddons.engines import pricing
-from tokenaddons.engines.budget_windows import WINDOWS, output_cap, scopes_of, window_bounds
+from tokenaddons.engines.budget_windows import WINDOWS, output_cap, scopes_of, window_bounds, worst_output
 from tokenaddons.engines.settings_file import Published
 from tokenaddons.errors import refuse
 from tokenaddons.exchange import Exchange, handled
 from tokenaddons.options import number
-from tokenaddons.store import connect, migrate
+from tokenaddons.store import connect
 from tokenaddons.store.queries import spend_by_scope
 
 log = logging.getLogger(__name__)
 
 ALERTS = (0.5, 0.8, 1.0)
 DEFAULT_OUTPUT_TOKENS = 4096  # when a request sets no output cap
+RETRY_READ_S = 5.0  # how often spend that could not be read is tried again, as requests come
 MIGRATIONS = [
     """
     CREATE TABLE budget_limits (scope TEXT, window TEXT, limit_usd REAL, timezone TEXT,
@@ -71,17 +77,22 @@ class Window:
 class Budget:
     def __init__(self, store: Store, settings: Published | None = None, clock: Callable[[], float] = time.time):
         self.store = store
+        store.add_schema("budget_schema", MIGRATIONS)
         self.settings = settings if settings is not None else Published()
         self.clock = clock
         self.spent: dict[tuple, float] = defaultdict(float)  # window key -> billed USD
         self.reserved: dict[tuple, float] = defaultdict(float)  # window key -> USD held by requests in flight
         self.alerted: set[tuple] = set()
         self._rebuilt_for: tuple | None = None
+        self.unreadable: str | None = None  # why spend so far could not be read from the store
+        self._read_again_at = 0.0
+        self._reading: asyncio.Task | None = None
         # options, parsed in configure
         self.caps: dict[tuple[str, str], float] = {}  # ("global" | "project", window) -> USD
         self.tz_name = "UTC"
         self.tz = ZoneInfo("UTC")
         self.expected_output = 0
+        self.fail_open = False
 
     def load(self, loader) -> None:
         for w in WINDOWS:
@@ -92,16 +103,22 @@ class Budget:
         loader.add_option("budget_timezone", str, "UTC", "Time zone of the budget windows' calendar.")
         loader.add_option("budget_expected_output_tokens", int, 0,
                           "Output tokens to reserve per request instead of its max_tokens (0 = its max_tokens).")
+        loader.add_option("budget_fail_open", bool, False,
+                          "Let requests under a cap through when the spend so far cannot be read from the event "
+                          "store (default: they are refused).")
 
     def configure(self, updated) -> None:
         self.caps = {(scope, w): number(f"budget_{'project_' if scope == 'project' else ''}{w}_usd")
                      for scope in ("global", "project") for w in WINDOWS}
         try:
-            self.tz = self.tz
+            self.tz = ZoneInfo(ctx.options.budget_timezone)
         except (ValueError, KeyError) as e:
             raise exceptions.OptionsError(f"budget_timezone: unknown time zone {ctx.options.budget_timezone!r}") from e
         self.tz_name = ctx.options.budget_timezone
+        if ctx.options.budget_expected_output_tokens < 0:
+            raise exceptions.OptionsError("budget_expected_output_tokens must not be negative")
         self.expected_output = ctx.options.budget_expected_output_tokens
+        self.fail_open = ctx.options.budget_fail_open
         self._sync()
 
     def _sync(self) -> None:
@@ -109,17 +126,18 @@ class Budget:
         zone, options and settings file."""
         events = self.store.events
         if events is None:
+            self._rebuilt_for = None
+            self._unreadable("no event store is open")
             return
         source = (str(events.path), self.tz_name, self.settings.generation)
         if source != self._rebuilt_for:
             self._rebuilt_for = source
             events.flush()  # spend settled but not yet written must count
-            self._rebuild(events.path)
+            self._spend_read(self._read_spend(events.path))
         limits = self.limits()
         tz = self.tz_name
 
         def save(conn: sqlite3.Connection) -> None:
-            migrate(conn, MIGRATIONS, version_table="budget_schema")
             conn.execute("DELETE FROM budget_limits")
             conn.executemany("INSERT INTO budget_limits VALUES (?,?,?,?)",
                              [(scope, w, usd, tz) for scope, w, usd in limits])
@@ -146,21 +164,59 @@ class Budget:
     def _patterns(self) -> list[str]:
         return list(self.settings.values.budgets.get("model", {}))
 
-    def _rebuild(self, path) -> None:
-        """Spend of the current windows, from the metered requests."""
-        self.spent.clear()
+    def _read_spend(self, path) -> dict[tuple, float] | str:
+        """Spend of the current windows, from the metered requests (safe in a
+        worker thread: it only reads); a string says why it could not be read."""
+        spent: dict[tuple, float] = defaultdict(float)
         tz = self.tz
         now = self.clock()
-        try:
-            conn = connect(path, readonly=True)
-        except sqlite3.Error:
-            return
         patterns = self._patterns()
-        with closing(conn):  # `with conn` alone would leave it open
-            for name in WINDOWS:
-                start, _ = window_bounds(name, now, tz)
-                for scope, usd in spend_by_scope(conn, start, patterns).items():
-                    self.spent[(scope, name, start)] += usd
+        try:
+            with closing(connect(path, readonly=True)) as conn:  # `with conn` alone would leave it open
+                for name in WINDOWS:
+                    start, _ = window_bounds(name, now, tz)
+                    for scope, usd in spend_by_scope(conn, start, patterns).items():
+                        spent[(scope, name, start)] += usd
+        except sqlite3.Error as e:
+            return f"the spend so far could not be read from the event store {path} ({e})"
+        return spent
+
+    def _spend_read(self, found: dict[tuple, float] | str) -> None:
+        """Take what `_read_spend` found (on the event loop)."""
+        if isinstance(found, str):
+            self._unreadable(found)
+            return
+        if self.unreadable is not None:
+            log.warning("tokenaddons budget: the spend so far is read again; budgets are enforced")
+        self.unreadable = None
+        self.spent = found
+
+    def _unreadable(self, why: str) -> None:
+        if why != self.unreadable:
+            log.warning("tokenaddons budget: %s; %s", why, "requests under a cap go through (budget_fail_open)"
+                        if self.fail_open else "requests under a cap are refused until it can be read")
+        self.unreadable = why
+        self._read_again_at = self.clock() + RETRY_READ_S
+
+    def _read_again(self) -> None:
+        """Try the store again in a worker thread, at most every RETRY_READ_S."""
+        events = self.store.events
+        if events is None or self.clock() < self._read_again_at or self._reading is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._read_again_at = self.clock() + RETRY_READ_S
+
+        async def read() -> None:
+            try:
+                await asyncio.to_thread(events.flush)
+                self._spend_read(await asyncio.to_thread(self._read_spend, events.path))
+            finally:
+                self._reading = None
+
+        self._reading = loop.create_task(read())
 
     def windows(self, ex: Exchange, now: float) -> list[Window]:
         tz = self.tz
@@ -173,12 +229,19 @@ class Budget:
         return out
 
     def estimate(self, ex: Exchange) -> float:
-        """Worst-case USD of a request before it is sent."""
-        prices = pricing.unit_prices(ex.provider, ex.model or "")
+        """Worst-case USD of a request before it is sent; never negative."""
+        model = ex.model or ""
+        prices = pricing.unit_prices(ex.provider, model)
         if prices is None:
             return 0.0
-        expected = self.expected_output or output_cap(ex.body) or DEFAULT_OUTPUT_TOKENS
-        return ex.input_tokens() * prices.input + expected * prices.output
+        inp = ex.input_tokens()
+        if self.expected_output:
+            out = self.expected_output
+        else:
+            limits = pricing.model_limits(ex.provider, model)
+            out = worst_output(output_cap(ex.body), inp, limits.max_output, limits.context_window,
+                               DEFAULT_OUTPUT_TOKENS)
+        return max(0.0, inp * prices.input + out * prices.output)
 
     def request(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
@@ -186,10 +249,18 @@ class Budget:
             return  # answered here (a cache hit, one following a stream in flight): costs nothing
         if self._rebuilt_for is not None and self._rebuilt_for[2] != self.settings.generation:
             self._sync()  # the settings file was edited: new scopes, new limits
+        if self.unreadable is not None and self.windows(ex, self.clock()):
+            self._read_again()  # for the requests after this one
+            if not self.fail_open:
+                refuse(flow, "budget", "overloaded", f"{self.unreadable}; requests under a budget are refused "
+                       "until it can be read (budget_fail_open=true lets them through)", status=503,
+                       retry_after=RETRY_READ_S, headers={"x-tokenaddons-budget": "unreadable"})
+                ex.decide("budget", "refused", reason="spend unreadable")
+                return
+        # check every window, then reserve in all: nothing awaits in between
         now = self.clock()
         windows = self.windows(ex, now)
         need = self.estimate(ex) if windows else 0.0
-        # check every window, then reserve in all: nothing awaits in between
         for w in windows:
             spent = self.spent[w.key] + self.reserved[w.key]
             if spent + need > w.limit:
@@ -227,6 +298,10 @@ class Budget:
         # spend goes where the store will put it after a restart: every scope of
         # the served model, in the windows of the request's time
         cost = ex.cost_usd or 0.0
+        if need and self._unmetered(flow, ex):
+            cost = need
+            log.warning("tokenaddons budget: the cost of %s could not be metered; its reservation of $%.6f "
+                        "counts as spent", ex.path, need)
         if cost:
             tz = self.tz
             starts = {name: window_bounds(name, at, tz)[0] for name in WINDOWS}
@@ -234,6 +309,16 @@ class Budget:
                 for name, start in starts.items():
                     self.spent[(scope, name, start)] += cost
         self._alerts(ex)
+
+    @staticmethod
+    def _unmetered(flow: http.HTTPFlow, ex: Exchange) -> bool:
+        """The meter failed, or upstream answered and its cost is unknown: the
+        provider may have billed it, so the reservation stands."""
+        if any(d.addon == "meter" and d.action == "failed" for d in ex.decisions):
+            return True
+        resp = flow.response
+        return (ex.cost_usd is None and not ex.answered_by and resp is not None and resp.status_code < 400
+                and ex.usage is not None)
 
     def _alerts(self, ex: Exchange) -> None:
         for w in self.windows(ex, self.clock()):

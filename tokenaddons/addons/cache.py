@@ -13,17 +13,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from mitmproxy import ctx, http
 
 from tokenaddons.addons.store import Store
-from tokenaddons.engines.cache_keys import VARY, cache_key
+from tokenaddons.engines.cache_keys import VARY, body_digest, cache_key, raw_body_digest
 from tokenaddons.engines.fanout import Broadcast, FanoutServer
 from tokenaddons.engines.usage import Usage
 from tokenaddons.exchange import RECORD, BoundedCopy, Exchange, handled
 from tokenaddons.options import number
 from tokenaddons.providers.sse import Event
-from tokenaddons.store.cache_tier import Entry, Tiers
+from tokenaddons.store.cache_tier import MIGRATIONS, Entry, Tiers
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,32 @@ class Recorder(BoundedCopy):
     def __init__(self, limit: int, broadcast: Broadcast | None = None):
         super().__init__(limit)
         self.broadcast = broadcast
+        self.failed = False  # the pump dropped this tap: what it kept is not the whole stream
+
+    @contextmanager
+    def _marking_failure(self):
+        try:
+            yield
+        except BaseException:
+            self.failed = True
+            raise
 
     def feed(self, events: list[Event]) -> list[Event]:
-        if self.broadcast is not None:
-            self.broadcast.push(b"".join(e.raw for e in events))
-        return super().feed(events)
+        with self._marking_failure():
+            if self.broadcast is not None:
+                self.broadcast.push(b"".join(e.raw for e in events))
+            return super().feed(events)
+
+    def feed_bytes(self, chunk: bytes) -> bytes:
+        with self._marking_failure():
+            return super().feed_bytes(chunk)
+
+    def end(self) -> list[Event]:
+        with self._marking_failure():
+            return super().end()
+
+    def body(self) -> bytes | None:
+        return None if self.failed else super().body()
 
 
 class Cache:
@@ -50,6 +72,7 @@ class Cache:
 
     def __init__(self, store: Store, clock: Callable[[], float] = time.time):
         self.store = store
+        store.add_schema("cache_schema", MIGRATIONS)
         self.clock = clock
         self.tiers = Tiers(clock)
         self.inflight: dict[str, asyncio.Future] = {}
@@ -101,7 +124,9 @@ class Cache:
         ex.on_settle("cache", self.settle)
         broadcast = None
         if mode == "normal":
-            entry = self.tiers.get_memory(key) or await asyncio.to_thread(self.tiers.get_disk, key)
+            entry = self.tiers.get_memory(key)
+            if entry is None and self.tiers.may_be_on_disk(key):
+                entry = await asyncio.to_thread(self.tiers.get_disk, key)
             if entry is None and key in self.inflight:
                 flowing = self.broadcasts.get(key)
                 if flowing is not None and self.fanout.server is not None:
@@ -121,11 +146,15 @@ class Cache:
             ex.state["cache"]["recorder"] = recorder = Recorder(self.max_entry, broadcast)
             ex.add_tap(recorder, RECORD)
 
-    @staticmethod
-    def key(flow: http.HTTPFlow, ex: Exchange) -> str:
+    def key(self, flow: http.HTTPFlow, ex: Exchange) -> str:
         req = flow.request
+        body_hash = None
+        if ex.body_version == 0:  # still the client's own bytes: hash them, do not serialize again
+            body_hash = raw_body_digest(req.get_content(strict=False) or b"", ex.body)
+        if body_hash is None:
+            body_hash = body_digest(ex.body)
         return cache_key(ex.provider, req.path.split("?")[0], req.query.items(multi=True), ex.auth_hash,
-                         [(name, req.headers.get(name)) for name in VARY], ex.body)
+                         [(name, req.headers.get(name)) for name in VARY], body_hash)
 
     @staticmethod
     def _mode(flow: http.HTTPFlow) -> str:

@@ -9,15 +9,15 @@ scrub refuses it (it could hold anything) unless `scrub_fail_open`."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-
 from typing import Any
 
 from mitmproxy import ctx, http
 
 from tokenaddons import providers
+from tokenaddons.engines import jsonio
 from tokenaddons.exchange import OBSERVE, Exchange
+from tokenaddons.providers.base import model_name
 from tokenaddons.providers.sse import is_sse
 from tokenaddons.stream import CopyTap, StreamPump, stream_decoder
 
@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 PROJECT_HEADER = "x-tokenaddons-project"
 AUTH_HEADERS = ("x-api-key", "authorization", "x-goog-api-key", "api-key")
-# Deeper JSON than any request schema needs; the addons' walkers (and json.dumps
-# when the body is written back) recurse, and Python's stack stops near 1000.
+AUTH_QUERY = "key"  # Gemini's ?key=
+# Deeper JSON than any request schema needs; the addons' walkers recurse, and
+# Python's stack (the standard library's parser and writer too) stops near 1000.
 MAX_DEPTH = 256
 
 
@@ -43,13 +44,17 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
 
 
 def auth_identity(flow: http.HTTPFlow) -> str | None:
-    """A short hash naming the caller's credential (the credential itself is never kept)."""
-    for name in AUTH_HEADERS:
-        if value := flow.request.headers.get(name):
-            return hashlib.sha256(f"{name}:{value}".encode()).hexdigest()[:16]
-    if key := flow.request.query.get("key"):  # Gemini's ?key=
-        return hashlib.sha256(f"key:{key}".encode()).hexdigest()[:16]
-    return None
+    """A short hash naming every credential the request carries (none is
+    kept): a gateway key with a per-user token behind it, or a Gemini header
+    key with a different ?key=, are different callers."""
+    req = flow.request
+    found = [(name, value) for name in AUTH_HEADERS for value in req.headers.get_all(name) if value]
+    found += [(AUTH_QUERY, value) for value in req.query.get_all(AUTH_QUERY) if value]
+    if not found:
+        return None
+    # one credential hashes as it always has, so caches and pseudonyms made before stay the caller's
+    text = "{}:{}".format(*found[0]).encode() if len(found) == 1 else jsonio.dumps(found)
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 class Intake:
@@ -85,7 +90,7 @@ class Intake:
         ex.client = req.headers.get("user-agent")
         ex.auth_hash = auth_identity(flow)
         if api is not None:
-            ex.requested_model = ex.model = api.model(body, req.path)
+            ex.requested_model = ex.model = model_name(api.model(body, req.path))
             ex.stream = api.is_stream(body, req.path)
             if ex.stream:  # the taps read the events as they pass: ask for them uncompressed
                 req.headers["accept-encoding"] = "identity"
@@ -113,12 +118,13 @@ class Intake:
         except UnicodeDecodeError as e:
             return None, f"is not UTF-8 (byte {e.start})"
         try:
-            body = json.loads(text)
+            body = jsonio.loads(text)
         except RecursionError:
             return None, "is nested too deep to parse"
         except ValueError as e:
-            what = "has bytes after its JSON" if e.msg == "Extra data" else f"is not JSON ({e.msg})"
-            return None, f"{what} at character {e.pos}"
+            msg = getattr(e, "msg", str(e))
+            what = "has bytes after its JSON" if msg == "Extra data" else f"is not JSON ({msg})"
+            return None, f"{what} at character {e.pos}" if hasattr(e, "pos") else what
         if not isinstance(body, dict):
             return None, "is not a JSON object"
         if too_deep(body):
@@ -143,17 +149,20 @@ class Intake:
             del headers["content-encoding"]
             if headers.pop("content-length", None) is not None and flow.response.http_version == "HTTP/1.1":
                 headers["transfer-encoding"] = "chunked"
-        if not sse:
-            # a stream that is not SSE (Gemini without alt=sse: one JSON array, an
-            # element at a time): passed on as it comes, a copy kept for the meter
-            ex.add_tap(CopyTap(ex, self.max_body), OBSERVE)
+        # a copy of what upstream sent (bounded): the meter reads a stream that is
+        # not SSE from it (Gemini without alt=sse: one JSON array, an element at a
+        # time), and it becomes the flow's body, so a saved flow replays metered
+        ex.add_tap(CopyTap(ex, self.max_body), OBSERVE)
         flow.response.stream = StreamPump(ex, decode, sse)
 
     def response(self, flow: http.HTTPFlow) -> None:
         # Keep what upstream sent, before any addon rewrites it for the client
         # (scrub restores real values): stored bodies must be the scrubbed ones.
         ex = Exchange.of(flow)
-        if ex is not None and flow.response is not None and not flow.response.stream:
+        if ex is not None and flow.response is not None and flow.response.stream:
+            if flow.response.raw_content is None and ex.upstream_body is not None:
+                flow.response.content = ex.upstream_body  # already sent: this is what a saved flow keeps
+        elif ex is not None and flow.response is not None:
             # decoded: providers compress JSON answers (gzip, br, zstd) for SDKs that accept it
             try:
                 ex.upstream_body = flow.response.get_content(strict=True)

@@ -6,17 +6,16 @@ the row says so.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 
 from mitmproxy import ctx, http
 
 from tokenaddons.addons.store import Store
-from tokenaddons.engines import pricing, tokens
+from tokenaddons.engines import jsonio, pricing, tokens
 from tokenaddons.engines.usage import Usage
 from tokenaddons.exchange import FILTER, OBSERVE, Exchange, handled
-from tokenaddons.providers.base import Api, StreamState
+from tokenaddons.providers.base import Api, StreamState, model_name
 from tokenaddons.providers.sse import Event, SSEParser, is_sse
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ class HideUsageTap:
 
 def _json(raw: bytes | None):
     try:
-        return json.loads(raw) if raw else None
+        return jsonio.loads(raw) if raw else None
     except ValueError:
         return None
 
@@ -97,6 +96,10 @@ class Meter:
         ex.state["metered"] = True
         try:
             self._account(flow, ex)
+        except Exception as e:  # still one row, and the budget keeps the reservation as spent
+            log.exception("tokenaddons meter: could not account %s", flow.request.path)
+            ex.decide("meter", "failed", error=f"{e.__class__.__name__}: {e}"[:300])
+        try:
             self._write(flow, ex)
         except Exception:
             log.exception("tokenaddons meter: could not meter %s", flow.request.path)
@@ -111,14 +114,14 @@ class Meter:
             ex.complete = resp is not None and resp.status_code < 400 and flow.error is None
         elif (state := self._stream_state(flow, ex)) is not None:
             ex.usage = state.usage
-            ex.served_model = state.model
+            ex.served_model = model_name(state.model)
             ex.complete = state.complete and flow.error is None
             ex.error_type = ex.error_type or state.error_type
         elif resp is not None:
             data = _json(ex.upstream_body if ex.upstream_body is not None else resp.content)
             if resp.status_code < 400:
                 ex.usage = api.usage(data)
-                ex.served_model = api.served_model(data)
+                ex.served_model = model_name(api.served_model(data))
                 ex.complete = flow.error is None
             else:
                 ex.error_type = ex.error_type or api.error_type(data) or f"http_{resp.status_code}"
@@ -185,7 +188,7 @@ class Meter:
         for d in ex.decisions:
             events.put_decision({
                 "exchange_id": flow.id, "ts": start, "addon": d.addon, "action": d.action,
-                "detail": json.dumps(d.detail, default=str), "tokens_saved": d.tokens_saved,
+                "detail": jsonio.dumps_str(d.detail, default=str), "tokens_saved": d.tokens_saved,
                 "usd_saved": d.usd_saved, "project": ex.project, "provider": ex.provider,
                 "model": model,
             })

@@ -1,10 +1,9 @@
 """Last in the request phase: the body serialized back once, if anything changed it."""
 from __future__ import annotations
 
-import json
-
 from mitmproxy import http
 
+from tokenaddons.engines import jsonio
 from tokenaddons.exchange import Exchange
 
 
@@ -15,5 +14,5 @@ class Outlet:
         ex = Exchange.of(flow)
         if ex is None or not ex.dirty or flow.response is not None:
             return
-        flow.request.content = json.dumps(ex.body, ensure_ascii=False, separators=(",", ":")).encode()
+        flow.request.content = jsonio.dumps(ex.body)
         ex.dirty = False

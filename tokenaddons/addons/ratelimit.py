@@ -2,8 +2,10 @@
 tokens per minute. A request over the limit waits for room (up to
 `ratelimit_max_wait_s`, on mitmproxy's event loop, never blocking it), then is
 refused with the provider's own 429. An upstream 429 or 529 with `retry-after`
-pauses that provider's buckets for that long, so a client's retry storm does
-not keep hammering a provider that already said no.
+pauses that provider for the credentials that were told no (one caller's
+exhausted key says nothing about another's), for that long but at most
+`ratelimit_max_pause_s`, so a client's retry storm does not keep hammering a
+provider that already said no, and a day-long retry-after cannot shut it.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 
 from mitmproxy import ctx, http
 
@@ -27,7 +30,6 @@ class Bucket:
     per_minute: float
     level: float = field(default=-1.0)  # tokens available; -1 = full on first use
     stamp: float = 0.0
-    paused_until: float = 0.0
 
     def refill(self, now: float) -> None:
         if self.level < 0:
@@ -40,8 +42,24 @@ class Bucket:
         bucket waits for a full bucket rather than forever."""
         self.refill(now)
         amount = min(amount, self.per_minute)
-        wait = max(0.0, (amount - self.level) * 60 / self.per_minute)
-        return max(wait, self.paused_until - now)
+        return max(0.0, (amount - self.level) * 60 / self.per_minute)
+
+
+def retry_after(headers, now: float) -> float | None:
+    """Seconds the provider asked to wait: `retry-after-ms` (OpenAI), or
+    `retry-after` in seconds or as an HTTP date; None when it did not say."""
+    try:
+        if ms := headers.get("retry-after-ms"):
+            return float(ms) / 1000
+        value = headers.get("retry-after")
+        if not value:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            return parsedate_to_datetime(value).timestamp() - now
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 class RateLimit:
@@ -50,10 +68,12 @@ class RateLimit:
         self.clock = clock
         self.sleep = sleep
         self.buckets: dict[tuple[str, str, str], Bucket] = {}
-        self.paused: dict[str, float] = {}  # provider -> unix time its pause ends
+        # (provider, hash of the caller's credentials) -> unix time its pause ends
+        self.paused: dict[tuple[str, str | None], float] = {}
         # options, parsed in configure
         self.limits: dict[tuple[str, str], int] = {}  # (scope, kind) -> per minute; 0 = off
         self.max_wait = 10.0
+        self.max_pause = 60.0
 
     def load(self, loader) -> None:
         loader.add_option("ratelimit_rpm", int, 0, "Requests per minute to each provider (0 = no limit).")
@@ -62,10 +82,13 @@ class RateLimit:
         loader.add_option("ratelimit_project_itpm", int, 0, "Input tokens per minute for each project (0 = no limit).")
         loader.add_option("ratelimit_max_wait_s", str, "10",
                           "How long a request over a rate limit may wait for room before it is refused.")
+        loader.add_option("ratelimit_max_pause_s", str, "60",
+                          "Longest pause an upstream 429/529 retry-after puts on a provider for one credential.")
 
     def configure(self, updated) -> None:
         o = ctx.options
         self.max_wait = number("ratelimit_max_wait_s")
+        self.max_pause = number("ratelimit_max_pause_s")
         self.limits = {("provider", "rpm"): o.ratelimit_rpm, ("provider", "itpm"): o.ratelimit_itpm,
                        ("project", "rpm"): o.ratelimit_project_rpm, ("project", "itpm"): o.ratelimit_project_itpm}
 
@@ -90,15 +113,16 @@ class RateLimit:
         if ex is None or not ex.known or handled(flow):
             return  # answered here (a cache hit, one following a stream in flight): costs nothing
         needs = self._needs(ex)
-        paused = self.paused.get(ex.provider, 0.0)
-        if not needs and paused <= self.clock():
+        pause = (ex.provider, ex.auth_hash)
+        if not needs and self.paused.get(pause, 0.0) <= self.clock():
             return
         deadline = self.clock() + self.max_wait
         waited = 0.0
         while True:
             now = self.clock()
             waits = [(b.wait_for(n, now), why) for b, n, why in needs]
-            waits.append((max(0.0, self.paused.get(ex.provider, 0.0) - now), f"{ex.provider} asked to slow down"))
+            waits.append((max(0.0, self.paused.get(pause, 0.0) - now),
+                          f"{ex.provider} asked this credential to slow down"))
             wait, why = max(waits)
             if wait <= 0:
                 for b, n, _ in needs:  # room everywhere: take it, with no await in between
@@ -121,12 +145,15 @@ class RateLimit:
         resp = flow.response
         if ex is None or not ex.known or ex.answered_by or resp is None or resp.status_code not in (429, 529, 503):
             return
-        retry_after = resp.headers.get("retry-after")
-        try:
-            seconds = float(retry_after) if retry_after else None
-        except ValueError:
-            seconds = None
-        if seconds:
-            self.paused[ex.provider] = max(self.paused.get(ex.provider, 0.0), self.clock() + seconds)
-            log.warning("tokenaddons ratelimit: %s answered %d; pausing it for %.1f s",
-                        ex.provider, resp.status_code, seconds)
+        now = self.clock()
+        seconds = retry_after(resp.headers, now)
+        if seconds is None or not seconds > 0:  # none, zero, negative or NaN
+            return
+        paused = min(seconds, self.max_pause)
+        for key in [k for k, until in self.paused.items() if until <= now]:  # forget pauses that ended
+            del self.paused[key]
+        pause = (ex.provider, ex.auth_hash)
+        self.paused[pause] = max(self.paused.get(pause, 0.0), now + paused)
+        log.warning("tokenaddons ratelimit: %s answered %d with retry-after %.0f s; pausing it for this "
+                    "credential for %.1f s%s", ex.provider, resp.status_code, seconds, paused,
+                    " (ratelimit_max_pause_s)" if paused < seconds else "")

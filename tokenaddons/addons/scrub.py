@@ -39,7 +39,7 @@ from tokenaddons.exchange import RESTORE, Exchange, handled
 from tokenaddons.options import check, number
 from tokenaddons.providers.base import TextRef, walk_strings
 from tokenaddons.providers.sse import is_sse
-from tokenaddons.store import connect, migrate
+from tokenaddons.store import connect
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class Scrub:
             return
         self._pseudonyms_for = str(events.path)
         pseudonyms = Pseudonyms(read_or_create_key(key_file(Path(events.path))))
-        events.submit(lambda conn: migrate(conn, MIGRATIONS, version_table="scrub_schema"))
+        events.add_schema("scrub_schema", MIGRATIONS)
         events.flush()
         try:
             with closing(connect(events.path, readonly=True)) as conn:

@@ -9,6 +9,7 @@ not fit in an option lives here:
     cache_read_mtok = 0.5
     cache_write_mtok = 6.25                   # 5-minute writes
     cache_write_1h_mtok = 10                  # optional: else Anthropic's 2x input rule
+    max_output_tokens = 64000                 # optional: the most one answer holds (budget reservations)
 
     [budget.provider.anthropic]               # caps per provider ...
     daily_usd = 20

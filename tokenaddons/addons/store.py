@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
-from mitmproxy import ctx
+from mitmproxy import ctx, exceptions
 
+from tokenaddons.options import number
 from tokenaddons.store import DEFAULT_PATH, EventStore
 
 log = logging.getLogger(__name__)
@@ -15,10 +17,18 @@ class Store:
 
     Other addons are given this instance by the bundle and write through
     `store.events`; it is None until mitmproxy has configured the options.
+    Those that keep tables of their own in the file name their migrations
+    (`add_schema`) when they are made, so they run before the writer starts.
     """
 
     def __init__(self) -> None:
         self.events: EventStore | None = None
+        self.schemas: dict[str, list[str]] = {}
+
+    def add_schema(self, version_table: str, migrations: list[str]) -> None:
+        self.schemas[version_table] = migrations
+        if self.events is not None:
+            self.events.add_schema(version_table, migrations)
 
     def load(self, loader) -> None:
         loader.add_option("store_path", str, DEFAULT_PATH,
@@ -26,12 +36,22 @@ class Store:
         loader.add_option("store_bodies", bool, False,
                           "Store request and response bodies (after scrubbing) with each event.")
         loader.add_option("store_body_max", int, 65536, "Bytes of each stored body kept at most.")
+        loader.add_option("store_stall_s", str, "30",
+                          "Seconds the writer may spend on one batch (the database locked by another program, "
+                          "a full disk) before it is reported stuck, in the log and in report/stats.")
 
     def configure(self, updated) -> None:
+        stall = number("store_stall_s")
+        if self.events is not None:
+            self.events.stall_after = stall
         if "store_path" in updated or self.events is None:
+            events = EventStore(ctx.options.store_path, schemas=self.schemas, stall_after=stall)
+            try:
+                events.start()
+            except (OSError, sqlite3.Error) as e:  # the store in use, if any, stays
+                raise exceptions.OptionsError(f"store_path: cannot open the event store {events.path}: {e}") from e
             self.done()
-            self.events = EventStore(ctx.options.store_path)
-            self.events.start()
+            self.events = events
             log.info("tokenaddons: events go to %s", self.events.path)
 
     def done(self) -> None:

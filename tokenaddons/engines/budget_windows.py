@@ -26,15 +26,36 @@ def window_bounds(window: str, now: float, tz: ZoneInfo) -> tuple[float, float]:
 
 
 def output_cap(body) -> int | None:
-    """The request's own limit on output tokens, in any of the four wire formats."""
+    """The request's own limit on output tokens, in any of the four wire
+    formats: a positive integer; 0 when it sets one that is not (negative,
+    zero, a fraction, a string: no limit the budget can trust); None when it
+    sets none."""
     if not isinstance(body, dict):
         return None
-    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
-        if isinstance(body.get(key), int):
-            return body[key]
-    cfg = body.get("generationConfig") or body.get("generation_config") or {}
-    value = cfg.get("maxOutputTokens") if isinstance(cfg, dict) else None
-    return value if isinstance(value, int) else None
+    cfg = body.get("generationConfig") or body.get("generation_config")
+    found = [body[key] for key in ("max_tokens", "max_completion_tokens", "max_output_tokens")
+             if body.get(key) is not None]
+    if isinstance(cfg, dict) and cfg.get("maxOutputTokens") is not None:
+        found.append(cfg["maxOutputTokens"])
+    if not found:
+        return None
+    value = found[0]
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def worst_output(cap: int | None, input_tokens: int, max_output: int | None, context_window: int | None,
+                 default: int) -> int:
+    """Output tokens a reservation counts: the request's cap, never more than
+    the model can write; a cap that is not a positive integer counts as the
+    most the model can write (its max_output_tokens, else what its context
+    window leaves after the prompt), or `default` where that is not known, as
+    does a request with no cap."""
+    most = max_output or (max(0, context_window - input_tokens) if context_window else None)
+    if cap:
+        return min(cap, most) if most else cap
+    if cap == 0 and most:
+        return most
+    return min(default, most) if most else default
 
 
 # a served model is often the requested alias plus a snapshot date

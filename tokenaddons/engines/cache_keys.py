@@ -6,6 +6,8 @@ import hashlib
 import json
 from collections.abc import Iterable
 
+from tokenaddons.engines import jsonio
+
 # Request headers that change the answer; everything else (user agent, retries...) does not.
 VARY = ("anthropic-version", "anthropic-beta", "openai-beta", "openai-organization", "openai-project")
 # Query parameters that do not: Gemini's ?key= (the caller identity covers it) and ?alt=.
@@ -22,14 +24,38 @@ def canonical_body(body) -> bytes:
             body["metadata"] = {k: v for k, v in meta.items() if k != "user_id"} or None
             if body["metadata"] is None:
                 del body["metadata"]
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return jsonio.dumps(body, sort_keys=True)
+
+
+def body_digest(body) -> bytes:
+    """The body's identity, canonically serialized (sorted keys, volatile fields left out)."""
+    return hashlib.sha256(canonical_body(body)).digest()
+
+
+def raw_body_digest(raw: bytes, body) -> bytes | None:
+    """The body's identity from the client's own bytes, which is much cheaper than
+    serializing a long agent history again: a hash of the bytes, with Anthropic's
+    per-session `metadata.user_id` value blanked where it appears. None when that
+    value is not found as written (an escaped form): `body_digest` decides then.
+    Bytes are exact: the same request with its keys in another order is a miss."""
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    user = meta.get("user_id") if isinstance(meta, dict) else None
+    if user is not None:
+        for needle in (json.dumps(user, ensure_ascii=False).encode(), json.dumps(user).encode()):
+            if needle in raw:
+                raw = raw.replace(needle, b'""')
+                break
+        else:
+            return None
+    return b"raw:" + hashlib.sha256(raw).digest()  # sha256: the CPU's own instructions make it the fastest here
 
 
 def cache_key(provider: str, path: str, query: Iterable[tuple[str, str]], caller: str | None,
-              headers: Iterable[tuple[str, str | None]], body) -> str:
-    """Provider, path, caller identity, answer-changing headers and the normalized body."""
+              headers: Iterable[tuple[str, str | None]], body_hash: bytes) -> str:
+    """Provider, path, caller identity, answer-changing headers and the normalized
+    body (its `body_digest`)."""
     h = hashlib.sha256()
     h.update(json.dumps([provider, path, sorted((k, v) for k, v in query if k not in IGNORED_QUERY), caller,
                          list(headers)]).encode())
-    h.update(canonical_body(body))
+    h.update(body_hash)
     return h.hexdigest()

@@ -4,39 +4,68 @@ compressed is looked up instead of worked on again. Thread-safe: scans run in
 worker threads."""
 from __future__ import annotations
 
-import hashlib
-import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
-def digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+def digest(text: str) -> tuple[int, int]:
+    """A text's key in a memo of this process: Python's own string hash (SipHash,
+    keyed per process, so nobody can aim for a collision; it runs over the text
+    in place, many times faster than encoding it for hashlib) and its length.
+    Two different texts share a key with a chance of about 2**-64. Results kept
+    across restarts need a stable hash (hashlib's) instead."""
+    return hash(text), len(text)
+
+
+_MISSING = object()
 
 
 class Memo(Generic[T]):
-    """An LRU of `compute(text)` by the text's hash, bounded in entries."""
+    """An LRU of `compute(text)` by the text's key, bounded in entries.
 
-    def __init__(self, compute: Callable[[str], T], size: int = 50_000):
+    Lookups take no lock: each OrderedDict operation is atomic under the GIL,
+    and a lookup racing an eviction only computes again. That matters: an
+    agent request holds dozens of texts, nearly all seen before, looked up by
+    several addons on every request."""
+
+    def __init__(self, compute: Callable[[str], T] | None = None, size: int = 50_000):
         self.compute = compute
         self.size = size
-        self.items: OrderedDict[bytes, T] = OrderedDict()
-        self.lock = threading.Lock()
+        self.items: OrderedDict[Hashable, T] = OrderedDict()
 
     def __call__(self, text: str) -> T:
-        key = digest(text)
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        value = self.compute(text)  # outside the lock: two threads may both compute a new text, harmlessly
-        with self.lock:
-            self.items[key] = value
-            if len(self.items) > self.size:
-                self.items.popitem(last=False)
+        key = (hash(text), len(text))  # digest(), inlined: this is the hot path
+        value = self.items.get(key, _MISSING)
+        if value is _MISSING:
+            return self._store(key, self.compute(text))
+        self._touch(key)
+        return value
+
+    def lookup(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """The value remembered under `key`, or `compute()`'s, remembered."""
+        value = self.items.get(key, _MISSING)
+        if value is _MISSING:
+            return self._store(key, compute())
+        self._touch(key)
+        return value
+
+    def _touch(self, key: Hashable) -> None:
+        try:
+            self.items.move_to_end(key)
+        except KeyError:  # evicted by another thread meanwhile
+            pass
+
+    def _store(self, key: Hashable, value: T) -> T:
+        items = self.items
+        items[key] = value
+        while len(items) > self.size:
+            try:
+                items.popitem(last=False)
+            except KeyError:  # emptied by another thread meanwhile
+                break
         return value
 
     def __len__(self) -> int:

@@ -26,7 +26,20 @@ MTOK = Decimal(1_000_000)
 
 # name -> (prices, 1-hour cache write USD/MTok or None for the 2× rule)
 _overrides: dict[str, tuple[ModelPrice, Decimal | None]] = {}
+_max_output: dict[str, int] = {}  # name -> the settings file's max_output_tokens
 _unknown: set[tuple[str, str]] = set()
+
+
+# keys of a [prices] entry that are genai-prices' own
+MODEL_PRICE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one exchange with the model can hold (None: not known)."""
+
+    max_output: int | None  # output tokens of one answer (the settings file's max_output_tokens)
+    context_window: int | None  # prompt and answer together (genai-prices)
 
 
 @dataclass(frozen=True)
@@ -48,11 +61,15 @@ def set_overrides(table: dict[str, dict]) -> None:
     """Prices that win over genai-prices: {"provider/model" or "model": {input_mtok, output_mtok,
     cache_read_mtok, cache_write_mtok, cache_write_1h_mtok}} in USD per million tokens."""
     _overrides.clear()
+    _max_output.clear()
     for name, p in table.items():
-        mp = ModelPrice(**{k: Decimal(str(v)) for k, v in p.items() if k != "cache_write_1h_mtok"})
+        mp = ModelPrice(**{k: Decimal(str(v)) for k, v in p.items() if k in MODEL_PRICE_KEYS})
         one_hour = p.get("cache_write_1h_mtok")
         _overrides[name] = (mp, Decimal(str(one_hour)) if one_hour is not None else None)
+        if p.get("max_output_tokens"):
+            _max_output[name] = int(p["max_output_tokens"])
     model_price.cache_clear()
+    model_limits.cache_clear()
 
 
 @lru_cache(maxsize=1024)
@@ -72,6 +89,20 @@ def model_price(provider: str, model: str) -> tuple[ModelPrice, Decimal | None] 
             _unknown.add((provider, model))
             log.warning("tokenaddons: no price known for %s model %r; its cost is left empty", provider, model)
         return None
+
+
+@lru_cache(maxsize=1024)
+def model_limits(provider: str, model: str) -> Limits:
+    model = _normalize(model)
+    most = _max_output.get(f"{provider}/{model}") or _max_output.get(model)
+    window = None
+    if provider in PROVIDER_IDS and model:
+        try:
+            _, info = data_snapshot.get_snapshot().find_provider_model(model, None, PROVIDER_IDS[provider], None)
+            window = info.context_window
+        except LookupError:
+            pass
+    return Limits(most, window)
 
 
 def price(provider: str, model: str, usage: Usage) -> float | None:

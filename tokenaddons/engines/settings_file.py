@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PRICE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
+PRICE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok",
+              "max_output_tokens")
 BUDGET_SCOPES = ("provider", "model", "project")
 BUDGET_KEYS = ("hourly_usd", "daily_usd", "monthly_usd")
 
@@ -23,6 +24,12 @@ def _amount(where: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ValueError(f"{where} must be a non-negative number, not {value!r}")
     return float(value)
+
+
+def _count(where: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{where} must be a positive whole number, not {value!r}")
+    return value
 
 
 def _table(where: str, value) -> dict:
@@ -47,7 +54,8 @@ def parse(doc: dict) -> Values:
         for needed in ("input_mtok", "output_mtok"):
             if needed not in table:
                 raise ValueError(f"{where}: {needed} is required")
-        out.prices[model] = {k: _amount(f"{where} {k}", v) for k, v in table.items()}
+        out.prices[model] = {k: _count(f"{where} {k}", v) if k == "max_output_tokens" else _amount(f"{where} {k}", v)
+                             for k, v in table.items()}
     budget = _table("[budget]", doc.get("budget", {}))
     _unknown("[budget]", budget, BUDGET_SCOPES)
     for kind in BUDGET_SCOPES:

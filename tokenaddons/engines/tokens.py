@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 from functools import lru_cache
 from importlib import resources
@@ -21,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import tiktoken
+
+from tokenaddons.engines import jsonio
+from tokenaddons.engines.memo import Memo
 
 BLOB = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 SHIPPED = ("cl100k_base", "o200k_base")
@@ -100,11 +102,11 @@ def _strings(value: Any, out: list[str]) -> None:
             _strings(v, out)
 
 
-def prompt_text(body: Any) -> tuple[str, int]:
+def prompt_strings(body: Any) -> tuple[list[str], int]:
     """The prompt's text (every string it carries, tool schemas as JSON, no
     base64 media) and its number of messages."""
     if not isinstance(body, (dict, list)):
-        return "", 0
+        return [], 0
     strings: list[str] = []
     messages = 0
     if isinstance(body, dict):
@@ -115,11 +117,17 @@ def prompt_text(body: Any) -> tuple[str, int]:
             if key in ("model", "stream", "max_tokens", "max_output_tokens", "metadata", "temperature"):
                 continue
             if key == "tools":
-                strings.append(json.dumps(value, separators=(",", ":")))
+                strings.append(jsonio.dumps_str(value))
             else:
                 _strings(value, strings)
     else:
         _strings(body, strings)
+    return strings, messages
+
+
+def prompt_text(body: Any) -> tuple[str, int]:
+    """The prompt's text in one string, and its number of messages."""
+    strings, messages = prompt_strings(body)
     return "\n".join(strings), messages
 
 
@@ -127,5 +135,13 @@ def estimate_input_tokens(api, body: Any, model: str | None = None) -> int:
     """An estimate of a request's prompt tokens, for any of the four wire formats:
     the prompt's text plus per-message framing."""
     model = model or (api.model(body, "") if api is not None and isinstance(body, dict) else None)
-    text, messages = prompt_text(body)
-    return count_text(text, model) + MESSAGE_OVERHEAD * messages
+    strings, messages = prompt_strings(body)
+    counts = _counts(encoding_name(model))
+    # each string counted once per process: an agent resends its whole history every turn
+    return sum(counts(s) for s in strings) + len(strings) - 1 + MESSAGE_OVERHEAD * messages if strings else 0
+
+
+@lru_cache(maxsize=None)
+def _counts(name: str) -> Memo[int]:
+    encoding = get_encoding(name)
+    return Memo(lambda text: len(encoding.encode_ordinary(text)), size=20_000)

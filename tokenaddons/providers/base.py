@@ -10,6 +10,15 @@ from tokenaddons.engines.usage import Usage
 from tokenaddons.providers.sse import Event
 
 
+def model_name(value: Any) -> str | None:
+    """A model name as the exchange keeps it: a string, or None. Anything else
+    a client or an upstream put there (a list, an object) becomes its JSON
+    text, so every addon can compare, hash and price it (a price is not found)."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, default=repr)[:200]
+
+
 @dataclass
 class TextRef:
     """A user- or tool-authored value inside a request body, readable and writable.

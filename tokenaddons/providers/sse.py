@@ -8,9 +8,10 @@ An event's JSON is parsed at most once, however many taps read it.
 """
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
+
+from tokenaddons.engines import jsonio
 
 # An event ends at a blank line, in any newline style; the leftmost match wins.
 _BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n|\r\r")
@@ -29,7 +30,7 @@ class Event:
     @classmethod
     def make(cls, data: Any, event: str | None = None) -> Event:
         """A new event carrying `data` (JSON-serialized unless a string)."""
-        text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+        text = data if isinstance(data, str) else jsonio.dumps_str(data)
         return cls(event, text, frame(text, event), _UNPARSED if isinstance(data, str) else data)
 
     def json(self) -> Any:
@@ -42,7 +43,7 @@ class Event:
                 self._json = None
             else:
                 try:
-                    self._json = json.loads(self.data)
+                    self._json = jsonio.loads(self.data)
                 except ValueError:
                     self._json = None
         return self._json
@@ -110,7 +111,7 @@ class SSEParser:
 
 def frame(data: Any, event: str | None = None) -> bytes:
     """One SSE event; `data` is JSON-serialized unless it is already a string."""
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    text = data if isinstance(data, str) else jsonio.dumps_str(data)
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {text}\n\n".encode()
 

@@ -7,6 +7,7 @@ Faults, by request header or constructor default:
   x-sim-echo: 1            answer with the last user message, verbatim
   x-sim-tool: NAME         answer with a call of that tool
   x-sim-gzip: 1            gzip a stream even if the client asked for identity (as some CDNs do)
+  x-sim-patch: {JSON}      merged into a JSON answer, error or not (a broken or hostile upstream)
 
 JSON answers are gzipped when the client accepts gzip, as the providers' are.
 """
@@ -103,6 +104,13 @@ class Simulator:
             self.requests.clear()
 
 
+def merged(base: Any, patch: Any) -> Any:
+    """`patch` laid over `base`, objects merged key by key."""
+    if not (isinstance(base, dict) and isinstance(patch, dict)):
+        return patch
+    return {**base, **{k: merged(base.get(k), v) for k, v in patch.items()}}
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in separate writes
@@ -134,6 +142,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(404, {"error": {"message": f"no such endpoint: {self.path}", "type": "not_found"}})
         if not isinstance(body, dict):
             return self._error(api, "invalid_request", 400, "the body must be a JSON object")
+        if not isinstance(api.model(body, self.path), (str, type(None))):
+            return self._error(api, "invalid_request", 400, "model: a string is required")
         low = {k.lower(): v for k, v in headers.items()}
         fault = low.get("x-sim-fault", self.sim.fault) or ""
         if fault.startswith("slow:"):
@@ -190,6 +200,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, api.error_body(status, kind, message), headers)
 
     def _send(self, status: int, payload: bytes, headers: dict | None = None, cut: bool = False) -> None:
+        if patch := self.headers.get("x-sim-patch"):
+            payload = json.dumps(merged(json.loads(payload), json.loads(patch))).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         if "gzip" in (self.headers.get("accept-encoding") or "").lower():

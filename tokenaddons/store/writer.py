@@ -3,9 +3,16 @@
 Addons never touch SQLite on mitmproxy's event loop: they put rows (or
 statements) on a queue, and the writer thread commits them in batches.
 Readers (report, stats, budget rebuild) open their own connections.
+
+Nothing one exchange holds may cost another its row: values SQLite cannot
+bind are coerced, a batch that fails is written again one item at a time (so
+only an item that fails on its own is dropped, with a warning naming it), and
+no error in a job stops the thread. Should it stop or hang anyway, a watchdog
+logs an error and tells the readers (store/health.py).
 """
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import sqlite3
@@ -15,6 +22,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from sqlite_utils.db import jsonify_if_needed
+
+from tokenaddons.store import health
 from tokenaddons.store.db import connect
 from tokenaddons.store.schema import DECISION_COLUMNS, REQUEST_COLUMNS, migrate
 
@@ -22,29 +32,103 @@ log = logging.getLogger(__name__)
 
 Job = Callable[[sqlite3.Connection], Any]
 
+MAX_TEXT = 2000  # characters kept of a value stored as its JSON text
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+# the database is busy (another process writes): the batch waits, it is not the rows' fault
+BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+WARNINGS_PER_BATCH = 10  # dropped items named one by one, then counted
+
+
+def coerce(value: Any) -> Any:
+    """A value SQLite can bind: None, strings, floats, bytes and 64-bit
+    integers stay as they are; anything else (a model name that is a list, an
+    error type that is an object, an integer past 64 bits) is stored as its
+    JSON text, truncated."""
+    if value is None or isinstance(value, (str, float, bytes)):
+        return value
+    if isinstance(value, int) and INT64_MIN <= value <= INT64_MAX:  # bools too
+        return value
+    try:
+        value = jsonify_if_needed(value)  # sqlite-utils: containers as JSON, Decimal, dates
+        if not isinstance(value, (str, float)):
+            value = json.dumps(value, default=repr, ensure_ascii=False)
+    except (TypeError, ValueError):  # a circular container
+        value = repr(value)
+    return value[:MAX_TEXT] if isinstance(value, str) else value
+
+
+def _busy(e: Exception) -> bool:
+    return isinstance(e, sqlite3.OperationalError) and getattr(e, "sqlite_errorcode", None) in BUSY
+
 
 class EventStore:
-    """Owns the writer thread and its queue. Thread-safe `put_*` and `submit`."""
+    """Owns the writer thread and its queue. Thread-safe `put_*` and `submit`.
 
-    def __init__(self, path: str | Path, batch_max: int = 500, flush_interval: float = 0.05):
+    `schemas` maps a version table to the migrations of tables other addons
+    keep in the same file; they run with the event schema before the writer
+    starts, never inside one of its batches (a migration commits).
+    """
+
+    def __init__(self, path: str | Path, batch_max: int = 500, flush_interval: float = 0.05,
+                 schemas: dict[str, list[str]] | None = None, stall_after: float = 30.0,
+                 watch_every: float = 1.0, busy_pause: float = 1.0):
         self.path = Path(path).expanduser()
         self.batch_max = batch_max
         self.flush_interval = flush_interval
+        self.schemas = dict(schemas or {})
+        self.stall_after = stall_after  # seconds in one batch before the writer counts as stuck
+        self.watch_every = watch_every
+        self.busy_pause = busy_pause
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+        self._closing = threading.Event()
         self._conn: sqlite3.Connection | None = None
         self.written = 0  # rows committed, for tests and the stats view
+        self.dropped = 0  # items that failed on their own and were dropped
+        self.busy_since: float | None = None  # monotonic start of the batch being written
+        self.in_batch = 0  # items of that batch
+        self.failure: str | None = None  # why the writer thread stopped (it should never)
+        self.failed_at: float | None = None
+        self.state = "ok"  # ok | stuck | dead, as the watchdog last saw it
 
     def start(self) -> None:
         conn = connect(self.path)
-        migrate(conn)
+        try:
+            migrate(conn)
+            for table, migrations in self.schemas.items():
+                migrate(conn, migrations, version_table=table)
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
+        self._closing.clear()
         self._thread = threading.Thread(target=self._run, name="tokenaddons-store", daemon=True)
         self._thread.start()
+        self._watchdog = threading.Thread(target=self._watch, name="tokenaddons-store-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def add_schema(self, version_table: str, migrations: list[str]) -> None:
+        """Tables of another addon in this file. Once the writer runs, they are
+        migrated at once on a connection of their own, outside its batches."""
+        if self.schemas.get(version_table) is migrations and self._thread is not None:
+            return
+        self.schemas[version_table] = migrations
+        if self._thread is not None:
+            conn = connect(self.path)
+            try:
+                migrate(conn, migrations, version_table=version_table)
+            finally:
+                conn.close()
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def queued(self) -> int:
+        """Items not yet committed: waiting in the queue or in the batch being written."""
+        return self._queue.qsize() + self.in_batch
 
     def put_request(self, row: dict) -> None:
         self._queue.put(("requests", REQUEST_COLUMNS, row))
@@ -53,68 +137,173 @@ class EventStore:
         self._queue.put(("decisions", DECISION_COLUMNS, row))
 
     def submit(self, job: Job) -> None:
-        """Run `job(conn)` on the writer thread, inside its current batch."""
+        """Run `job(conn)` on the writer thread, inside its current batch. When
+        the batch fails, its items run again one at a time: what a job changes
+        outside the database must come out the same if it runs twice."""
         self._queue.put(job)
 
-    def flush(self, timeout: float = 10.0) -> None:
-        """Block until everything queued so far is committed."""
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Block until everything queued so far is committed; False (and an
+        error logged) if the writer is not running or did not get there in time."""
         if not self.running:
-            return
+            if self._thread is not None:
+                log.error("tokenaddons store: the writer is not running; %d events are queued and not written",
+                          self.queued)
+            return False
         done = threading.Event()
         self._queue.put(done)
-        done.wait(timeout)
+        if done.wait(timeout):
+            return True
+        log.error("tokenaddons store: the writer did not catch up in %.0f s; %d events are queued", timeout,
+                  self.queued)
+        return False
 
     def close(self) -> None:
+        self._closing.set()
         if self.running:
             self._queue.put(None)
             assert self._thread
             self._thread.join(10)
+            if self._thread.is_alive():
+                log.error("tokenaddons store: closed with the writer stuck; %d events are lost", self.queued)
+        if self._watchdog is not None:
+            self._watchdog.join(5)
+            self._watchdog = None
+        health.publish(self.path, None)
         self._thread = None
-        if self._conn:
+        if self._conn and self.busy_since is None:
             self._conn.close()
             self._conn = None
 
+    # -- the writer thread
     def _run(self) -> None:
-        conn = self._conn
-        assert conn
-        stop = False
-        while not stop:
-            item = self._queue.get()
-            batch = [item]
-            deadline = time.monotonic() + self.flush_interval
-            while len(batch) < self.batch_max:
-                try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
-            waiters = []
+        try:
+            stop = False
+            while not stop:
+                stop = self._batch()
+        except BaseException as e:  # never expected: every item's error is caught below
+            self.failure = f"{e.__class__.__name__}: {e}"
+            self.failed_at = time.time()
+            log.critical("tokenaddons store: the writer stopped (%s); events are no longer written",
+                         self.failure, exc_info=True)
+
+    def _batch(self) -> bool:
+        """Write one batch; True when asked to stop."""
+        item = self._queue.get()  # idle: wait for work
+        batch = [item]
+        if not isinstance(item, threading.Event) and item is not None:
+            # Let the batch gather without waking on every put: each wake-up of
+            # this thread takes the GIL from mitmproxy's event loop.
+            time.sleep(self.flush_interval)
+        while len(batch) < self.batch_max:
             try:
-                with conn:
-                    for item in batch:
-                        if item is None:
-                            stop = True
-                        elif isinstance(item, threading.Event):
-                            waiters.append(item)
-                        elif callable(item):
-                            self._run_job(conn, item)
-                        else:
-                            self._insert(conn, *item)
-            except sqlite3.Error:
-                log.exception("event store: a batch of %d items failed", len(batch))
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        stop = any(item is None for item in batch)
+        waiters = [item for item in batch if isinstance(item, threading.Event)]
+        work = [item for item in batch if item is not None and not isinstance(item, threading.Event)]
+        self.busy_since, self.in_batch = time.monotonic(), len(work)
+        try:
+            if work:
+                self._write(work)
+        finally:
+            self.busy_since, self.in_batch = None, 0
             for w in waiters:
                 w.set()
+        return stop
 
-    def _insert(self, conn: sqlite3.Connection, table: str, columns: Iterable[str], row: dict) -> None:
-        cols = [c for c in columns if c in row]
-        conn.execute(f"INSERT INTO {table} ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
-                     [row[c] for c in cols])
-        self.written += 1
+    def _write(self, work: list) -> None:
+        conn = self._conn
+        assert conn is not None
+        tries = 0
+        while True:
+            try:
+                with conn:
+                    for item in work:
+                        self._apply(conn, item)
+                self.written += sum(1 for item in work if not callable(item))
+                return
+            except Exception as e:
+                if not _busy(e):
+                    log.warning("tokenaddons store: a batch of %d items failed (%s); writing them one by one",
+                                len(work), e)
+                    break
+                if self._closing.is_set():
+                    log.error("tokenaddons store: the database is still busy at close; %d items are lost", len(work))
+                    self.dropped += len(work)
+                    return
+                tries += 1
+                if tries == 1:  # the watchdog reports the writer stuck if this lasts
+                    log.warning("tokenaddons store: the database is busy (%s); trying the batch again until it "
+                                "is not", e)
+                time.sleep(self.busy_pause)
+        named = 0
+        for item in work:
+            try:
+                with conn:
+                    self._apply(conn, item)
+                if not callable(item):
+                    self.written += 1
+            except Exception as e:
+                self.dropped += 1
+                named += 1
+                if named <= WARNINGS_PER_BATCH:
+                    log.warning("tokenaddons store: dropped %s: %s: %s", self._name(item), e.__class__.__name__, e)
+        if named > WARNINGS_PER_BATCH:
+            log.warning("tokenaddons store: and %d more items of that batch dropped", named - WARNINGS_PER_BATCH)
 
     @staticmethod
-    def _run_job(conn: sqlite3.Connection, job: Job) -> None:
+    def _apply(conn: sqlite3.Connection, item) -> None:
+        if callable(item):
+            item(conn)
+        else:
+            table, columns, row = item
+            EventStore._insert(conn, table, columns, row)
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, table: str, columns: Iterable[str], row: dict) -> None:
+        cols = [c for c in columns if c in row]
+        conn.execute(f"INSERT INTO {table} ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                     [coerce(row[c]) for c in cols])
+
+    @staticmethod
+    def _name(item) -> str:
+        if callable(item):
+            return f"the job {getattr(item, '__qualname__', repr(item))}"
+        table, _, row = item
+        return f"the {table} row of exchange {row.get('exchange_id')!r} (ts {row.get('ts')!r})"
+
+    # -- the watchdog thread
+    def _watch(self) -> None:
+        while not self._closing.wait(self.watch_every):
+            self._check()
+
+    def _check(self) -> None:
+        """Loud at once when the writer dies or hangs; readers told through the status file."""
+        busy = self.busy_since
+        thread = self._thread
+        if self.failure is not None or (thread is not None and not thread.is_alive() and not self._closing.is_set()):
+            state, since = "dead", self.failed_at
+        elif busy is not None and time.monotonic() - busy > self.stall_after:
+            state, since = "stuck", time.time() - (time.monotonic() - busy)
+        else:
+            state, since = "ok", None
+        if state == self.state == "ok":
+            return
+        if state != self.state:
+            if state == "dead":  # its own death was logged with the reason: this says what it costs
+                log.error("tokenaddons store: the writer is not running (%s); %d events are queued and not "
+                          "written", self.failure or "stopped", self.queued)
+            elif state == "stuck":
+                log.error("tokenaddons store: the writer has been stuck in one batch for %.0f s; %d events are "
+                          "queued and not written", time.monotonic() - busy, self.queued)
+            else:
+                log.warning("tokenaddons store: the writer is moving again")
+        self.state = state
         try:
-            job(conn)
-        except sqlite3.Error:
-            log.exception("event store: a job failed")
-
-
+            health.publish(self.path, None if state == "ok" else {
+                "state": state, "since": since, "queued": self.queued, "reason": self.failure,
+                "written": self.written, "dropped": self.dropped})
+        except OSError as e:
+            log.warning("tokenaddons store: cannot write the writer's status beside the store: %s", e)

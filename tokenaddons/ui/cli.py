@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tokenaddons.store import DEFAULT_PATH
+from tokenaddons.store import DEFAULT_PATH, health
 
 DEFAULT_PORT = 7677
 
@@ -80,6 +80,7 @@ def report(store: str, as_json: bool) -> None:
         raise click.ClickException(f"no event store at {path}")
     with open_for_reading(path) as conn:
         data = queries.report(conn)
+    data["store_warnings"] = health.warnings(path)
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
@@ -124,6 +125,8 @@ def budget(store: str, as_json: bool) -> None:
         raise click.ClickException(f"no event store at {path}")
     with open_for_reading(path) as conn:
         windows = status(conn)
+    for warning in health.warnings(path):
+        click.secho(warning, fg="red", err=as_json)
     if as_json:
         click.echo(json.dumps(windows, indent=2))
     else:

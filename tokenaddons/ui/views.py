@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from tokenaddons.store import queries
+from tokenaddons.store import health, queries
 
 
 def fmt_usd(v: float | None) -> str:
@@ -43,6 +43,8 @@ def usage_table(title: str, key: str, rows: list[dict]) -> Table:
 
 def render_report(data: dict, console: Console | None = None) -> None:
     console = console or Console()
+    for warning in data.get("store_warnings") or ():
+        console.print(Text(warning, style="bold red"))
     console.print(usage_table("Totals", "all", [{**data, "all": "all"}]))
     console.print(usage_table("By model", "model", data["models"]))
     console.print(usage_table("By project", "project", data["projects"]))
@@ -153,7 +155,8 @@ class StatsView:
         found = queries.breakdowns(conn, since)
         saved = queries.savings(conn, since)
         lat = queries.latencies(conn, since)
-        blocks = [self._header(found["totals"], saved, since, now, conn),
+        blocks = [Text(w, style="bold red") for w in health.warnings(self.path)]
+        blocks += [self._header(found["totals"], saved, since, now, conn),
                   self._models(conn, since, found["models"], lat["model"]),
                   self._projects(conn, since, found["projects"], lat["project"])]
         gauges = self._budgets(conn, now)

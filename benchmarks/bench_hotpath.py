@@ -1,0 +1,236 @@
+"""The bundle's cost on the hot path, against bare mitmdump in the same run.
+
+Agent-shaped requests (a stable 40-turn Anthropic history of about 48 KB plus a
+new last turn) go to a minimal upstream that answers at once, so what is
+measured is the proxy, not the provider. Each process (load, proxy, upstream)
+is its own, as in real use.
+
+    .venv/bin/python benchmarks/bench_hotpath.py [--requests 400] [--concurrency 32] [--profile DIR]
+
+Prints p50/p99 of sequential misses (bare mitmdump, the bundle's first and
+second hundreds on a fresh proxy), hits, 32-way throughput on misses, and the
+three ratios the bundle must meet:
+  miss p50 - bare p50          <= 1 ms
+  hit p50 / bare p50           <= 0.8
+  32-way misses / bare 32-way  >= 0.8
+With --profile, the bundle's mitmdump runs under cProfile and the top
+functions of each phase are written to DIR.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from tokenaddons.process import Mitmdump, free_port, wait_port
+
+HEADERS = {"x-api-key": "bench-key", "anthropic-version": "2023-06-01", "content-type": "application/json"}
+ANSWER = json.dumps({
+    "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5-20250929",
+    "content": [{"type": "text", "text": "Done. The tests pass now."}], "stop_reason": "end_turn",
+    "usage": {"input_tokens": 12000, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0,
+              "output_tokens": 9}}).encode()
+
+TOOL_OUTPUT = "\n".join(f"src/module_{i % 7}.py:{i * 3}: def handler_{i}(request, context): return process(request)"
+                        for i in range(24))
+
+
+def history() -> list[dict]:
+    """40 turns of a coding agent's session: instructions, tool calls, tool output."""
+    turns: list[dict] = []
+    for i in range(20):
+        turns.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": f"toolu_{i:04d}", "content": f"$ grep -n handler src\n{TOOL_OUTPUT}"}]
+            if i else f"Fix the failing tests in src/. Start by reading the code. {TOOL_OUTPUT}"})
+        turns.append({"role": "assistant", "content": [
+            {"type": "text", "text": f"Step {i}: I will look at the handlers next and compare them with the tests."},
+            {"type": "tool_use", "id": f"toolu_{i + 1:04d}", "name": "bash",
+             "input": {"command": f"grep -n handler_{i} src -r"}}]})
+    return turns
+
+
+HISTORY = history()
+TOOLS = [{"name": "bash", "description": "Run a shell command. " * 20,
+          "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}]
+
+
+def request(i: int | str) -> bytes:
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "system": "You are a coding agent. " * 40,
+            "tools": TOOLS, "messages": HISTORY + [{"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_0021", "content": f"run {i}: 3 passed, 1 failed"}]}]}
+    return json.dumps(body).encode()
+
+
+def raw_request(i: int | str, port: int) -> bytes:
+    payload = request(i)
+    head = ["POST /v1/messages HTTP/1.1", f"host: 127.0.0.1:{port}", f"content-length: {len(payload)}"]
+    head += [f"{k}: {v}" for k, v in HEADERS.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+
+
+# ---------------------------------------------------------------- the upstream: answers at once
+
+def serve_upstream(port: int) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        response = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                    % (len(ANSWER), ANSWER))
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                writer.write(response)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=512)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- the load: raw HTTP/1.1, keep-alive
+
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> bytes:
+    writer.write(payload)
+    head = await reader.readuntil(b"\r\n\r\n")
+    headers = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    if b"content-length" in headers:
+        await reader.readexactly(int(headers[b"content-length"]))
+    else:  # chunked
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    status = head.split(b" ", 2)[1]
+    assert status == b"200", head
+    return headers.get(b"x-tokenaddons-cache", b"")
+
+
+class Connection:
+    """One keep-alive client connection, timing each request."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.reader = self.writer = None
+
+    async def open(self) -> Connection:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    async def timed(self, name: str, expect: bytes | None = None) -> float:
+        payload = raw_request(name, self.port)
+        start = time.perf_counter()
+        status = await exchange(self.reader, self.writer, payload)
+        elapsed = (time.perf_counter() - start) * 1000
+        if expect is not None:
+            assert status == expect, (name, status, expect)
+        return elapsed
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def interleaved(bare_port: int, bundle_port: int, n: int) -> dict[str, list[float]]:
+    """Bare mitmdump, a bundle miss and the same request again (a hit), one after
+    the other, n times: all three meet the same machine load."""
+    bare, bundle = await Connection(bare_port).open(), await Connection(bundle_port).open()
+    out: dict[str, list[float]] = {"bare mitmdump": [], "bundle miss": [], "bundle hit": []}
+    for i in range(n):
+        out["bare mitmdump"].append(await bare.timed(f"b{i}"))
+        out["bundle miss"].append(await bundle.timed(f"m{i}", b"MISS"))
+        out["bundle hit"].append(await bundle.timed(f"m{i}", b"HIT"))
+    bare.close()
+    bundle.close()
+    return out
+
+
+async def concurrent(port: int, names: list[str], width: int) -> float:
+    """Requests per second with `width` connections each sending in turn."""
+    queue = list(reversed(names))
+    payloads = {n: raw_request(n, port) for n in names}
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while queue:
+            await exchange(reader, writer, payloads[queue.pop()])
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(width)))
+    return len(names) / (time.perf_counter() - start)
+
+
+def p(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q / 100 * len(values)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=5, help="alternating throughput rounds per proxy")
+    ap.add_argument("--profile", type=Path, default=None)
+    args = ap.parse_args()
+    n, width = args.requests, args.concurrency
+    work = Path(tempfile.mkdtemp(prefix="bench-hotpath-"))
+    up_port = free_port()
+    upstream = multiprocessing.get_context("spawn").Process(target=serve_upstream, args=(up_port,), daemon=True)
+    upstream.start()
+    wait_port(up_port)
+    url = f"http://127.0.0.1:{up_port}"
+    print(f"request body {len(request(0)) / 1024:.1f} KB; {n} interleaved sequential requests per path; "
+          f"{args.rounds} alternating rounds of {10 * width} requests at {width}-way concurrency")
+    rates: dict[str, list[float]] = {"bare mitmdump": [], "bundle misses": []}
+    try:
+        with Mitmdump(url, work / "bare", script=False) as bare, \
+                Mitmdump(url, work / "bundle", profile=args.profile) as proxy:
+            asyncio.run(concurrent(bare.port, [f"warm{i}" for i in range(50)], 1))
+            # a fresh bundle: its first requests, then the steady state, each beside bare mitmdump
+            results = asyncio.run(interleaved(bare.port, proxy.port, 2 * n))
+            first = {k: v[:n] for k, v in results.items()}
+            results = {k: v[n:] for k, v in results.items()}
+            for r in range(args.rounds):
+                rates["bare mitmdump"].append(asyncio.run(
+                    concurrent(bare.port, [f"bc{r}-{i}" for i in range(10 * width)], width)))
+                rates["bundle misses"].append(asyncio.run(
+                    concurrent(proxy.port, [f"mc{r}-{i}" for i in range(10 * width)], width)))
+    finally:
+        upstream.terminate()
+    print(f"{'path':<28}{'p50 ms':>9}{'p99 ms':>9}{'first ' + str(n) + ' p50':>16}")
+    for name, values in results.items():
+        print(f"{name:<28}{statistics.median(values):>9.2f}{p(values, 99):>9.2f}"
+              f"{statistics.median(first[name]):>16.2f}")
+    for name, rate in rates.items():
+        print(f"{name + f' {width}-way':<28}{statistics.median(rate):>9.1f} req/s   rounds: "
+              + " ".join(f"{r:.0f}" for r in rate))
+    bare_p50 = statistics.median(results["bare mitmdump"])
+    miss_p50 = statistics.median(results["bundle miss"])
+    hit_p50 = statistics.median(results["bundle hit"])
+    throughput = statistics.median(b / a for a, b in zip(rates["bare mitmdump"], rates["bundle misses"]))
+    fresh = (statistics.median(first["bundle miss"]) / statistics.median(first["bare mitmdump"])) / (
+        miss_p50 / bare_p50)
+    print(f"miss p50 - bare p50:            {miss_p50 - bare_p50:+.2f} ms  (target <= +1 ms)")
+    print(f"hit p50 / bare p50:             {hit_p50 / bare_p50:.2f}      (target <= 0.80)")
+    print(f"{width}-way misses / bare (per round): {throughput:.2f}      (target >= 0.80)")
+    print(f"fresh proxy: first {n} misses / next {n}, relative to bare: {fresh:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
