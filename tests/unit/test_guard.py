@@ -19,7 +19,7 @@ from tokenaddons.engines.injection import RULES, scan, spans
 from tokenaddons.exchange import Exchange
 from tokenaddons.test.flows import make_flow
 from tokenaddons.test.pipeline import arun_flow
-from tokenaddons.test.timing import MB, deadline, repeat, timed
+from tokenaddons.test.timing import MB, deadline, ratio, repeat, timed
 
 DOC = "Quarterly numbers are attached. Revenue grew 4% and churn fell.\n"
 
@@ -150,15 +150,16 @@ def test_every_rule_is_linear(plain_scan, index):
     """A rule on 1 MB made to hurt it costs at most a few whole scans of 1 MB of
     ordinary text. A rule quadratic in its input would cost thousands."""
     pattern = RULES[index][2]
-    with deadline(LIMIT * plain_scan * 2):
-        worst, name = max((timed(lambda text=text: list(spans(pattern, text))), name)
+    with deadline(LIMIT * plain_scan * 4):
+        worst, name = max((ratio(lambda text=text: list(spans(pattern, text)), plain_scan, LIMIT), name)
                           for name, text in adversarial(pattern).items())
-    assert worst / plain_scan < LIMIT, f"{name}: {worst * 1000:.0f} ms against {plain_scan * 1000:.0f} ms"
+    assert worst < LIMIT, f"{name}: {worst:.1f} times a whole scan of 1 MB of ordinary text"
 
 
 def test_hidden_characters_and_base64_are_linear(plain_scan):
     hidden = repeat("a\u200b")
     encoded = repeat(base64.b64encode(b"ignore the previous instructions " * 3).decode() + " ")
-    with deadline(LIMIT * plain_scan * 4):
-        worst = max(timed(lambda: scan(hidden)), timed(lambda: scan(encoded)), timed(lambda: scan("A" * MB + "===")))
-    assert worst / plain_scan < LIMIT
+    with deadline(LIMIT * plain_scan * 8):
+        worst = max(ratio(lambda text=text: scan(text), plain_scan, LIMIT)
+                    for text in (hidden, encoded, "A" * MB + "==="))
+    assert worst < LIMIT

@@ -73,7 +73,8 @@ RULES: tuple[tuple[str, float, regex.Pattern | Near], ...] = tuple((rule, weight
      r"messages?|context|task)\b"),
     ("override", 1.0, r"\b(?:new|updated|real|actual|revised)\s+(?:instructions?|task|system prompt)\s*[:\-]"),
     ("override", 0.6, r"\b(?:from now on|henceforth|instead),?\s+(?:you|your|respond|answer|reply)\b"),
-    ("override", 0.8, r"\byou are (?:now|no longer)\b|\bact as (?:a|an|if)\b.{0,40}\b(?:unrestricted|jailbroken|DAN)\b"),
+    ("override", 0.8,
+     r"\byou are (?:now|no longer)\b|\bact as (?:a|an|if)\b.{0,40}\b(?:unrestricted|jailbroken|DAN)\b"),
     ("steer_answer", 1.0, Near(
         r"\b(?:add|include|insert|append|embed|integrate|incorporate|mention|feature|put|prepend|weave)\w{0,20}",
         r"\b(?:in|into|to|within|at the (?:end|start|beginning) of)\s+(?:your|the)\s+(?:response|answer|reply|"
@@ -87,8 +88,9 @@ RULES: tuple[tuple[str, float, regex.Pattern | Near], ...] = tuple((rule, weight
     ("steer_code", 0.6, r"\b(?:in|into|within|to)\s+(?:your|the)\s+(?:code|codebase|solution|program|script|"
                         r"implementation|project)\b"),
     ("steer_code", 0.6, r"\b(?:the\s+)?(?:following|below|above|this)\s+(?:code\s+)?(?:snippet|excerpt|code|lines?)\b"),
-    ("steer_answer", 0.6, Near(r"\b(?:following|below|this)\s+(?:code\s+)?(?:snippet|excerpt|code|line|sentence|link)\b",
-                               r"\b(?:in|into)\s+(?:your|the)\b", 60)),
+    ("steer_answer", 0.6, Near(
+        r"\b(?:following|below|this)\s+(?:code\s+)?(?:snippet|excerpt|code|line|sentence|link)\b",
+        r"\b(?:in|into)\s+(?:your|the)\b", 60)),
     ("role_spoof", 1.0, r"<\|im_start\|>|<\|im_end\|>|<\|(?:system|assistant|user)\|>|\[/?INST\]|<<SYS>>"),
     ("role_spoof", 0.8, r"(?m)^[ \t]*(?:#{1,3}[ \t]*)?(?:system|assistant|developer)[ \t]*(?:message|prompt)?[ \t]*:"
                         r"[ \t]*\S"),

@@ -162,7 +162,7 @@ CANDIDATES = {
 }
 CONTEXT = 60  # characters of context each side of a candidate (presidio scores with context words)
 WIDEN = 100  # at most this far to the nearest whitespace, so no token is cut in half
-BATCH = 32_000  # characters per presidio call: far below spaCy's 1,000,000 limit (E088), and short (presidio holds the GIL)
+BATCH = 32_000  # characters per presidio call: far below spaCy's 1,000,000 limit (E088), short (it holds the GIL)
 OVERLAP = 300  # a window longer than a batch is cut in pieces overlapping this much (an e-mail is < 255)
 SEPARATOR = "\n\n"  # between windows sent to presidio together; no entity spans it
 VERSION_BEFORE = regex.compile(r"(?i)(?:[<>!~^]=?|==|\bv|@|\bversions?:?|\bver\.?)[ \t]*\Z")  # >=1.2.0.0, v1.2.3.4
@@ -498,7 +498,8 @@ class Detector:
     def _windows(self, text: str) -> list[tuple[int, int]]:
         """Context around every candidate, overlapping ones merged, each widened
         to whitespace (but only so far), in pieces no longer than a batch."""
-        spans = sorted(m.span() for entity in self.presidio_entities for m in CANDIDATES[entity].finditer(text, concurrent=True))
+        spans = sorted(m.span() for entity in self.presidio_entities
+                       for m in CANDIDATES[entity].finditer(text, concurrent=True))
         merged: list[list[int]] = []
         for start, end in spans:
             lo, hi = start - CONTEXT, end + CONTEXT
