@@ -2,7 +2,7 @@
 requests, paced every 20 ms through a real mitmdump with the bundle, timed
 while each heavy case runs, side by side with the same client on the idle proxy.
 
-    .venv/bin/python benchmarks/bench_stall.py [--guard-kb 1000] [--scrub-kb 100] [--event-mb 4]
+    .venv/bin/python benchmarks/bench_stall.py [--rounds 5] [--bare] [--guard-kb 1000] [--scrub-kb 100] [--event-mb 4]
 
 Cases:
 - guard: a tool result of 1 MB of blank lines (the role-spoofing rule was
@@ -16,6 +16,8 @@ Cases:
   quadratically), with a placeholder to restore in it.
 
 Target: the small requests' p99 stays within 50 ms of their p99 on the idle proxy.
+`--bare` runs the same cases through mitmdump without the bundle: what mitmproxy
+itself costs on this machine.
 """
 from __future__ import annotations
 
@@ -122,11 +124,12 @@ def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98] if len(values) >= 2 else (values[0] if values else float("nan"))
 
 
-def heavy_guard(url: str, kb: int) -> None:
+def heavy_guard(url: str, kb: int, variant: int = 0) -> None:
     body = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [
         {"role": "user", "content": "read it"},
         {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "read", "input": {}}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "\n" * (kb * 1000)}]}]}
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                     "content": "\n" * (kb * 1000 + variant)}]}]}
     httpx.post(url + "/v1/messages", json=body, headers={"x-api-key": "heavy"}, timeout=3600)
 
 
@@ -160,16 +163,6 @@ def heavy_stream(url: str, mb: float, restored: bool = True) -> None:
     assert not restored or b"jane.roe@acme.io" in got[-2000:], "the placeholder was not restored"
 
 
-def loaded(proxy: Mitmdump, timeout: float = 60) -> None:
-    """Wait until the proxy says presidio is loaded (it loads in the background
-    at start-up); a proxy that never says so (an older version) gets `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if "presidio loaded" in proxy.log.read_text(errors="replace"):
-            return
-        time.sleep(0.1)
-
-
 def window(client: SmallClient, heavy) -> tuple[list[float], float]:
     """The small requests sent while `heavy()` ran, and how long it ran."""
     time.sleep(0.3)
@@ -194,6 +187,7 @@ def main() -> None:
     ap.add_argument("--event-mb", type=float, default=4)
     ap.add_argument("--cases", default="start-up,guard,scrub,stream", help="which cases to run (comma-separated)")
     ap.add_argument("--bare", action="store_true", help="bare mitmdump, no bundle: what mitmproxy itself costs")
+    ap.add_argument("--rounds", type=int, default=5, help="each case this many times, its samples pooled")
     args = ap.parse_args()
     chosen = set(args.cases.split(","))
     work = Path(tempfile.mkdtemp(prefix="bench-stall-"))
@@ -205,36 +199,43 @@ def main() -> None:
     rows = []
 
     if "start-up" in chosen:  # small requests from the moment the proxy listens, a first request with PII at once
-        with Mitmdump(upstream, work / "startup", sets, script=not args.bare) as proxy, \
-                SmallClient(proxy.url) as client:
-            t0 = time.perf_counter()
-            heavy_scrub(proxy.url, 5, seed=1)
-            loaded(proxy, timeout=0)
-            time.sleep(max(0.0, t0 + 3 - time.perf_counter()))  # the proxy's first 3 seconds
-            t1 = time.perf_counter()
-            during = client.during(t0, t1)
-            rows.append(("start-up: first 3 s, a PII request at once", t1 - t0, idle(client, t1 - t0), during))
+        base, during = [], []
+        for r in range(args.rounds):
+            with Mitmdump(upstream, work / f"startup{r}", sets, script=not args.bare) as proxy, \
+                    SmallClient(proxy.url) as client:
+                t0 = time.perf_counter()
+                heavy_scrub(proxy.url, 5, seed=1)
+                time.sleep(max(0.0, t0 + 3 - time.perf_counter()))  # the proxy's first 3 seconds
+                during += client.during(t0, time.perf_counter())
+                base += idle(client, 3)
+        rows.append(("start-up: first 3 s, a PII request at once", 3.0, base, during))
 
     cases = [
-        ("guard", f"guard: {args.guard_kb} KB of blank lines", lambda url: heavy_guard(url, args.guard_kb)),
-        ("scrub", f"scrub: {args.scrub_requests} first-time {args.scrub_kb} KB requests",
-         lambda url: [heavy_scrub(url, args.scrub_kb, seed=100 + i) for i in range(args.scrub_requests)]),
+        # each round new text: nothing remembered from the round before
+        ("guard", f"guard: {args.guard_kb} KB of blank lines", lambda url, r: heavy_guard(url, args.guard_kb, r)),
+        ("scrub", f"scrub: {args.scrub_requests} first-time {args.scrub_kb} KB requests", lambda url, r: [
+            heavy_scrub(url, args.scrub_kb, seed=1000 * r + i) for i in range(args.scrub_requests)]),
         ("stream", f"stream: one {args.event_mb:g} MB SSE event in 4 KB pieces",
-         lambda url: heavy_stream(url, args.event_mb, restored=not args.bare)),
+         lambda url, r: heavy_stream(url, args.event_mb, restored=not args.bare)),
     ]
     cases = [c for c in cases if c[0] in chosen]
     if cases:
         with Mitmdump(upstream, work / "proxy", sets, script=not args.bare) as proxy:
-            loaded(proxy, timeout=0 if args.bare else 60)
             heavy_scrub(proxy.url, 5, seed=2)
             with SmallClient(proxy.url) as client:
                 time.sleep(1.0)
                 for _, name, heavy in cases:
-                    during, seconds = window(client, lambda: heavy(proxy.url))
-                    rows.append((name, seconds, idle(client, seconds), during))
+                    base, during, seconds = [], [], []
+                    for r in range(args.rounds):
+                        got, took = window(client, lambda: heavy(proxy.url, r))
+                        during += got
+                        seconds.append(took)
+                        base += idle(client, took)
+                    rows.append((name, statistics.median(seconds), base, during))
     server.shutdown()
 
-    print(f"small requests every {PACE * 1000:.0f} ms through mitmdump with the bundle; latency in ms")
+    print(f"small requests every {PACE * 1000:.0f} ms through {'bare mitmdump' if args.bare else 'mitmdump with the bundle'}"
+          f", each case {args.rounds} times (samples pooled); latency in ms")
     print(f"{'case':<46}{'ran s':>7}{'n':>5}{'idle p50':>9}{'idle p99':>9}{'p50':>7}{'p99':>8}{'p99-idle':>9}")
     out = {}
     for name, seconds, base, during in rows:
