@@ -17,6 +17,7 @@ from tokenaddons.addons.intake import Intake
 from tokenaddons.addons.meter import Meter
 from tokenaddons.addons.outlet import Outlet
 from tokenaddons.addons.ratelimit import RateLimit
+from tokenaddons.addons.route import Route
 from tokenaddons.addons.scrub import Scrub
 from tokenaddons.addons.settings import Settings
 from tokenaddons.addons.settle import Settle
@@ -36,6 +37,7 @@ def addons() -> list:
         Guard(),              # prompt injections in tool results and user text
         Scrub(store),         # PII and secrets out, placeholders restored in answers
         Cache(store),         # exact-match lookup (after scrub: the key is what would be sent)
+        Route(published, store),  # providers, aliases, routes: fallback, translation, keys the client never holds
         Upstream(),           # a down upstream answered in the provider's shape (after the cache: hits need no upstream)
         RateLimit(),          # requests and input tokens per minute, per provider and project
         Budget(store, published),  # spend caps: reserve the worst case before sending

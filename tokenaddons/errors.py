@@ -11,7 +11,9 @@ from tokenaddons.exchange import Exchange
 # generic kind -> status when the caller gives none
 STATUS = {
     "invalid_request": 400,
+    "authentication": 401,
     "permission": 403,
+    "not_found": 404,
     "rate_limit": 429,
     "upstream": 502,
     "overloaded": 503,

@@ -33,9 +33,10 @@ METADATA_KEY = "tokenaddons"
 
 # Tap stages: a streamed event passes the taps in stage order. The meter observes
 # upstream's events, then events the client did not ask for are filtered out,
-# then the cache records the stream as the client asked for it but still with
+# then route translates them into the client's API (when they differ), then the
+# cache records the stream as the client asked for it but still with
 # placeholders (no scrubbed value is ever stored), then pseudonyms are restored.
-OBSERVE, FILTER, RECORD, RESTORE = 0, 10, 20, 30
+OBSERVE, FILTER, TRANSLATE, RECORD, RESTORE = 0, 10, 15, 20, 30
 
 _LIVE: weakref.WeakKeyDictionary[http.HTTPFlow, Exchange] = weakref.WeakKeyDictionary()
 
@@ -96,6 +97,7 @@ class Decision:
     detail: dict = field(default_factory=dict)
     tokens_saved: int = 0
     usd_saved: float = 0.0
+    about: tuple[str, str] | None = None  # (provider, model) it concerns, if not the exchange's (a fallback target)
 
 
 Settler = Callable[[http.HTTPFlow, "Exchange"], None]
@@ -120,6 +122,11 @@ class Exchange:
     auth_hash: str | None = None  # hash of the caller's credentials, never a credential
     requested_model: str | None = None  # what the client asked for
     model: str | None = None  # what will be (or was) sent upstream; route may change it
+    upstream_provider: str | None = None  # the provider route sent it to, by its settings name (e.g. "groq")
+    # route's chain of (provider, model) targets, in order: budgets reserve at the dearest
+    chain: list[tuple[str, str]] = field(default_factory=list)
+    # upstream answers route did not pass on (it fell back): (provider, status, retry-after seconds)
+    upstream_refusals: list[tuple[str, int, float | None]] = field(default_factory=list)
     served_model: str | None = None  # what the provider says answered
     stream: bool = False
     started: float = field(default_factory=time.time)
@@ -151,6 +158,8 @@ class Exchange:
     @property
     def provider(self) -> str:
         """The provider the request goes to (and is billed by)."""
+        if self.upstream_provider:
+            return self.upstream_provider
         return self.upstream_api.provider if self.upstream_api else "other"
 
     @property
@@ -179,13 +188,13 @@ class Exchange:
         return self._input_tokens[1]
 
     def decide(self, addon: str, action: str, *, tokens_saved: int = 0,
-               usd_saved: float = 0.0, **detail: Any) -> Decision:
-        d = Decision(addon, action, detail, tokens_saved, usd_saved)
+               usd_saved: float = 0.0, about: tuple[str, str] | None = None, **detail: Any) -> Decision:
+        d = Decision(addon, action, detail, tokens_saved, usd_saved, about)
         self.decisions.append(d)
         return d
 
     def add_tap(self, tap: Tap, stage: int) -> None:
-        """Register a stream tap at a stage (OBSERVE, FILTER, RECORD, RESTORE)."""
+        """Register a stream tap at a stage (OBSERVE, FILTER, TRANSLATE, RECORD, RESTORE)."""
         self.taps.append((stage, tap))
         self.taps.sort(key=lambda pair: pair[0])
 

@@ -58,6 +58,10 @@ class Mitmdump:
         if script:
             args += ["-s", str(launcher)]
             options["store_path"] = self.store
+            # as the bundle sets it once running; from the start, so the readiness probe's
+            # connection does not make mitmproxy connect upstream (a one-connection upstream
+            # would be used up by it)
+            options["connection_strategy"] = "lazy"
         options.update(sets or {})
         self.store = Path(options.get("store_path", self.store))
         # each option once: mitmproxy silently drops a script option given twice

@@ -35,7 +35,8 @@ def names(addons) -> list[str]:
 def test_the_pipeline_order():
     order = names(bundle.addons())
     assert order[:3] == ["Settings", "Store", "Intake"]
-    for before, after in [("Guard", "Scrub"), ("Scrub", "Cache"), ("Cache", "Upstream"), ("Upstream", "RateLimit"),
+    for before, after in [("Guard", "Scrub"), ("Scrub", "Cache"), ("Cache", "Route"), ("Route", "Upstream"),
+                          ("Cache", "Upstream"), ("Upstream", "RateLimit"),
                           ("RateLimit", "Budget"), ("Budget", "Meter"), ("Meter", "Settle")]:
         assert order.index(before) < order.index(after), (before, after)
     assert order[-1] == "Outlet"  # the body is serialized once, after every addon that may change it

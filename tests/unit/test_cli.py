@@ -24,3 +24,37 @@ def test_run_defaults_listen_on_loopback_7677_in_reverse_mode():
 def test_report_on_a_missing_store_is_a_clear_error(tmp_path):
     out = CliRunner().invoke(main, ["report", "--store", str(tmp_path / "none.db")])
     assert out.exit_code != 0 and "no event store" in out.output
+
+
+def test_run_without_upstream_serves_every_provider_on_one_port():
+    from tokenaddons.ui.cli import run_mode
+
+    mode, extra = run_mode(None, False)
+    assert mode.startswith("reverse:") and "route_all_providers=true" in extra
+    assert run_mode("https://api.openai.com", False) == ("reverse:https://api.openai.com", ())
+    assert run_mode(None, True) == ("regular", ())
+
+
+def test_keys_set_and_delete_use_the_keyring_and_never_echo_the_key():
+    import keyring
+    from keyring.backends import fail
+
+    from tokenaddons.test.keyring import MemoryKeyring
+
+    before = keyring.get_keyring()
+    ring = MemoryKeyring()
+    keyring.set_keyring(ring)
+    try:
+        out = CliRunner().invoke(main, ["keys", "set", "openai", "--stdin"], input="sk-proj-secret-1234\n")
+        assert out.exit_code == 0 and "sk-proj" not in out.output and "1234" not in out.output
+        assert ring.items[("tokenaddons", "openai")] == "sk-proj-secret-1234"
+        prompted = CliRunner().invoke(main, ["keys", "set", "anthropic"], input="sk-ant-typed\n")
+        assert prompted.exit_code == 0 and "sk-ant-typed" not in prompted.output
+        assert ring.items[("tokenaddons", "anthropic")] == "sk-ant-typed"
+        assert "deleted" in CliRunner().invoke(main, ["keys", "delete", "openai"]).output
+        assert "no key" in CliRunner().invoke(main, ["keys", "delete", "openai"]).output
+        keyring.set_keyring(fail.Keyring())
+        out = CliRunner().invoke(main, ["keys", "set", "anthropic", "--stdin"], input="sk\n")
+        assert out.exit_code != 0 and "no keyring backend" in out.output and "env:ANTHROPIC_API_KEY" in out.output
+    finally:
+        keyring.set_keyring(before)

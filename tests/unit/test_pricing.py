@@ -48,3 +48,15 @@ def test_unit_prices():
     p = pricing.unit_prices("anthropic", "claude-sonnet-4-20250514")
     assert (p.input, p.output, p.cache_read, p.cache_write_5m, p.cache_write_1h) == pytest.approx(
         (3e-6, 15e-6, 0.3e-6, 3.75e-6, 6e-6))
+
+
+def test_a_provider_the_settings_file_names_is_priced_by_name_or_by_the_api_it_speaks():
+    usage = Usage(input_tokens=1000, output_tokens=100)
+    try:
+        pricing.set_families({"corp-gateway": "anthropic", "groq": "openai"})
+        assert pricing.price("corp-gateway", "claude-haiku-4-5", usage) == pricing.price(
+            "anthropic", "claude-haiku-4-5", usage)
+        assert pricing.price("groq", "llama-3.3-70b-versatile", usage) > 0  # genai-prices knows groq itself
+        assert pricing.price("ollama", "llama3", usage) is None  # a local model: no price, unless [prices] sets one
+    finally:
+        pricing.set_families({})

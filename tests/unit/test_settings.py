@@ -126,3 +126,77 @@ def test_an_edited_settings_file_applies_while_running_and_a_broken_edit_is_igno
     ticks.now += 1.5
     assert request() == 429  # a broken edit: logged, the settings in force stay
     assert "dialy_usd" in caplog.text and "keeping the settings in force" in caplog.text
+
+
+# -- providers, aliases and routes (the parse alone: no mitmproxy needed)
+
+ROUTING = """
+[providers.anthropic]
+base_url = "http://127.0.0.1:9001/"
+key = "keyring"
+[providers.openai]
+key = "env:OPENAI_API_KEY"
+[providers.groq]
+api = "openai"
+base_url = "https://api.groq.com/openai"
+[aliases]
+fast = "anthropic/claude-haiku-4-5"
+mini = "gpt-4.1-mini"
+[[routes]]
+match = "claude-sonnet-*"
+max_input_tokens = 500
+no_tools = true
+to = "anthropic/claude-haiku-4-5"
+[[routes]]
+match = "claude-sonnet-*"
+fallbacks = ["anthropic/claude-sonnet-4", "openai/gpt-4.1", "groq/meta-llama/llama-4-scout"]
+"""
+
+
+def test_providers_aliases_and_routes_parse():
+    import tomllib
+
+    from tokenaddons.engines.settings_file import ProviderSettings, RouteRule, parse
+
+    v = parse(tomllib.loads(ROUTING))
+    assert v.providers["anthropic"] == ProviderSettings("anthropic", "anthropic", "http://127.0.0.1:9001", "keyring")
+    assert v.providers["openai"] == ProviderSettings("openai", "openai", "https://api.openai.com", "env:OPENAI_API_KEY")
+    assert v.providers["groq"].api == "openai"
+    assert v.provider("gemini").base_url == "https://generativelanguage.googleapis.com"  # public default
+    assert v.provider("nobody") is None
+    assert v.aliases == {"fast": "anthropic/claude-haiku-4-5", "mini": "gpt-4.1-mini"}
+    assert v.split_target("groq/meta-llama/llama-4-scout") == ("groq", "meta-llama/llama-4-scout")
+    assert v.split_target("gpt-4.1-mini") == (None, "gpt-4.1-mini")
+    assert v.routes == [
+        RouteRule("claude-sonnet-*", "anthropic/claude-haiku-4-5", (), 500, True),
+        RouteRule("claude-sonnet-*", None, ("anthropic/claude-sonnet-4", "openai/gpt-4.1",
+                                            "groq/meta-llama/llama-4-scout")),
+    ]
+
+
+@pytest.mark.parametrize("text, error", [
+    ("[providers.anthropic]\nbase_ur = 'x'\n", "[providers.anthropic]: unknown key(s) base_ur"),
+    ("[providers.anthropic]\nbase_url = 'api.anthropic.com'\n", "[providers.anthropic] base_url must be an http(s)"),
+    ("[providers.anthropic]\nkey = 'sk-ant-123'\n", "[providers.anthropic] key must be \"keyring\", \"env:"),
+    ("[providers.anthropic]\nkey = 'env:'\n", "[providers.anthropic] key must be"),
+    ("[providers.groq]\nbase_url = 'https://api.groq.com'\n", "[providers.groq]: api is required"),
+    ("[providers.groq]\napi = 'mistral'\nbase_url = 'https://x.y'\n", "[providers.groq] api must be one of"),
+    ("[providers.local]\napi = 'openai'\n", "[providers.local]: base_url is required"),
+    ("[aliases]\nfast = 'antropic/claude-haiku-4-5'\n", "[aliases] fast: 'antropic/claude-haiku-4-5' must be"),
+    ("[[routes]]\nfallbacks = ['openai/gpt-4.1']\n", "[[routes]] #1: match is required"),
+    ("[[routes]]\nmatch = 'x'\nfallbacks = ['gpt-4.1']\n", "[[routes]] #1 fallbacks[0]: 'gpt-4.1' must be"),
+    ("[[routes]]\nmatch = 'x'\nfallbacks = 'openai/gpt-4.1'\n", "[[routes]] #1 fallbacks must be a list"),
+    ("[[routes]]\nmatch = 'x'\n", "[[routes]] #1: nothing to do"),
+    ("[[routes]]\nmatch = 'x'\nmax_input_tokens = 100\nfallbacks = ['openai/gpt-4.1']\n", "to is required"),
+    ("[[routes]]\nmatch = 'x'\nmax_input_tokens = -1\nto = 'openai/gpt-4.1'\n", "max_input_tokens must be"),
+    ("[[routes]]\nmatch = 'x'\nno_tools = 'yes'\nto = 'openai/gpt-4.1'\n", "no_tools must be true or false"),
+    ("[[routes]]\nmatch = 'x'\nto = 'openai/gpt-4.1'\nfallback = []\n", "unknown key(s) fallback"),
+    ("routes = 3\n", "routes must be an array of tables"),
+])
+def test_routing_mistakes_name_the_key(text, error):
+    import tomllib
+
+    from tokenaddons.engines.settings_file import parse
+
+    with pytest.raises(ValueError, match=re.escape(error)):
+        parse(tomllib.loads(text))

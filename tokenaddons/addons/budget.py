@@ -229,16 +229,20 @@ class Budget:
         return out
 
     def estimate(self, ex: Exchange) -> float:
-        """Worst-case USD of a request before it is sent; never negative."""
-        model = ex.model or ""
-        prices = pricing.unit_prices(ex.provider, model)
+        """Worst-case USD of a request before it is sent, at the dearest target of
+        route's chain (a fallback may serve it); never negative."""
+        return max((self._estimate_at(ex, provider, model or "")
+                    for provider, model in ex.chain or [(ex.provider, ex.model or "")]), default=0.0)
+
+    def _estimate_at(self, ex: Exchange, provider: str, model: str) -> float:
+        prices = pricing.unit_prices(provider, model)
         if prices is None:
             return 0.0
         inp = ex.input_tokens()
         if self.expected_output:
             out = self.expected_output
         else:
-            limits = pricing.model_limits(ex.provider, model)
+            limits = pricing.model_limits(provider, model)
             out = worst_output(output_cap(ex.body), inp, limits.max_output, limits.context_window,
                                DEFAULT_OUTPUT_TOKENS)
         return max(0.0, inp * prices.input + out * prices.output)

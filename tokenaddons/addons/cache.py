@@ -258,8 +258,8 @@ class Cache:
         # only complete 2xx answers of the model that was asked for
         if resp is None or flow.error is not None or not 200 <= resp.status_code < 300 or not ex.complete:
             return None
-        if ex.model != ex.requested_model:
-            return None
+        if ex.model != ex.requested_model or ex.upstream_api is not ex.client_api:
+            return None  # another model's answer (route fell back), or one translated from another API
         if ex.stream:
             recorder: Recorder | None = state.get("recorder")
             body = recorder.body() if recorder else None

@@ -16,6 +16,7 @@ from mitmproxy import ctx, http
 
 from tokenaddons import providers
 from tokenaddons.engines import jsonio
+from tokenaddons.engines.credentials import AUTH_HEADERS, QUERY_KEY
 from tokenaddons.exchange import OBSERVE, Exchange
 from tokenaddons.providers.base import model_name
 from tokenaddons.providers.sse import is_sse
@@ -24,8 +25,6 @@ from tokenaddons.stream import CopyTap, StreamPump, stream_decoder
 log = logging.getLogger(__name__)
 
 PROJECT_HEADER = "x-tokenaddons-project"
-AUTH_HEADERS = ("x-api-key", "authorization", "x-goog-api-key", "api-key")
-AUTH_QUERY = "key"  # Gemini's ?key=
 # Deeper JSON than any request schema needs; the addons' walkers recurse, and
 # Python's stack (the standard library's parser and writer too) stops near 1000.
 MAX_DEPTH = 256
@@ -49,7 +48,7 @@ def auth_identity(flow: http.HTTPFlow) -> str | None:
     key with a different ?key=, are different callers."""
     req = flow.request
     found = [(name, value) for name in AUTH_HEADERS for value in req.headers.get_all(name) if value]
-    found += [(AUTH_QUERY, value) for value in req.query.get_all(AUTH_QUERY) if value]
+    found += [(QUERY_KEY, value) for value in req.query.get_all(QUERY_KEY) if value]
     if not found:
         return None
     # one credential hashes as it always has, so caches and pseudonyms made before stay the caller's

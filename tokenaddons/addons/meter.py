@@ -22,11 +22,20 @@ log = logging.getLogger(__name__)
 
 
 class UsageTap:
-    """Follows a stream's events (as upstream sent them) into a StreamState."""
+    """Follows a stream's events (as upstream sent them) into a StreamState of
+    the API that answered (known at the first event: route may have fallen back
+    to another provider's API after the request phase)."""
 
-    def __init__(self, state: StreamState):
-        self.state = state
+    def __init__(self, exchange: Exchange):
+        self.exchange = exchange
+        self._state: StreamState | None = None
         self.fed = False
+
+    @property
+    def state(self) -> StreamState:
+        if self._state is None:
+            self._state = self.exchange.upstream_api.stream_state()
+        return self._state
 
     def feed(self, events: list[Event]) -> list[Event]:
         self.fed = True
@@ -76,7 +85,7 @@ class Meter:
         ex = Exchange.of(flow)
         if ex is None or not ex.known or handled(flow) or not ex.stream:
             return
-        tap = UsageTap(ex.upstream_api.stream_state())
+        tap = UsageTap(ex)
         ex.state["meter"] = tap
         ex.add_tap(tap, OBSERVE)
         if self.stream_usage and ex.upstream_api.prepare_stream_usage(ex.body):
@@ -141,7 +150,7 @@ class Meter:
             return None  # asked for a stream, answered in JSON (an error, usually)
         tap = ex.state.get("meter")
         if not isinstance(tap, UsageTap):
-            tap = ex.state["meter"] = UsageTap(ex.upstream_api.stream_state())
+            tap = ex.state["meter"] = UsageTap(ex)
         if not tap.fed and resp.raw_content:
             tap.feed(SSEParser().feed(resp.content or b""))
         return tap.state
@@ -186,11 +195,12 @@ class Meter:
                 row["response_body"] = ex.upstream_body[:cap].decode("utf-8", "replace")
         events.put_request(row)
         for d in ex.decisions:
+            provider, d_model = d.about or (ex.provider, model)
             events.put_decision({
                 "exchange_id": flow.id, "ts": start, "addon": d.addon, "action": d.action,
                 "detail": jsonio.dumps_str(d.detail, default=str), "tokens_saved": d.tokens_saved,
-                "usd_saved": d.usd_saved, "project": ex.project, "provider": ex.provider,
-                "model": model,
+                "usd_saved": d.usd_saved, "project": ex.project, "provider": provider,
+                "model": d_model,
             })
 
     @staticmethod

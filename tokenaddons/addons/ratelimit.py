@@ -14,10 +14,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 
 from mitmproxy import ctx, http
 
+from tokenaddons.engines.retry_after import retry_after
 from tokenaddons.errors import refuse
 from tokenaddons.exchange import Exchange, handled
 from tokenaddons.options import number
@@ -43,23 +43,6 @@ class Bucket:
         self.refill(now)
         amount = min(amount, self.per_minute)
         return max(0.0, (amount - self.level) * 60 / self.per_minute)
-
-
-def retry_after(headers, now: float) -> float | None:
-    """Seconds the provider asked to wait: `retry-after-ms` (OpenAI), or
-    `retry-after` in seconds or as an HTTP date; None when it did not say."""
-    try:
-        if ms := headers.get("retry-after-ms"):
-            return float(ms) / 1000
-        value = headers.get("retry-after")
-        if not value:
-            return None
-        try:
-            return float(value)
-        except ValueError:
-            return parsedate_to_datetime(value).timestamp() - now
-    except (ValueError, TypeError, OverflowError):
-        return None
 
 
 class RateLimit:
@@ -140,20 +123,30 @@ class RateLimit:
             await self.sleep(wait)
             waited += wait
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """Answers route did not pass on (it fell back to another target) pause
+        their provider as soon as the answer that is passed on starts."""
+        ex = Exchange.of(flow)
+        for provider, status, seconds in ex.upstream_refusals if ex is not None else ():
+            if status in (429, 529, 503):
+                self._pause(ex, provider, status, seconds)
+
     def response(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
         resp = flow.response
         if ex is None or not ex.known or ex.answered_by or resp is None or resp.status_code not in (429, 529, 503):
             return
-        now = self.clock()
-        seconds = retry_after(resp.headers, now)
+        self._pause(ex, ex.provider, resp.status_code, retry_after(resp.headers, self.clock()))
+
+    def _pause(self, ex: Exchange, provider: str, status: int, seconds: float | None) -> None:
         if seconds is None or not seconds > 0:  # none, zero, negative or NaN
             return
+        now = self.clock()
         paused = min(seconds, self.max_pause)
         for key in [k for k, until in self.paused.items() if until <= now]:  # forget pauses that ended
             del self.paused[key]
-        pause = (ex.provider, ex.auth_hash)
+        pause = (provider, ex.auth_hash)
         self.paused[pause] = max(self.paused.get(pause, 0.0), now + paused)
         log.warning("tokenaddons ratelimit: %s answered %d with retry-after %.0f s; pausing it for this "
-                    "credential for %.1f s%s", ex.provider, resp.status_code, seconds, paused,
+                    "credential for %.1f s%s", provider, status, seconds, paused,
                     " (ratelimit_max_pause_s)" if paused < seconds else "")

@@ -18,6 +18,15 @@ not fit in an option lives here:
     [budget.project.nightly-evals]            # ... and for one named project
     monthly_usd = 50
 
+    [providers.anthropic]                     # where each provider is reached, whose key it gets
+    base_url = "https://api.anthropic.com"
+    key = "keyring"                           # or "env:VAR"; absent: the client's own credential
+    [aliases]
+    fast = "anthropic/claude-haiku-4-5"
+    [[routes]]                                # the model asked for -> a chain tried in order
+    match = "claude-sonnet-*"
+    fallbacks = ["anthropic/claude-sonnet-4", "openai/gpt-4.1"]
+
 The file is read when the option is set (at start, or by `--set`/the options
 editor later), and again when it changes on disk. Any mistake (syntax, unknown
 key, a negative amount) is an OptionsError that names the file and the key: a
@@ -69,7 +78,8 @@ class Settings:
     def load(self, loader) -> None:
         loader.add_option("settings_path", str, "",
                           "TOML file with structured settings: price overrides, budget caps per "
-                          "provider, model and project (empty = none). Edits are picked up while running.")
+                          "provider, model and project, providers, aliases and routes (empty = none). "
+                          "Edits are picked up while running.")
 
     def configure(self, updated) -> None:
         if "settings_path" not in updated:
@@ -97,11 +107,13 @@ class Settings:
 
     def _apply(self, values: Values, path: str) -> None:
         pricing.set_overrides(values.prices)
+        pricing.set_families({name: p.api for name, p in values.providers.items()})
         self.published.publish(values)
         if path:
             caps = sum(len(v) for v in values.budgets.values())
-            log.info("tokenaddons settings: %s (%d price overrides, %d budget scopes)", path,
-                     len(values.prices), caps)
+            log.info("tokenaddons settings: %s (%d price overrides, %d budget scopes, %d providers, "
+                     "%d aliases, %d routes)", path, len(values.prices), caps, len(values.providers),
+                     len(values.aliases), len(values.routes))
 
 
 

@@ -1,9 +1,9 @@
 """Fanning one upstream stream out to identical requests that arrive while it flows.
 
 mitmproxy cannot answer a request with a body that is still being produced, so
-a waiting request is pointed at a small HTTP server on loopback inside the
-proxy's own event loop, which relays the leader's chunks as the leader's client
-receives them. The waiting flow still passes every addon (the meter sees it as
+a waiting request is pointed at the loopback server (engines/loopback.py) inside
+the proxy's own event loop, which relays the leader's chunks as the leader's
+client receives them. The waiting flow still passes every addon (the meter sees it as
 a cache hit: nothing billed).
 """
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+
+from tokenaddons.engines.loopback import Incoming, LoopbackServer, Reply
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +56,16 @@ class Broadcast:
             await self._changed.wait()
 
 
-class FanoutServer:
+class Cut(Exception):
+    """The leader's stream failed: its followers' streams end cut too."""
+
+
+class FanoutServer(LoopbackServer):
+    """Relays a stream in flight to each request pointed at /tokenaddons-fanout/TOKEN."""
+
     def __init__(self) -> None:
+        super().__init__()
         self.streams: dict[str, Broadcast] = {}
-        self.server: asyncio.AbstractServer | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        if self.server is None:
-            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-            self.port = self.server.sockets[0].getsockname()[1]
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
 
     def publish(self, broadcast: Broadcast) -> str:
         token = secrets.token_hex(16)
@@ -78,34 +75,15 @@ class FanoutServer:
     def retire(self, token: str) -> None:
         self.streams.pop(token, None)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.decode("latin-1").partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value.strip() or 0)
-            if length:
-                await reader.readexactly(length)
-            token = request_line.split(" ")[1].rsplit("/", 1)[-1]
-            broadcast = self.streams.get(token)
-            if broadcast is None:
-                writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                return
-            writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: {broadcast.content_type}\r\n"
-                         f"transfer-encoding: chunked\r\nconnection: close\r\n\r\n".encode())
-            async for chunk in broadcast.follow():
-                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                await writer.drain()
-            if not broadcast.failed:  # a failed leader's stream ends cut, like the leader's own
-                writer.write(b"0\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError, IndexError):
-            pass
-        finally:
-            try:
-                await writer.drain()
-            except ConnectionError:
-                pass
-            writer.close()
+    async def handle(self, request: Incoming) -> Reply:
+        broadcast = self.streams.get(request.target.split("?")[0].rsplit("/", 1)[-1])
+        if broadcast is None:
+            return Reply(404)
+        return Reply(200, [("content-type", broadcast.content_type)], chunks=self._relay(broadcast))
+
+    @staticmethod
+    async def _relay(broadcast: Broadcast):
+        async for chunk in broadcast.follow():
+            yield chunk
+        if broadcast.failed:  # a failed leader's stream ends cut, like the leader's own
+            raise Cut()

@@ -28,6 +28,9 @@ MTOK = Decimal(1_000_000)
 _overrides: dict[str, tuple[ModelPrice, Decimal | None]] = {}
 _max_output: dict[str, int] = {}  # name -> the settings file's max_output_tokens
 _unknown: set[tuple[str, str]] = set()
+# a provider the settings file names -> the API family it speaks (priced as that family
+# when genai-prices does not know it by name: a gateway serving Anthropic's models)
+_families: dict[str, str] = {}
 
 
 # keys of a [prices] entry that are genai-prices' own
@@ -72,23 +75,41 @@ def set_overrides(table: dict[str, dict]) -> None:
     model_limits.cache_clear()
 
 
+def set_families(families: dict[str, str]) -> None:
+    """{provider name: "anthropic" | "openai" | "gemini"} from the settings file's [providers]."""
+    _families.clear()
+    _families.update(families)
+    model_price.cache_clear()
+
+
+def _provider_ids(provider: str) -> list[str]:
+    """genai-prices provider ids to look a model up under, best first."""
+    ids = [PROVIDER_IDS.get(provider, provider)]
+    family = _families.get(provider)
+    if family in PROVIDER_IDS and PROVIDER_IDS[family] not in ids:
+        ids.append(PROVIDER_IDS[family])
+    return ids
+
+
 @lru_cache(maxsize=1024)
 def model_price(provider: str, model: str) -> tuple[ModelPrice, Decimal | None] | None:
     """The model's prices and its 1-hour cache-write price (None: Anthropic's 2× rule)."""
     model = _normalize(model)
     if found := _overrides.get(f"{provider}/{model}") or _overrides.get(model):
         return found
-    if provider not in PROVIDER_IDS or not model:
+    if not model or provider == "other":
         return None
-    try:
-        snapshot = data_snapshot.get_snapshot()
-        _, found_model = snapshot.find_provider_model(model, None, PROVIDER_IDS[provider], None)
-        return found_model.get_prices(datetime.now(timezone.utc)), None
-    except LookupError:
-        if (provider, model) not in _unknown:
-            _unknown.add((provider, model))
-            log.warning("tokenaddons: no price known for %s model %r; its cost is left empty", provider, model)
-        return None
+    snapshot = data_snapshot.get_snapshot()
+    for provider_id in _provider_ids(provider):
+        try:
+            _, found_model = snapshot.find_provider_model(model, None, provider_id, None)
+            return found_model.get_prices(datetime.now(timezone.utc)), None
+        except LookupError:
+            continue
+    if (provider, model) not in _unknown:
+        _unknown.add((provider, model))
+        log.warning("tokenaddons: no price known for %s model %r; its cost is left empty", provider, model)
+    return None
 
 
 @lru_cache(maxsize=1024)

@@ -19,7 +19,9 @@ from tokenaddons.providers.sse import Event
 
 ERROR_TYPES = {
     "invalid_request": "invalid_request_error",
+    "authentication": "authentication_error",
     "permission": "permission_error",
+    "not_found": "not_found_error",
     "rate_limit": "rate_limit_error",
     "overloaded": "overloaded_error",
     "upstream": "api_error",

@@ -106,7 +106,7 @@ class Api:
 
     def error_body(self, status: int, kind: str, message: str) -> bytes:
         """The provider's own error JSON. `kind` is a generic word
-        (invalid_request, permission, rate_limit, overloaded, upstream)."""
+        (invalid_request, authentication, permission, not_found, rate_limit, overloaded, upstream)."""
         raise NotImplementedError
 
     def error_type(self, response: Any) -> str | None:

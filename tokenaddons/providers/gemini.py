@@ -13,7 +13,9 @@ from tokenaddons.providers.sse import Event
 PATH = re.compile(r"/models/(?P<model>[^/:?]+):(?P<method>generateContent|streamGenerateContent)\b")
 STATUS = {
     "invalid_request": "INVALID_ARGUMENT",
+    "authentication": "UNAUTHENTICATED",
     "permission": "PERMISSION_DENIED",
+    "not_found": "NOT_FOUND",
     "rate_limit": "RESOURCE_EXHAUSTED",
     "overloaded": "UNAVAILABLE",
     "upstream": "INTERNAL",

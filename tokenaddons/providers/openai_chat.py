@@ -11,7 +11,9 @@ from tokenaddons.providers.sse import Event
 
 ERROR_TYPES = {
     "invalid_request": "invalid_request_error",
+    "authentication": "invalid_api_key",
     "permission": "permission_error",
+    "not_found": "not_found_error",
     "rate_limit": "rate_limit_exceeded",
     "overloaded": "server_error",
     "upstream": "server_error",

@@ -210,11 +210,23 @@ def recent(conn: sqlite3.Connection, limit: int = 12) -> list[dict]:
     return rows
 
 
+def routing(conn: sqlite3.Connection, since: float | None = None, until: float | None = None) -> list[dict]:
+    """What route did, per action and the provider and model that served (served,
+    fallback, failed, skipped...), from the decision rollups."""
+    found = _aggregate(conn, ("action", "provider", "model"), since, until, "rollup_decisions", "decisions",
+                       DECISION_SUMS, RAW_DECISION_SUMS, where="addon = ?", args=("route",))
+    out = [{"action": a, "provider": _none(p), "model": _none(m), "count": values[0], "usd_saved": values[2]}
+           for (a, p, m), values in found.items()]
+    out.sort(key=lambda r: (-r["count"], r["action"]))
+    return out
+
+
 def report(conn: sqlite3.Connection, since: float | None = None, until: float | None = None) -> dict:
     found = breakdowns(conn, since, until)
     out = found["totals"]
     out["models"], out["projects"] = found["models"], found["projects"]
     out["savings"] = savings(conn, since, until)
+    out["routing"] = routing(conn, since, until)
     return out
 
 

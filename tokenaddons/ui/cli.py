@@ -33,9 +33,25 @@ def main() -> None:
     """tokenaddons: cheaper, safer, visible LLM calls through mitmproxy."""
 
 
+# With no --upstream every request goes to its own provider (route_all_providers);
+# the mode still needs a target, for requests whose provider nothing names.
+EVERY_PROVIDER_MODE = "reverse:https://api.anthropic.com"
+
+
+def run_mode(upstream: str | None, regular: bool) -> tuple[str, tuple[str, ...]]:
+    """The mitmproxy mode and extra options of `tokenaddons run`."""
+    if regular:
+        return "regular", ()
+    if upstream:
+        return f"reverse:{upstream}", ()
+    # lazy: no connection to the mode's target before a request says where it goes
+    return EVERY_PROVIDER_MODE, ("route_all_providers=true", "connection_strategy=lazy")
+
+
 @main.command()
-@click.option("--upstream", default="https://api.anthropic.com", show_default=True,
-              help="Reverse-proxy to this provider URL.")
+@click.option("--upstream", default=None,
+              help="Reverse-proxy to this provider URL. Without it, one port serves every provider: each request "
+                   "goes to its provider's base URL (settings file [providers], else the public endpoint).")
 @click.option("--regular", is_flag=True, help="Explicit proxy mode (system-wide, with the CA) instead of reverse.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", "-p", default=DEFAULT_PORT, show_default=True)
@@ -43,13 +59,48 @@ def main() -> None:
 @click.option("--settings", default=None, help="TOML settings file (price overrides, budget caps per "
               "provider, model and project).")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Any mitmproxy/tokenaddons option.")
-def run(upstream: str, regular: bool, host: str, port: int, store: str | None, settings: str | None,
+def run(upstream: str | None, regular: bool, host: str, port: int, store: str | None, settings: str | None,
         sets: tuple[str, ...]) -> None:
     """Run the proxy (mitmdump with the tokenaddons bundle)."""
     from mitmproxy.tools.main import mitmdump
 
-    mode = "regular" if regular else f"reverse:{upstream}"
-    sys.exit(mitmdump(mitmdump_args(mode, host, port, store, sets, settings)))
+    mode, extra = run_mode(upstream, regular)
+    sys.exit(mitmdump(mitmdump_args(mode, host, port, store, extra + sets, settings)))
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Provider keys the proxy holds (the OS keychain, through keyring)."""
+
+
+@keys_group.command("set")
+@click.argument("provider")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the key from standard input instead of a prompt.")
+def keys_set(provider: str, from_stdin: bool) -> None:
+    """Store PROVIDER's key; `key = "keyring"` in [providers.PROVIDER] makes the proxy send it."""
+    from tokenaddons.engines import keys
+
+    key = sys.stdin.readline().strip() if from_stdin else click.prompt(f"{provider} key", hide_input=True).strip()
+    if not key:
+        raise click.ClickException("no key given")
+    try:
+        keys.store(provider, key)
+    except keys.KeyUnavailable as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"stored the key of {provider} in the keyring ({len(key)} characters)")
+
+
+@keys_group.command("delete")
+@click.argument("provider")
+def keys_delete(provider: str) -> None:
+    """Forget PROVIDER's key."""
+    from tokenaddons.engines import keys
+
+    try:
+        gone = keys.delete(provider)
+    except keys.KeyUnavailable as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"deleted the key of {provider}" if gone else f"the keyring held no key for {provider}")
 
 
 @main.command("script-path")

@@ -46,14 +46,28 @@ def render_report(data: dict, console: Console | None = None) -> None:
     for warning in data.get("store_warnings") or ():
         console.print(Text(warning, style="bold red"))
     console.print(usage_table("Totals", "all", [{**data, "all": "all"}]))
-    console.print(usage_table("By model", "model", data["models"]))
+    console.print(usage_table("By model", "model", [{**m, "model": f"{m['provider']}/{m['model']}"
+                                                     if m.get("provider") else m["model"]} for m in data["models"]]))
     console.print(usage_table("By project", "project", data["projects"]))
+    if data.get("routing"):
+        console.print(routing_table(data["routing"]))
     if data.get("prompt_cache_saved_usd"):
         console.print(f"Provider prompt caching saved [green]{fmt_usd(data['prompt_cache_saved_usd'])}[/]")
     for addon, s in (data.get("savings") or {}).items():
         if s["usd_saved"] or s["tokens_saved"]:
             console.print(f"{addon} saved [green]{fmt_usd(s['usd_saved'])}[/] "
                           f"({fmt_int(s['tokens_saved'])} tokens)")
+
+
+def routing_table(found: list[dict]) -> Table:
+    """What route did: targets that served (first choice or fallback), failed or were skipped."""
+    table = Table(title="Routing", title_justify="left")
+    for col, justify in (("action", "left"), ("provider/model", "left"), ("count", "right"), ("saved", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for r in found:
+        table.add_row(r["action"], f"{r['provider'] or '-'}/{r['model'] or '-'}", fmt_int(r["count"]),
+                      fmt_usd(r["usd_saved"]) if r["usd_saved"] else "")
+    return table
 
 
 def fmt_duration(seconds: float) -> str:
