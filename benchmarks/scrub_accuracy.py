@@ -1,5 +1,6 @@
 """Recall and precision of the scrubber per entity type on presidio-research's
-labelled synthetic sentences, and false positives per 100 KB of real code.
+labelled synthetic sentences. (What it changes in code, data and logs:
+benchmarks/scrub_corpus.py.)
 
     .venv/bin/python benchmarks/scrub_accuracy.py [--shared ../shared]
 
@@ -12,11 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import sysconfig
 from collections import Counter
 from pathlib import Path
 
-from tokenaddons.engines.pii import ALL_ENTITIES, PRESIDIO_ENTITIES, Detector
+from tokenaddons.engines.pii import PII_ENTITIES, Detector
 
 
 def overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -24,7 +24,7 @@ def overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 
 def score_corpus(detector: Detector, records: list[dict]) -> dict[str, Counter]:
-    stats: dict[str, Counter] = {e: Counter() for e in PRESIDIO_ENTITIES}
+    stats: dict[str, Counter] = {e: Counter() for e in PII_ENTITIES}
     for rec in records:
         gold = [(s["entity_type"], (s["start_position"], s["end_position"])) for s in rec["spans"]
                 if s["entity_type"] in stats]
@@ -36,18 +36,6 @@ def score_corpus(detector: Detector, records: list[dict]) -> dict[str, Counter]:
             stats[entity]["found"] += 1
             stats[entity]["fp"] += not any(e == entity and overlaps(span, s) for e, s in gold)
     return stats
-
-
-def code_sample(limit: int = 500_000) -> str:
-    """The standard library's own Python source: real code with no PII in it."""
-    parts, size = [], 0
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
-        text = path.read_text(errors="replace")
-        parts.append(text)
-        size += len(text)
-        if size >= limit:
-            break
-    return "\n".join(parts)
 
 
 def main() -> None:
@@ -64,14 +52,6 @@ def main() -> None:
         recall = s["tp"] / s["gold"] if s["gold"] else float("nan")
         precision = (s["found"] - s["fp"]) / s["found"] if s["found"] else float("nan")
         print(f"{entity:<16}{s['gold']:>9}{s['found']:>7}{recall:>8.2f}{precision:>11.2f}")
-    code = code_sample()
-    found = Counter(f.entity for f in Detector().find(code))
-    per_100kb = {e: n * 100_000 / len(code) for e, n in found.items()}
-    print(f"\nfalse positives on {len(code) / 1000:.0f} KB of the standard library's Python source, per 100 KB:")
-    for entity in ALL_ENTITIES:
-        if per_100kb.get(entity):
-            print(f"  {entity:<16}{per_100kb[entity]:6.2f}")
-    print(f"  {'total':<16}{sum(per_100kb.values()):6.2f}")
 
 
 if __name__ == "__main__":

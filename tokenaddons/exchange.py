@@ -48,8 +48,9 @@ class Tap(Protocol):
 
     The pump splits server-sent events once and hands every tap the parsed
     events (`feed`); a stream that is not SSE (Gemini's JSON array) is handed
-    over as raw bytes to `feed_bytes` instead. `end` is called once when the
-    upstream stream ends, complete or not, and returns what was held back.
+    over as raw bytes to `feed_bytes` instead (which returns the bytes to hand
+    on, and may offer `end_bytes` for what it held back). `end` is called once
+    when the upstream stream ends, complete or not, and returns what was held back.
     """
 
     def feed(self, events: list[Event]) -> list[Event]: ...
@@ -118,6 +119,11 @@ class Exchange:
     upstream_api: Api | None = None
     path: str = ""  # the request path as the client sent it (what the row records)
     body: Any = None  # the request JSON, parsed once; None when not JSON
+    # why a body on a known API path could not be read (not UTF-8, not JSON, nested
+    # too deep, too large): such an exchange is not `known`, but it keeps its API
+    # (its error shape, its metering) and scrub refuses it unless told otherwise
+    unreadable: str | None = None
+    withhold_body: bool = False  # the body holds what scrub did not clear: never stored
     project: str | None = None
     client: str | None = None
     auth_hash: str | None = None  # hash of the caller's credentials, never a credential
@@ -154,7 +160,7 @@ class Exchange:
     @property
     def known(self) -> bool:
         """An API we understand (a parsed JSON body on a known path)."""
-        return self.client_api is not None
+        return self.client_api is not None and self.body is not None
 
     @property
     def provider(self) -> str:

@@ -99,15 +99,19 @@ class StreamPump:
             return events
 
     def _bytes(self, chunk: bytes, end: bool) -> bytes:
+        """A stream that is not SSE: the bytes pass the taps that read bytes, in
+        stage order, each handing on what it returns (scrub's restorer rewrites)."""
         for _, tap in list(self.exchange.taps):
             feed = getattr(tap, "feed_bytes", None)
             if feed is None:
                 continue  # reads events only: nothing for it in a stream that is not SSE
             try:
                 if chunk:
-                    feed(chunk)
+                    chunk = feed(chunk)
                 if end:
                     tap.end()
+                    if (tail := getattr(tap, "end_bytes", None)) is not None:
+                        chunk += tail()
             except Exception:
                 self._drop(tap)
         return chunk

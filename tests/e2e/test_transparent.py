@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tokenaddons.test.clients import TOKENADDONS
 from tokenaddons.test.certs import self_signed
+from tokenaddons.test.clients import TOKENADDONS
 
 pytestmark = [
     pytest.mark.integration,

@@ -13,6 +13,7 @@ from tokenaddons.addons.meter import Meter
 from tokenaddons.addons.outlet import Outlet
 from tokenaddons.addons.store import Store
 from tokenaddons.exchange import Exchange
+from tokenaddons.providers.anthropic import MESSAGES
 from tokenaddons.providers.sse import frame
 from tokenaddons.test.flows import make_flow, sse_response
 from tokenaddons.test.pipeline import rows, run_flow
@@ -63,7 +64,9 @@ def test_project_header_is_removed_and_recorded(pipe):
     assert row["cost_usd"] > 0 and row["complete"] == 1
 
 
-def test_unknown_and_non_json_bodies_pass_through_byte_for_byte(pipe):
+def test_unknown_and_unreadable_bodies_pass_through_byte_for_byte(pipe):
+    """Without scrub in the pipeline nothing refuses them: untouched, metered
+    under the API their path names (an unknown path as other)."""
     addons, store = pipe
     for path, body in [("/v1/messages", b"\xff\xfe not json"), ("/v1/models", b'{"a" :  1}'),
                        ("/v1/messages", b'[1, 2')]:
@@ -71,7 +74,37 @@ def test_unknown_and_non_json_bodies_pass_through_byte_for_byte(pipe):
         run_flow(addons, f)
         assert f.request.raw_content == body
         assert not Exchange.of(f).known
-    assert [r["api"] for r in rows(store)] == ["other"] * 3
+    assert [r["api"] for r in rows(store)] == ["anthropic.messages", "other", "anthropic.messages"]
+
+
+@pytest.mark.parametrize("body,why", [
+    (b'{"model": "m", "messages": []}', None),
+    (b"", None),
+    (b'{"model": "caf\xe9"}', "is not UTF-8"),
+    (b'{"model": "m"} {"messages": []}', "has bytes after its JSON"),
+    (b'{"model": "m"}\x00\x00', "has bytes after its JSON"),
+    (b'{"model": ', "is not JSON"),
+    (b'[{"model": "m"}]', "is not a JSON object"),
+    (b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}", "is nested deeper than 256 levels"),
+    (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "is nested too deep to parse"),
+])
+def test_why_a_body_cannot_be_read(pipe, body, why):
+    f = make_flow("/v1/messages", body)
+    run_flow(pipe[0], f)
+    ex = Exchange.of(f)
+    assert ex.unreadable is None if why is None else ex.unreadable.startswith(why)
+    assert ex.client_api is (None if body == b"" else MESSAGES)  # kept: the error shape and the row's API
+
+
+def test_a_body_over_the_limit_is_not_read(pipe, tmp_path):
+    addons, store = pipe
+    with taddons.context(*addons) as tctx:
+        tctx.configure(store, store_path=str(tmp_path / "events.db"))
+        tctx.options.intake_max_body = 100
+        f = make_flow("/v1/messages", {"model": "m", "messages": [{"role": "user", "content": "x" * 200}]})
+        run_flow(addons, f)
+    assert Exchange.of(f).unreadable.startswith("is 2")  # "is 2xx bytes, over intake_max_body (100)"
+    assert not Exchange.of(f).known
 
 
 def test_compressed_request_is_read_and_left_untouched(pipe):

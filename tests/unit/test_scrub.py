@@ -23,7 +23,7 @@ PII = {
     "PHONE_NUMBER": "+1 (415) 555-0199",
     "CREDIT_CARD": "4111 1111 1111 1111",
     "IBAN_CODE": "DE89 3704 0044 0532 0130 00",
-    "IP_ADDRESS": "10.20.30.40",
+    "IP_ADDRESS": "81.2.69.160",
     "AWS_ACCESS_KEY": "AKIAIOSFODNN7EXAMPLE",
     "ANTHROPIC_KEY": "sk-ant-api03-" + "a1B2c3D4e5" * 4,
     "GITHUB_TOKEN": "ghp_" + "Ab1" * 12,
@@ -44,7 +44,7 @@ def detector():
 
 @pytest.fixture
 def scrub():
-    s = Scrub(detector_factory=lambda entities, threshold: Detector(entities, threshold))
+    s = Scrub()
     with taddons.context(Intake(), s, Outlet()) as tctx:
         tctx.configure(s)
         yield s, tctx
@@ -153,7 +153,7 @@ def test_placeholders_survive_a_restart_and_no_value_is_stored(tmp_path):
 
     def session(texts):
         store = Store()
-        s = Scrub(store, detector_factory=lambda entities, threshold: Detector(entities, threshold))
+        s = Scrub(store)
         with taddons.context(store, Intake(), s, Outlet()) as tctx:
             tctx.configure(store, store_path=str(tmp_path / "events.db"))
             tctx.configure(s)
@@ -206,7 +206,7 @@ def test_block_refuses_in_the_providers_shape_without_the_value(scrub):
 
 
 def test_structure_media_and_auth_are_never_touched(scrub):
-    body = {"model": "m", "metadata": {"user_id": PII["EMAIL_ADDRESS"]},
+    body = {"model": "m", "metadata": {"user_id": "user_3f9a2b_account_550e8400-e29b-41d4-a716-446655440000"},
             "messages": [{"role": "user", "content": [
                 {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "4111111111111111"}},
                 {"type": "text", "text": "hello"}]}]}
@@ -262,7 +262,7 @@ def test_the_cache_keeps_placeholders_and_a_hit_is_restored(tmp_path, stream):
     from tokenaddons.addons.store import Store
 
     store = Store()
-    scrub = Scrub(store, detector_factory=lambda entities, threshold: Detector(entities, threshold))
+    scrub = Scrub(store)
     cache = Cache(store)
     addons = [store, Intake(), scrub, cache, Meter(store), Settle(), Outlet()]
     body = {"model": "m", "stream": stream,
@@ -292,3 +292,151 @@ def test_the_cache_keeps_placeholders_and_a_hit_is_restored(tmp_path, stream):
     assert status == "HIT"
     assert all(PII["EMAIL_ADDRESS"].encode() in s and b"<EMAIL_1>" not in s for s in seen)  # both restored
     assert b"<EMAIL_1>" in on_disk and PII["EMAIL_ADDRESS"].encode() not in on_disk  # stored with placeholders
+
+
+UNREADABLE = {
+    "not UTF-8": b'{"model": "m", "messages": [{"role": "user", "content": "jane.roe@acme.io \xff"}]}',
+    "trailing bytes": b'{"model": "m", "messages": []} {"content": "jane.roe@acme.io"}',
+    "nested too deep": b'{"model": "m", "x": ' + b"[" * 5000 + b'"jane.roe@acme.io"' + b"]" * 5000 + b"}",
+    "over intake_max_body": json.dumps({"model": "m", "messages": [
+        {"role": "user", "content": "jane.roe@acme.io " + "x" * 2000}]}).encode(),
+}
+
+
+@pytest.fixture
+def metered(tmp_path):
+    from tokenaddons.addons.meter import Meter
+    from tokenaddons.addons.store import Store
+
+    store = Store()
+    scrub = Scrub(store)
+    addons = [store, Intake(), scrub, Meter(store), Outlet()]
+    with taddons.context(*addons) as tctx:
+        tctx.configure(store, store_path=str(tmp_path / "events.db"), store_bodies=True)
+        tctx.configure(scrub)
+        tctx.options.intake_max_body = 1000
+        yield addons, store, tctx
+    store.done()
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE))
+@pytest.mark.parametrize("fail_open", [False, True])
+def test_an_unreadable_body_is_refused_and_metered(metered, case, fail_open):
+    from tokenaddons.test.pipeline import rows
+
+    addons, store, tctx = metered
+    tctx.options.scrub_fail_open = fail_open
+    answer = http.Response.make(200, json.dumps({"model": "m", "usage": {"input_tokens": 7, "output_tokens": 2}}))
+    f = make_flow("/v1/messages", UNREADABLE[case], {"content-type": "application/json"}, answer)
+    asyncio.run(arun_flow(addons, f))
+    assert f.request.raw_content == UNREADABLE[case]  # never changed, either way
+    [row] = rows(store)
+    assert row["api"] == "anthropic.messages" and row["request_body"] is None  # metered, never stored
+    [d] = Exchange.of(f).decisions
+    assert d.addon == "scrub" and d.detail["reason"] == Exchange.of(f).unreadable
+    if fail_open:
+        assert d.action == "pass_unscanned" and row["status"] == 200 and row["input_tokens"] == 7
+    else:
+        assert d.action == "refuse" and f.response.status_code == 400 and row["status"] == 400
+        err = json.loads(f.response.content)
+        assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
+        assert "could not be scanned" in err["error"]["message"] and "jane" not in err["error"]["message"]
+        assert row["answered_by"] == "scrub"
+
+
+def test_an_unreadable_body_in_each_providers_shape(metered):
+    addons = metered[0]
+    for path, key in [("/v1/chat/completions", "error"), ("/v1/responses", "error"),
+                      ("/v1beta/models/gemini-2.5-flash:generateContent", "error")]:
+        f = make_flow(path, b'{"model": "m"} trailing')
+        asyncio.run(arun_flow(addons, f))
+        err = json.loads(f.response.content)[key]
+        assert f.response.status_code == 400 and ("INVALID_ARGUMENT" == err.get("status")
+                                                  or err.get("type") == "invalid_request_error")
+
+
+def test_a_blocked_request_is_never_stored(metered):
+    from tokenaddons.test.pipeline import rows
+
+    addons, store, tctx = metered
+    tctx.options.scrub_actions = "AWS_ACCESS_KEY=block"
+    f = make_flow("/v1/messages", {"model": "m", "messages": [{"role": "user", "content": PII["AWS_ACCESS_KEY"]}]})
+    asyncio.run(arun_flow(addons, f))
+    assert f.response.status_code == 400 and rows(store)[0]["request_body"] is None
+
+
+def test_what_is_sent_matches_the_decision(scrub):
+    """JSON text that would break keeps its JSON: the placeholder goes in, never the original."""
+    args = '{"card": 4111111111111111, "amount": 12.5}'
+    body = {"model": "gpt-4o", "messages": [
+        {"role": "user", "content": "pay"},
+        {"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
+                                              "function": {"name": "pay", "arguments": args}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "ok"}]}
+    f = run(scrub, body, path="/v1/chat/completions")
+    sent_args = json.loads(sent(f))["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(sent_args) == {"card": "<CARD_1>", "amount": 12.5}
+    d = Exchange.of(f).decisions[0]
+    assert (d.action, d.detail) == ("pseudonymize", {"counts": {"CREDIT_CARD": 1}})
+    # arguments that are not JSON at all have no JSON to keep: scanned as text
+    body["messages"][1]["tool_calls"][0]["function"]["arguments"] = 'card 4111111111111111 {"broken'
+    f = run(scrub, body, path="/v1/chat/completions")
+    assert "4111111111111111" not in sent(f) and "<CARD_1>" in sent(f)
+
+
+def test_big_texts_are_scanned_in_bounded_windows(scrub):
+    """spaCy refuses texts over 1,000,000 characters (E088): never a 500 for a big tool result."""
+    import base64
+    import random
+
+    rng = random.Random(1)
+    blob = base64.b64encode(rng.randbytes(300_000)).decode()  # a 400 KB base64 file in a tool result
+    line = "".join(f"user{i}@example.com " + "lorem ipsum " * 15 for i in range(100))  # an @ every ~200 chars
+    # 1.2 MB with an @ every 200 characters: its windows make one of 1.2 million characters
+    emails = "".join(f"person{i}@example.org " + "dolor sit " * 18 for i in range(6_000))
+    body = {"model": "m", "messages": [
+        {"role": "user", "content": "read these"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "read", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": blob},
+                                     {"type": "text", "text": line}, {"type": "text", "text": emails}]}]}
+    f = run(scrub, body)
+    assert f.response is None
+    out = json.loads(sent(f))["messages"][2]["content"]
+    assert out[0]["content"] == blob  # base64 comes through intact
+    assert "@example.com" not in out[1]["text"] and out[1]["text"].count("<EMAIL_") == 100
+    assert len(emails) > 1_000_000
+    assert "@example.org" not in out[2]["text"] and out[2]["text"].count("<EMAIL_") == 6_000
+
+
+ADVERSARIAL = {  # 1 MB each, made to hurt the candidate, phone, card, IP and secret patterns
+    "newlines": "\n" * 1_000_000, "one digit": "7" * 1_000_000, "digit groups": "415 ", "phone-like": "415-555-0199 ",
+    "area codes": "+1 (415) ", "card groups": "4111 1111 1111 1111 ", "at signs": "@", "a@": "a@",
+    "dotted digits": "1.2.", "colons": "ab:", "password=": "password=", "password quoted": 'password="x',
+    "pem begin": "-----BEGIN RSA PRIVATE KEY-----\n", "sk-": "sk-", "aws": "aws ", "eyJ": "eyJabc.",
+    "iban-like": "DE89 ", "ssn-like": "123-45-",
+}
+
+
+@pytest.fixture(scope="module")
+def plain_detection(detector) -> float:
+    """The yardstick: a first scan of 1 MB of the standard library's code."""
+    import sysconfig
+    from pathlib import Path
+
+    from tokenaddons.test.timing import repeat, timed
+
+    detector.warm()
+    code = "\n".join(p.read_text() for p in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:40])
+    return timed(lambda: detector._scan(repeat(code)), runs=2)
+
+
+@pytest.mark.parametrize("case", list(ADVERSARIAL))
+def test_detection_is_linear(detector, plain_detection, case):
+    """1 MB made to hurt the patterns costs at most a few scans of 1 MB of code;
+    a pattern quadratic in its input would cost thousands."""
+    from tokenaddons.test.timing import deadline, ratio, repeat
+
+    text = repeat(ADVERSARIAL[case])
+    with deadline(40 * plain_detection):
+        cost = ratio(lambda: detector._scan(text), plain_detection, 10)
+    assert cost < 10, f"{cost:.1f} times a scan of 1 MB of code"

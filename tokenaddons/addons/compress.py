@@ -141,7 +141,8 @@ class Compress:
         api, body = ex.upstream_api, ex.body
         # Anthropic: which message each output sits in (a breakpoint covers the messages up to its own)
         where = _message_of_blocks(body) if api.name == "anthropic.messages" else {}
-        outputs = [(where.get(id(ref.container), 0), ref) for ref in api.tool_refs(body) if isinstance(ref.text, str)]
+        outputs = [(where.get(id(ref.container), 0), ref) for ref in api.tool_refs(body)
+                   if not ref.number and isinstance(ref.text, str)]
         parts: dict[str | None, int] = defaultdict(int)
         for _, ref in outputs:
             parts[ref.call] += 1

@@ -6,9 +6,13 @@ arrive) with tokenaddons.engines.injection. Actions: log (default: pass and reco
 warn (tell the model the text is untrusted, in the text itself), sanitize
 (strip hidden characters, defang the suspicious spans), block (a 400 in the
 provider's shape naming the rules, never the payload).
+
+Scanning runs in a worker thread (results remembered per text), never on
+mitmproxy's event loop: one big tool result must not stall every other client.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from mitmproxy import ctx, exceptions, http
@@ -50,24 +54,24 @@ class Guard:
         self.enabled = ctx.options.guard_enabled
         self.roles = frozenset(r.strip() for r in ctx.options.guard_roles.split(",") if r.strip())
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
         if ex is None or not ex.known or handled(flow) or not self.enabled:
             return
+        refs = [ref for ref in ex.client_api.text_refs(ex.body)
+                if ref.role in self.roles and not ref.json_text and not ref.number]
         try:
-            self._guard(flow, ex)
+            verdicts = await asyncio.to_thread(lambda: [self.memo(ref.text) for ref in refs])
+            self._guard(flow, ex, list(zip(refs, verdicts)))
         except Exception:
             log.exception("tokenaddons guard: scanning %s failed; passing it on", flow.request.path)
 
-    def _guard(self, flow: http.HTTPFlow, ex: Exchange) -> None:
-        roles, threshold, action = self.roles, self.threshold, self.action
+    def _guard(self, flow: http.HTTPFlow, ex: Exchange, scanned: list) -> None:
+        threshold, action = self.threshold, self.action
         rules: dict[str, int] = {}
         where: set[str] = set()
         changed = False
-        for ref in ex.client_api.text_refs(ex.body):
-            if ref.role not in roles or ref.json_text:
-                continue
-            verdict = self.memo(ref.text)
+        for ref, verdict in scanned:
             if not verdict.flagged(threshold):
                 continue
             for rule, n in verdict.rules.items():

@@ -1,9 +1,16 @@
 """The Exchange's way in: `Intake` (first after the store) recognizes the API,
-parses the JSON body once, reads the project tag and starts the stream pump."""
+parses the JSON body once, reads the project tag and starts the stream pump.
+
+A body on a known API path that cannot be read (not UTF-8, not JSON or JSON
+with trailing bytes, nested deeper than MAX_DEPTH, over `intake_max_body`, or
+streamed unread) is left untouched, and the exchange says why
+(`Exchange.unreadable`): it keeps its API for metering and error shapes, and
+scrub refuses it (it could hold anything) unless `scrub_fail_open`."""
 from __future__ import annotations
 
 import hashlib
 import logging
+from typing import Any
 
 from mitmproxy import ctx, http
 
@@ -18,6 +25,21 @@ from tokenaddons.stream import CopyTap, StreamPump, stream_decoder
 log = logging.getLogger(__name__)
 
 PROJECT_HEADER = "x-tokenaddons-project"
+# Deeper JSON than any request schema needs; the addons' walkers recurse, and
+# Python's stack (the standard library's parser and writer too) stops near 1000.
+MAX_DEPTH = 256
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Is a parsed JSON value nested deeper than `limit`? (iterative: no recursion)"""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = v.values() if isinstance(v, dict) else v
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def auth_identity(flow: http.HTTPFlow) -> str | None:
@@ -40,7 +62,8 @@ class Intake:
 
     def load(self, loader) -> None:
         loader.add_option("intake_max_body", int, self.max_body,
-                          "Request bodies larger than this many bytes pass through unparsed.")
+                          "Request bodies larger than this many bytes are not read: on a known API path they are "
+                          "refused (they cannot be scanned) unless scrub_fail_open.")
 
     def configure(self, updated) -> None:
         self.max_body = ctx.options.intake_max_body
@@ -58,10 +81,10 @@ class Intake:
             return
         req = flow.request
         api = providers.detect(req.method, req.path)
-        body = self._parse(req) if api is not None else None
-        if not isinstance(body, (dict, list)):
-            api, body = None, None  # not JSON: passes through byte for byte, metered as other
-        ex = Exchange(client_api=api, path=req.path, body=body)
+        body, unreadable = self._parse(req) if api is not None else (None, None)
+        if body is None and unreadable is None:
+            api = None  # no body: passes through byte for byte, metered as other
+        ex = Exchange(client_api=api, path=req.path, body=body, unreadable=unreadable)
         ex.project = req.headers.pop(PROJECT_HEADER, None)
         ex.client = req.headers.get("user-agent")
         ex.auth_hash = auth_identity(flow)
@@ -70,18 +93,42 @@ class Intake:
             ex.stream = api.is_stream(body, req.path)
             if ex.stream:  # the taps read the events as they pass: ask for them uncompressed
                 req.headers["accept-encoding"] = "identity"
+        if unreadable is not None:
+            log.info("tokenaddons: %s %s: the body %s", req.method, req.path, unreadable)
         ex.attach(flow)
 
-    def _parse(self, req: http.Request):
+    def _parse(self, req: http.Request) -> tuple[dict | None, str | None]:
+        """The body as a JSON object, or why it cannot be read."""
+        if req.stream:
+            return None, "is streamed (stream_large_bodies), not read"
         raw = req.raw_content
-        if not raw or len(raw) > self.max_body:
-            return None
+        if not raw:
+            return None, None
+        if len(raw) > self.max_body:
+            return None, f"is {len(raw)} bytes, over intake_max_body ({self.max_body})"
         try:
-            return jsonio.loads(req.get_content(strict=True))
-        except (ValueError, UnicodeDecodeError) as e:
-            log.info("tokenaddons: %s %s: body is not JSON we can read (%s); passing it through",
-                     req.method, req.path, e.__class__.__name__)
-            return None
+            content = req.get_content(strict=True)
+        except ValueError:
+            return None, f"is compressed in an encoding that cannot be decoded ({req.headers.get('content-encoding')})"
+        if len(content) > self.max_body:
+            return None, f"is {len(content)} bytes decoded, over intake_max_body ({self.max_body})"
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return None, f"is not UTF-8 (byte {e.start})"
+        try:
+            body = jsonio.loads(text)
+        except RecursionError:
+            return None, "is nested too deep to parse"
+        except ValueError as e:
+            msg = getattr(e, "msg", str(e))
+            what = "has bytes after its JSON" if msg == "Extra data" else f"is not JSON ({msg})"
+            return None, f"{what} at character {e.pos}" if hasattr(e, "pos") else what
+        if not isinstance(body, dict):
+            return None, "is not a JSON object"
+        if too_deep(body):
+            return None, f"is nested deeper than {MAX_DEPTH} levels"
+        return body, None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)

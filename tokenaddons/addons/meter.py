@@ -189,7 +189,8 @@ class Meter:
         }
         if self.bodies_max is not None:
             cap = self.bodies_max
-            row["request_body"] = flow.request.get_text(strict=False)[:cap] if flow.request.raw_content else None
+            if flow.request.raw_content and not ex.withhold_body:  # never a body scrub could not clear
+                row["request_body"] = flow.request.get_text(strict=False)[:cap]
             if ex.upstream_body is not None:
                 row["response_body"] = ex.upstream_body[:cap].decode("utf-8", "replace")
         events.put_request(row)

@@ -7,35 +7,44 @@ from the same caller always the same placeholder, so the provider's prefix
 cache survives; the request's own placeholders are restored to the real values
 in its answer, streamed or not), redact, hash (keyed), log, or block.
 
-A scan failure fails closed (the request is refused, not sent unscanned) unless
-`scrub_fail_open` is set.
+Scanning runs in a worker thread, never on mitmproxy's event loop (one slow scan
+would stall every client), and presidio is loaded as the proxy starts, before it
+listens, not at the first request. A request that cannot be scanned is refused, not sent unscanned,
+unless `scrub_fail_open` is set: a scan failure, and a body on a known API path
+that the intake could not read (not UTF-8, not JSON, nested too deep, over
+`intake_max_body`). Such a body is metered either way, and never stored.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import sqlite3
+import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
-from tokenaddons.engines import jsonio
 from tokenaddons.engines.pii import ALL_ENTITIES, Detector
 from tokenaddons.engines.placeholders import LABELS, Pseudonyms, Restorer, RestoreTap, restore_strings
 from tokenaddons.errors import refuse
 from tokenaddons.exchange import RESTORE, Exchange, handled
 from tokenaddons.options import check, number
+from tokenaddons.providers.base import TextRef, walk_strings
 from tokenaddons.providers.sse import is_sse
 from tokenaddons.store import connect
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("pseudonymize", "redact", "hash", "log", "block")
+SWITCH_INTERVAL = 0.0005  # seconds
 
 
 MIGRATIONS = [
@@ -66,6 +75,17 @@ def read_or_create_key(path: Path) -> bytes:
     return key
 
 
+@dataclass
+class Outcome:
+    """What scanning one request found and did (worked out in a worker thread)."""
+
+    counts: Counter = field(default_factory=Counter)
+    actions: set[str] = field(default_factory=set)
+    blocked: set[str] = field(default_factory=set)
+    changed: bool = False
+    restorer: Restorer = field(default_factory=Restorer)
+
+
 class Scrub:
     def __init__(self, store: Store | None = None, detector_factory: Callable[..., Detector] = Detector):
         self.store = store
@@ -85,19 +105,25 @@ class Scrub:
         loader.add_option("scrub_action", str, "pseudonymize", f"What to do with a finding: {', '.join(ACTIONS)}.")
         loader.add_option("scrub_actions", str, "",
                           "Per-type overrides, e.g. 'EMAIL_ADDRESS=redact,AWS_ACCESS_KEY=block'.")
+        loader.add_option("scrub_private_ips", bool, False,
+                          "Treat loopback, private, link-local and documentation IP addresses as personal data "
+                          "too (by default only globally routable ones are).")
         loader.add_option("scrub_fail_open", bool, False,
-                          "If scanning fails, send the request unscanned instead of refusing it.")
+                          "If a request cannot be scanned (a scan failure, a body that cannot be read), send it "
+                          "unscanned instead of refusing it.")
 
     def configure(self, updated) -> None:
         self._open_pseudonyms()
         self.enabled = ctx.options.scrub_enabled
         self.fail_open = ctx.options.scrub_fail_open
-        if not updated & {"scrub_entities", "scrub_threshold", "scrub_action", "scrub_actions"} and self.detector:
+        if not updated & {"scrub_entities", "scrub_threshold", "scrub_action", "scrub_actions",
+                          "scrub_private_ips"} and self.detector:
             return
         check("scrub_threshold")
         entities = tuple(e.strip() for e in ctx.options.scrub_entities.split(",") if e.strip())
         try:
-            self.detector = self.detector_factory(entities, number("scrub_threshold"))
+            self.detector = self.detector_factory(entities, number("scrub_threshold"),
+                                                  private_ips=ctx.options.scrub_private_ips)
         except ValueError as e:
             raise exceptions.OptionsError(f"scrub_entities: {e}") from None
         actions = {e: ctx.options.scrub_action for e in entities}
@@ -108,6 +134,31 @@ class Scrub:
         if bad:
             raise exceptions.OptionsError(f"scrub actions must be one of {', '.join(ACTIONS)}, not {', '.join(bad)}")
         self.actions = actions
+        self._warm()
+
+    def running(self) -> None:
+        # Scans run in worker threads beside the event loop; a thread wanting the GIL
+        # waits up to the switch interval (5 ms) each time, and the loop wants it many
+        # times per request: hand it over sooner.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+
+    def _warm(self) -> None:
+        """Load presidio (2-4 s: spaCy's and presidio's imports, then its engine)
+        and what it loads lazily, as the proxy starts: the first configure comes
+        before the proxy listens, so no request ever waits for it and no scan
+        stalls the others while it loads (a thread beside the event loop would:
+        imports hold the GIL). Afterwards this costs one small scan."""
+        if self.detector is None or not self.enabled:
+            return
+        start = time.monotonic()
+        try:
+            self.detector.warm()
+        except Exception:
+            log.exception("tokenaddons scrub: loading presidio failed; requests will be refused "
+                          "(scrub_fail_open=true sends them unscanned)")
+            return
+        if time.monotonic() - start > 0.5:
+            log.info("tokenaddons scrub: presidio loaded in %.1f s", time.monotonic() - start)
 
     def _open_pseudonyms(self) -> None:
         """Numbers given before, and the key they were given under, for this store."""
@@ -140,60 +191,115 @@ class Scrub:
             return f"<{label}_{self.pseudonyms.digest(value)[:10]}>"
         return f"<{label}_REDACTED>"
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
-        if ex is None or not ex.known or handled(flow) or not self.enabled or self.detector is None:
+        if ex is None or handled(flow) or not self.enabled or self.detector is None:
+            return
+        if ex.unreadable is not None:
+            self._unreadable(flow, ex)
+            return
+        if not ex.known:
             return
         try:
-            self._scrub(flow, ex)
+            outcome = await asyncio.to_thread(self._scan, ex, self.detector)
         except Exception:
             log.exception("tokenaddons scrub: scanning %s failed", flow.request.path)
-            if not self.fail_open:
+            ex.withhold_body = True
+            if self.fail_open:
+                ex.decide("scrub", "pass_unscanned", reason="scan failed")
+            else:
+                ex.decide("scrub", "refuse", reason="scan failed")
                 refuse(flow, "scrub", "upstream", "the request could not be scanned for PII and secrets, so it "
                        "was not sent (scrub_fail_open=true sends such requests unscanned)", status=500)
-
-    def _scrub(self, flow: http.HTTPFlow, ex: Exchange) -> None:
-        counts: Counter = Counter()
-        restorer = Restorer()
-        caller = ex.auth_hash or ""
-        blocked: set[str] = set()
-        done: set[str] = set()
-        changed = False
-        for ref in ex.client_api.text_refs(ex.body):
-            text = ref.text
-            findings = self.detector.find(text)
-            if not findings:
-                continue
-            parts, pos = [], 0
-            for f in findings:
-                action = self.actions.get(f.entity, "log")
-                counts[f.entity] += 1
-                done.add(action)
-                if action == "block":
-                    blocked.add(f.entity)
-                if action in ("block", "log"):
-                    continue
-                value = text[f.start:f.end]
-                parts += [text[pos:f.start], self.replacement(action, f.entity, value, caller, restorer)]
-                pos = f.end
-            if parts:
-                new = "".join(parts) + text[pos:]
-                # inside JSON text (tool-call arguments) a placeholder must not break the JSON
-                ref.text = new if not ref.json_text or jsonio.is_json(new) else text
-                changed = changed or ref.text != text
-        if blocked:
-            ex.decide("scrub", "block", counts=dict(counts))
-            refuse(flow, "scrub", "invalid_request",
-                   f"the request contains {', '.join(sorted(blocked))}, which scrub_actions blocks", status=400)
             return
-        if counts:
-            ex.decide("scrub", "+".join(sorted(done)), counts=dict(counts))
+        self._settle(flow, ex, outcome)
+
+    def _unreadable(self, flow: http.HTTPFlow, ex: Exchange) -> None:
+        """A body on a known API path that could not be read may hold exactly what
+        scrub exists to stop: refused (a 400 the SDKs do not retry), or sent
+        unscanned if so configured; never stored either way."""
+        ex.withhold_body = True
+        if self.fail_open:
+            ex.decide("scrub", "pass_unscanned", reason=ex.unreadable)
+            log.warning("tokenaddons scrub: %s: the body %s; sent unscanned (scrub_fail_open)",
+                        flow.request.path, ex.unreadable)
+            return
+        ex.decide("scrub", "refuse", reason=ex.unreadable)
+        refuse(flow, "scrub", "invalid_request",
+               f"the request body {ex.unreadable}, so it could not be scanned for PII and secrets and was not "
+               "sent (scrub_fail_open=true sends such requests unscanned)", status=400)
+
+    def _scan(self, ex: Exchange, detector: Detector) -> Outcome:
+        """Runs in a worker thread: finds and replaces, in the body itself (no
+        other hook touches this flow meanwhile)."""
+        out = Outcome()
+        caller = ex.auth_hash or ""
+        for ref in list(ex.client_api.text_refs(ex.body)):
+            if ref.json_text:
+                self._json_text(ref, detector, caller, out)
+            else:
+                out.changed |= self._text(ref, detector, caller, out)
+        return out
+
+    def _json_text(self, ref: TextRef, detector: Detector, caller: str, out: Outcome) -> None:
+        """JSON inside a string (tool-call arguments): its values are scanned one by
+        one and the JSON written again, so a placeholder never breaks it (a
+        number becomes a quoted placeholder). Text that is not JSON (a model's
+        broken arguments) has no JSON to keep valid: scanned as text."""
+        text = ref.text
+        try:
+            holder = [json.loads(text)]
+        except (ValueError, RecursionError):
+            out.changed |= self._text(ref, detector, caller, out)
+            return
+        changed = False
+        for inner in list(walk_strings(holder, ref.role)):
+            changed |= self._text(inner, detector, caller, out)
         if changed:
+            compact = '": ' not in text and '", "' not in text
+            ref.text = json.dumps(holder[0], ensure_ascii=False, separators=(",", ":") if compact else None)
+            out.changed = True
+
+    def _text(self, ref: TextRef, detector: Detector, caller: str, out: Outcome) -> bool:
+        """Scan one value and replace what the actions say; True if it changed."""
+        text = ref.text
+        # a number is read with its key: `"phone": 4155550199` is a phone number, 4155550199 alone may not be
+        prefix = f"{ref.key}: " if ref.number and isinstance(ref.key, str) else ""
+        findings = [f for f in detector.find(prefix + text) if f.end > len(prefix)]
+        if not findings:
+            return False
+        parts, pos = [], 0
+        for f in findings:
+            start, end = max(0, f.start - len(prefix)), f.end - len(prefix)
+            action = self.actions.get(f.entity, "log")
+            out.counts[f.entity] += 1
+            out.actions.add(action)
+            if action == "block":
+                out.blocked.add(f.entity)
+            if action in ("block", "log"):
+                continue
+            parts += [text[pos:start], self.replacement(action, f.entity, text[start:end], caller, out.restorer)]
+            pos = end
+        if not parts:
+            return False
+        ref.text = "".join(parts) + text[pos:]
+        return True
+
+    def _settle(self, flow: http.HTTPFlow, ex: Exchange, out: Outcome) -> None:
+        if out.blocked:
+            ex.withhold_body = True
+            ex.decide("scrub", "block", counts=dict(out.counts))
+            refuse(flow, "scrub", "invalid_request",
+                   f"the request contains {', '.join(sorted(out.blocked))}, which scrub_actions blocks", status=400)
+            return
+        if out.counts:
+            ex.decide("scrub", "+".join(sorted(out.actions)), counts=dict(out.counts))
+        if out.changed:
             ex.mark_changed()
-        if restorer.values:
-            ex.state["scrub"] = restorer
+        if out.restorer.values:
+            ex.state["scrub"] = out.restorer
             if ex.stream:
-                ex.add_tap(RestoreTap(ex.client_api.name, restorer), RESTORE)
+                ex.add_tap(RestoreTap(ex.client_api.name, out.restorer), RESTORE)
 
     def response(self, flow: http.HTTPFlow) -> None:
         """Placeholders back to values in a whole answer: upstream's, or a cache

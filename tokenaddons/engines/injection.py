@@ -13,24 +13,72 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
+import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-HIDDEN = re.compile("[\U000e0000-\U000e007f\u200b-\u200f\u2060-\u2064\ufeff\u202a-\u202e\u2066-\u2069]")
+import regex
 
-RULES: tuple[tuple[str, float, re.Pattern], ...] = tuple((rule, weight, re.compile(pattern, re.I | re.S)) for
-                                                          rule, weight, pattern in (
+HIDDEN = regex.compile("[\U000e0000-\U000e007f\u200b-\u200f\u2060-\u2064\ufeff\u202a-\u202e\u2066-\u2069]")
+FLAGS = regex.I | regex.S
+
+
+class Near:
+    """`first`, then `second` starting at most `gap` characters after it with no
+    `barrier` character between: what `first[^.\n]{0,gap}?second` finds, in two
+    linear passes. In one regex the lazy gap costs `gap` steps at every place
+    `first` matches, 20 times slower on text that repeats it."""
+
+    def __init__(self, first: str, second: str, gap: int, barrier: str = ".\n"):
+        self.first, self.second = regex.compile(first, FLAGS), regex.compile(second, FLAGS)
+        self.gap, self.barrier = gap, barrier
+
+    def finditer(self, text: str) -> Iterator[tuple[int, int]]:
+        firsts = [m.span() for m in self.first.finditer(text, concurrent=True)]
+        if not firsts:
+            return
+        ends = [end for _, end in firsts]
+        taken = 0  # matches do not overlap, as a regex's do not
+        for m in self.second.finditer(text, firsts[0][1], concurrent=True):
+            at = m.start()
+            i = bisect.bisect_left(ends, at - self.gap)
+            while i < len(firsts) and firsts[i][1] <= at:
+                start, end = firsts[i]
+                if start >= taken and not any(text.find(c, end, at) >= 0 for c in self.barrier):
+                    yield start, m.end()
+                    taken = m.end()
+                    break
+                i += 1
+
+
+def spans(pattern: regex.Pattern | Near, text: str) -> Iterator[tuple[int, int]]:
+    """Where a rule's pattern matches (a regex or a Near)."""
+    if isinstance(pattern, Near):
+        return pattern.finditer(text)
+    return (m.span() for m in pattern.finditer(text, concurrent=True))
+
+
+def _rule(pattern: str | Near) -> regex.Pattern | Near:
+    return pattern if isinstance(pattern, Near) else regex.compile(pattern, FLAGS)
+
+
+# Every pattern is linear in its input: gaps are bounded, and a gap between two
+# parts that each match often is a Near (tests/unit/test_guard.py times each rule
+# on 1 MB of input made to hurt it against 1 MB of ordinary text).
+RULES: tuple[tuple[str, float, regex.Pattern | Near], ...] = tuple((rule, weight, _rule(pattern)) for
+                                                                 rule, weight, pattern in (
     ("override", 1.0,
      r"\b(?:ignore|disregard|forget|override|skip|bypass)\b.{0,40}?\b(?:previous|prior|above|earlier|preceding|"
      r"all|any|your|the system|original)\b.{0,30}?\b(?:instructions?|prompts?|rules|directions|guidelines|"
      r"messages?|context|task)\b"),
     ("override", 1.0, r"\b(?:new|updated|real|actual|revised)\s+(?:instructions?|task|system prompt)\s*[:\-]"),
     ("override", 0.6, r"\b(?:from now on|henceforth|instead),?\s+(?:you|your|respond|answer|reply)\b"),
-    ("override", 0.8, r"\byou are (?:now|no longer)\b|\bact as (?:a|an|if)\b.{0,40}\b(?:unrestricted|jailbroken|DAN)\b"),
-    ("steer_answer", 1.0,
-     r"\b(?:add|include|insert|append|embed|integrate|incorporate|mention|feature|put|prepend|weave)\w*[^.\n]{0,80}?"
-     r"\b(?:in|into|to|within|at the (?:end|start|beginning) of)\s+(?:your|the)\s+(?:response|answer|reply|"
-     r"output|code|solution|summary|codebase|program|script)\b"),
+    ("override", 0.8,
+     r"\byou are (?:now|no longer)\b|\bact as (?:a|an|if)\b.{0,40}\b(?:unrestricted|jailbroken|DAN)\b"),
+    ("steer_answer", 1.0, Near(
+        r"\b(?:add|include|insert|append|embed|integrate|incorporate|mention|feature|put|prepend|weave)\w{0,20}",
+        r"\b(?:in|into|to|within|at the (?:end|start|beginning) of)\s+(?:your|the)\s+(?:response|answer|reply|"
+        r"output|code|solution|summary|codebase|program|script)\b", 80)),
     ("steer_answer", 1.0,
      r"\b(?:translate|encode|encrypt|reverse|rewrite|format|write|express|convert|spell|present|respond|answer|reply)"
      r"\b[^.\n]{0,40}?\b(?:your|the)\s+(?:response|answer|reply|output)\b"),
@@ -40,26 +88,28 @@ RULES: tuple[tuple[str, float, re.Pattern], ...] = tuple((rule, weight, re.compi
     ("steer_code", 0.6, r"\b(?:in|into|within|to)\s+(?:your|the)\s+(?:code|codebase|solution|program|script|"
                         r"implementation|project)\b"),
     ("steer_code", 0.6, r"\b(?:the\s+)?(?:following|below|above|this)\s+(?:code\s+)?(?:snippet|excerpt|code|lines?)\b"),
-    ("steer_answer", 0.6, r"\b(?:following|below|this)\s+(?:code\s+)?(?:snippet|excerpt|code|line|sentence|link)\b"
-                          r"[^.\n]{0,60}?\b(?:in|into)\s+(?:your|the)\b"),
+    ("steer_answer", 0.6, Near(
+        r"\b(?:following|below|this)\s+(?:code\s+)?(?:snippet|excerpt|code|line|sentence|link)\b",
+        r"\b(?:in|into)\s+(?:your|the)\b", 60)),
     ("role_spoof", 1.0, r"<\|im_start\|>|<\|im_end\|>|<\|(?:system|assistant|user)\|>|\[/?INST\]|<<SYS>>"),
-    ("role_spoof", 0.8, r"(?:^|\n)\s*(?:#{1,3}\s*)?(?:system|assistant|developer)\s*(?:message|prompt)?\s*:\s*\S"),
+    ("role_spoof", 0.8, r"(?m)^[ \t]*(?:#{1,3}[ \t]*)?(?:system|assistant|developer)[ \t]*(?:message|prompt)?[ \t]*:"
+                        r"[ \t]*\S"),
     ("role_spoof", 0.8, r"</?(?:system|assistant|user|instructions?|admin)>"),
-    ("exfiltrate", 1.0,
-     r"\b(?:send|post|upload|forward|email|e-mail|transmit|leak|exfiltrate|submit|share)\b[^.\n]{0,80}?"
-     r"\b(?:to|at|via)\s+(?:https?://|www\.|[\w.+-]+@[\w-]+\.)"),
-    ("exfiltrate", 1.0, r"!\[[^\]]*\]\(https?://[^)\s]+\?[^)\s]*="),
-    ("exfiltrate", 0.8, r"\b(?:requests\.post|curl\s+-[a-z]*\s*[^\n]*https?://|fetch\(\s*['\"]https?://|"
-                        r"urllib\.request\.urlopen)"),
-    ("exfiltrate", 0.6, r"\b(?:api keys?|passwords?|credentials|secrets?|tokens?|conversation|chat history|"
-                        r"system prompt)\b[^.\n]{0,40}?\b(?:to|at)\s+(?:https?://|[\w.+-]+@)"),
+    ("exfiltrate", 1.0, Near(
+        r"\b(?:send|post|upload|forward|email|e-mail|transmit|leak|exfiltrate|submit|share)\b",
+        r"\b(?:to|at|via)\s+(?:https?://|www\.|[\w.+-]{1,64}@[\w-]{1,63}\.)", 80)),
+    ("exfiltrate", 1.0, r"!\[[^\]\n]{0,300}\]\(https?://[^)\s?]{1,500}\?[^)\s]{0,500}="),
+    ("exfiltrate", 0.8, r"\b(?:requests\.post|curl\s{1,5}-[a-z]{0,10}\s{0,5}[^\n]{0,300}?https?://|"
+                        r"fetch\(\s{0,5}['\"]https?://|urllib\.request\.urlopen)"),
+    ("exfiltrate", 0.6, Near(r"\b(?:api keys?|passwords?|credentials|secrets?|tokens?|conversation|chat history|"
+                             r"system prompt)\b", r"\b(?:to|at)\s+(?:https?://|[\w.+-]{1,64}@)", 40)),
     ("malicious_code", 0.8, r"\b(?:subprocess\.(?:Popen|run|call|check_output)|os\.system|pyautogui|"
                             r"keyboard\.on_press|pynput|shutil\.rmtree|rm\s+-rf|mkfs|:\(\)\s*\{|socket\.socket\(|"
                             r"iptables|netsh|Fernet|cryptography\.fernet|os\.remove|os\.kill|while True:)"),
 ))
-BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{40,}={0,2}(?![A-Za-z0-9+/=])")
-INSTRUCTION_WORDS = re.compile(r"\b(?:ignore|instruction|system|prompt|send|password|respond|answer|assistant)\b",
-                               re.I)
+BASE64 = regex.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{40,}={0,2}(?![A-Za-z0-9+/=])")
+INSTRUCTION_WORDS = regex.compile(r"\b(?:ignore|instruction|system|prompt|send|password|respond|answer|assistant)\b",
+                               regex.I)
 
 
 @dataclass(frozen=True)
@@ -88,33 +138,33 @@ class Verdict:
 
 def _encoded(text: str) -> list[Finding]:
     out = []
-    for m in BASE64.finditer(text):
+    for m in BASE64.finditer(text, concurrent=True):
         try:
             decoded = base64.b64decode(m.group(0), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
             continue
-        if INSTRUCTION_WORDS.search(decoded) or any(p.search(decoded) for _, _, p in RULES):
+        if INSTRUCTION_WORDS.search(decoded) or any(next(spans(p, decoded), None) for _, _, p in RULES):
             out.append(Finding("encoded_payload", 1.0, m.start(), m.end()))
     return out
 
 
 def scan(text: str) -> Verdict:
     findings: list[Finding] = []
-    hidden = list(HIDDEN.finditer(text))
+    hidden = list(HIDDEN.finditer(text, concurrent=True))
     if hidden:
         # tag characters spell invisible text; a few zero-width joiners are ordinary in emoji
         tags = sum(1 for m in hidden if ord(m.group(0)) >= 0xE0000)
         weight = 1.0 if tags or len(hidden) >= 3 else 0.3
         findings.append(Finding("hidden_chars", weight, hidden[0].start(), hidden[-1].end()))
-        visible = HIDDEN.sub("", text)
+        visible = HIDDEN.sub("", text, concurrent=True)
         if tags:
             smuggled = "".join(chr(ord(m.group(0)) - 0xE0000) for m in hidden if ord(m.group(0)) >= 0xE0000)
             visible += "\n" + smuggled
         if visible != text:
             findings += [Finding(f.rule, f.weight, 0, 0) for f in scan(visible).findings if f.rule != "hidden_chars"]
     for rule, weight, pattern in RULES:
-        for m in pattern.finditer(text):
-            findings.append(Finding(rule, weight, m.start(), m.end()))
+        for start, end in spans(pattern, text):
+            findings.append(Finding(rule, weight, start, end))
     findings += _encoded(text)
     # one rule counts once, at its strongest: repetition is not more evidence
     best: dict[str, float] = {}

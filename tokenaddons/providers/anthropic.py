@@ -6,7 +6,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from tokenaddons.engines.usage import Usage
-from tokenaddons.providers.base import Api, StreamState, TextRef, walk_strings
+from tokenaddons.providers.base import (
+    OPAQUE_TYPES,
+    Api,
+    StreamState,
+    TextRef,
+    string_ref,
+    walk_block,
+    walk_strings,
+)
 from tokenaddons.providers.sse import Event
 
 ERROR_TYPES = {
@@ -73,31 +81,61 @@ class MessagesStream(StreamState):
             self.error_type = (data.get("error") or {}).get("type", "error")
 
 
+TOOL_USES = ("tool_use", "server_tool_use", "mcp_tool_use")
+TOOL_RESULTS = ("tool_result", "mcp_tool_result")
+
+
 def _content_refs(content: Any, role: str, call: str | None = None) -> Iterator[TextRef]:
+    """Every user- or tool-written string of a list of content blocks (the
+    request schema's ContentBlockParam: text, document, search_result,
+    tool_use and tool_result, the server tools' results, and blocks to come)."""
     if not isinstance(content, list):
         return
     for block in content:
         if not isinstance(block, dict):
             continue
         kind = block.get("type")
-        if kind == "text" and isinstance(block.get("text"), str):
-            yield TextRef(block, "text", role, call=call)
-        elif kind == "tool_result":
-            inner = block.get("content")
-            if isinstance(inner, str):
-                yield TextRef(block, "content", "tool", call=block.get("tool_use_id"))
-            else:
-                yield from _content_refs(inner, "tool", block.get("tool_use_id"))
-        elif kind == "tool_use":
+        if kind in OPAQUE_TYPES or kind == "tool_reference":
+            continue  # media, files, and signed thinking (editing it invalidates the turn)
+        if kind == "text":
+            yield from string_ref(block, "text", role, call)
+            yield from walk_block(block.get("citations"), role, call)  # cited_text, titles
+        elif kind in TOOL_USES:
             yield from walk_strings(block.get("input"), "tool_input")
+        elif kind in TOOL_RESULTS:
+            answers = block.get("tool_use_id")
+            if isinstance(block.get("content"), str):
+                yield TextRef(block, "content", "tool", call=answers)
+            else:
+                yield from _content_refs(block.get("content"), "tool", answers)
         elif kind == "document":
-            src = block.get("source") or {}
-            if src.get("type") == "text" and isinstance(src.get("data"), str):
-                yield TextRef(src, "data", "tool" if role == "tool" else role, call=call)
-            elif src.get("type") == "content":
-                yield from _content_refs(src.get("content"), role, call)
-        # thinking blocks are signed (editing them invalidates the turn);
-        # images and base64 documents are media, not text.
+            yield from _document(block, role, call)
+        elif kind == "search_result":
+            yield from string_ref(block, "source", role, call)
+            yield from string_ref(block, "title", role, call)
+            yield from _content_refs(block.get("content"), role, call)
+        else:  # the server tools' results (web search/fetch, code execution, text editor...), blocks to come
+            yield from walk_block(block, "tool" if _is_result(kind) else role, call)
+
+
+def _is_result(kind: Any) -> bool:
+    return kind in TOOL_RESULTS or (str(kind).endswith("_result") and kind not in OPAQUE_TYPES)
+
+
+def _document(block: dict, role: str, call: str | None = None) -> Iterator[TextRef]:
+    yield from string_ref(block, "title", role, call)
+    yield from string_ref(block, "context", role, call)
+    src = block.get("source")
+    if not isinstance(src, dict):
+        return
+    if src.get("type") == "text":
+        yield from string_ref(src, "data", role, call)
+    elif src.get("type") == "content":
+        if isinstance(src.get("content"), str):
+            yield TextRef(src, "content", role, call=call)
+        else:
+            yield from _content_refs(src.get("content"), role, call)
+    # base64, url and file sources are media or references, not text
 
 
 class Messages(Api):
@@ -136,16 +174,18 @@ class Messages(Api):
                 yield TextRef(msg, "content", role)
             else:
                 yield from _content_refs(msg.get("content"), role)
+        yield from string_ref(body.get("metadata"), "user_id", "metadata")
 
     def response_text_refs(self, response: Any) -> Iterator[TextRef]:
         if isinstance(response, dict):
             yield from _content_refs(response.get("content"), "assistant")
 
     def tool_refs(self, body: Any) -> Iterator[TextRef]:
+        # the blocks text_refs reads as tool output: tool results, and the server tools' results
         for msg in body.get("messages") or [] if isinstance(body, dict) else []:
-            content = msg.get("content") if isinstance(msg, dict) and msg.get("role") == "user" else None
+            content = msg.get("content") if isinstance(msg, dict) else None
             if isinstance(content, list):
-                yield from _content_refs([b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"],
+                yield from _content_refs([b for b in content if isinstance(b, dict) and _is_result(b.get("type"))],
                                          "user")
 
     def tool_calls(self, body: Any) -> dict[str, tuple[str, Any]]:

@@ -21,21 +21,29 @@ def model_name(value: Any) -> str | None:
 
 @dataclass
 class TextRef:
-    """A user- or tool-authored string inside a request body, readable and writable.
+    """A user- or tool-authored value inside a request body, readable and writable.
 
     `role` says where it sits: system, user, assistant, tool (a tool result),
-    tool_input (arguments of an earlier tool call in history).
+    tool_input (arguments of an earlier tool call in history), metadata (ids and
+    tags the caller set on the request).
+
+    Most refs are strings. `json_text`: the string is itself JSON (OpenAI
+    tool-call arguments). `number`: an integer in free-form JSON (a tool's input
+    or result); its `text` is the number's digits, and writing a string puts a
+    string in its place (a placeholder is never a bare number).
     """
 
-    container: Any  # dict or list holding the string
+    container: Any  # dict or list holding the value
     key: Any  # key or index in the container
     role: str
-    json_text: bool = False  # the string is itself JSON (OpenAI tool-call arguments)
+    json_text: bool = False
+    number: bool = False
     call: str | None = None  # for a tool output: the id of the tool call it answers
 
     @property
     def text(self) -> str:
-        return self.container[self.key]
+        value = self.container[self.key]
+        return str(value) if self.number else value
 
     @text.setter
     def text(self, value: str) -> None:
@@ -134,20 +142,72 @@ def parsed_arguments(arguments: Any) -> Any:
     return arguments
 
 
+# An integer this large may be a card, phone or account number; smaller ones are counts and ids.
+NUMBER_MIN = 10**6
+
+# Keys whose values are structure, ids, signatures, encrypted or binary content:
+# never text a user or a tool wrote (outside free-form tool input, where every key is data).
+OPAQUE_KEYS = frozenset({
+    "type", "id", "role", "status", "name", "index", "tool_use_id", "tool_call_id", "call_id", "approval_request_id",
+    "caller_id", "fingerprint", "signature", "encrypted_content", "encrypted_index", "encrypted_stdout",
+    "thoughtSignature", "thought_signature", "cache_control", "media_type", "mime_type", "mimeType", "file_id",
+    "fileUri", "file_uri", "image_url", "file_data", "file_url", "inlineData", "inline_data", "fileData",
+    "result",  # an image generation call's image (base64)
+})
+# Blocks that are media or signed (editing a signed block invalidates the turn): skipped whole.
+OPAQUE_TYPES = frozenset({"base64", "image", "input_image", "input_audio", "image_url", "thinking",
+                          "redacted_thinking", "container_upload", "compaction", "item_reference"})
+# Keys holding free-form JSON a model or a tool wrote (tool inputs): every value in them is data.
+FREE_FORM_KEYS = frozenset({"input", "args", "arguments", "response", "env"})
+
+
 def walk_strings(value: Any, role: str, call: str | None = None) -> Iterator[TextRef]:
-    """Every string leaf of a JSON value (tool inputs are free-form JSON)."""
+    """Every string and large integer leaf of free-form JSON (a tool's input or
+    result): keys there are the tool's own, so every value is data."""
     if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return
+    for k, v in items:
+        if isinstance(v, str):
+            yield TextRef(value, k, role, call=call)
+        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) >= NUMBER_MIN:
+            yield TextRef(value, k, role, number=True, call=call)
+        elif isinstance(v, (dict, list)):
+            yield from walk_strings(v, role, call)
+
+
+def walk_block(value: Any, role: str, call: str | None = None) -> Iterator[TextRef]:
+    """Every string a user or a tool wrote in a block of a known or future type
+    (a server tool's result, a shell call's output): all but ids, signatures,
+    encrypted and binary content, and media. Free-form tool input inside is
+    walked whole."""
+    if isinstance(value, dict):
+        if value.get("type") in OPAQUE_TYPES:
+            return
         for k, v in value.items():
+            if k in OPAQUE_KEYS:
+                continue
             if isinstance(v, str):
-                yield TextRef(value, k, role, call=call)
-            else:
+                yield TextRef(value, k, role, json_text=k == "arguments", call=call)  # arguments are JSON text
+            elif k in FREE_FORM_KEYS:
                 yield from walk_strings(v, role, call)
+            else:
+                yield from walk_block(v, role, call)
     elif isinstance(value, list):
         for i, v in enumerate(value):
             if isinstance(v, str):
                 yield TextRef(value, i, role, call=call)
             else:
-                yield from walk_strings(v, role, call)
+                yield from walk_block(v, role, call)
+
+
+def string_ref(container: Any, key: Any, role: str, call: str | None = None) -> Iterator[TextRef]:
+    """The ref of `container[key]` if it is a string."""
+    if isinstance(container, dict) and isinstance(container.get(key), str):
+        yield TextRef(container, key, role, call=call)
 
 
 def json_error(obj: Any) -> bytes:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tokenaddons.engines.usage import Usage
-from tokenaddons.providers.base import Api, StreamState, TextRef, walk_strings
+from tokenaddons.providers.base import Api, StreamState, TextRef, string_ref, walk_block, walk_strings
 from tokenaddons.providers.sse import Event
 
 PATH = re.compile(r"/models/(?P<model>[^/:?]+):(?P<method>generateContent|streamGenerateContent)\b")
@@ -54,19 +54,39 @@ class GenerateStream(StreamState):
                 self.complete = True
 
 
+def _field(part: dict, name: str) -> Any:
+    """A part's field, by its JSON name or its proto (snake_case) name: the API takes both."""
+    value = part.get(name)
+    return value if value is not None else part.get(SNAKE.get(name, name))
+
+
+SNAKE = {"functionCall": "function_call", "functionResponse": "function_response",
+         "executableCode": "executable_code", "codeExecutionResult": "code_execution_result",
+         "systemInstruction": "system_instruction"}
+MEDIA = ("inlineData", "inline_data", "fileData", "file_data")
+
+
 def _parts(content: Any, role: str) -> Iterator[TextRef]:
+    """Every user- or tool-written string of a Content's parts: text, function
+    calls and responses, code and its results; never thoughts (signed with the
+    turn), inline or file data."""
     if not isinstance(content, dict):
         return
     for part in content.get("parts") or []:
-        if not isinstance(part, dict):
+        if not isinstance(part, dict) or part.get("thought"):
             continue
-        if isinstance(part.get("text"), str) and not part.get("thought"):
+        if isinstance(part.get("text"), str):
             yield TextRef(part, "text", role)
-        elif isinstance(part.get("functionCall"), dict):
-            yield from walk_strings(part["functionCall"].get("args"), "tool_input")
-        elif isinstance(part.get("functionResponse"), dict):
-            answer = part["functionResponse"]
+        elif isinstance(call := _field(part, "functionCall"), dict):
+            yield from walk_strings(call.get("args"), "tool_input")
+        elif isinstance(answer := _field(part, "functionResponse"), dict):
             yield from walk_strings(answer.get("response"), "tool", answer.get("id"))
+        elif isinstance(code := _field(part, "executableCode"), dict):
+            yield from string_ref(code, "code", "tool_input")
+        elif isinstance(result := _field(part, "codeExecutionResult"), dict):
+            yield from string_ref(result, "output", "tool")
+        elif not any(k in part for k in MEDIA):
+            yield from walk_block(part, role)  # parts to come
 
 
 class Generate(Api):
@@ -114,7 +134,7 @@ class Generate(Api):
     def text_refs(self, body: Any) -> Iterator[TextRef]:
         if not isinstance(body, dict):
             return
-        yield from _parts(body.get("systemInstruction") or body.get("system_instruction"), "system")
+        yield from _parts(_field(body, "systemInstruction"), "system")
         for content in body.get("contents") or []:
             if isinstance(content, dict):
                 yield from _parts(content, "assistant" if content.get("role") == "model" else "user")

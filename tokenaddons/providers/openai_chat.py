@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tokenaddons.engines.usage import Usage
-from tokenaddons.providers.base import Api, StreamState, TextRef, parsed_arguments
+from tokenaddons.providers.base import OPAQUE_TYPES, Api, StreamState, TextRef, parsed_arguments, string_ref, walk_block
 from tokenaddons.providers.sse import Event
 
 ERROR_TYPES = {
@@ -63,19 +63,38 @@ class ChatStream(StreamState):
 
 
 def content_refs(msg: dict, key: str, role: str, call: str | None = None) -> Iterator[TextRef]:
-    """A message's content: a string, or a list of parts with text (shared with Responses)."""
+    """A message's content: a string, or a list of parts (shared with Responses):
+    text and refusals, and a file's name; never images, audio or file data."""
     content = msg.get(key)
     if isinstance(content, str):
         yield TextRef(msg, key, role, call=call)
     elif isinstance(content, list):
         for part in content:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                yield TextRef(part, "text", role, call=call)
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") in OPAQUE_TYPES:
+                continue
+            yield from string_ref(part, "text", role, call)
+            yield from string_ref(part, "refusal", role, call)
+            yield from string_ref(part, "filename", role, call)  # Responses' input_file
+            yield from string_ref(part.get("file"), "filename", role, call)  # Chat's file part
+            yield from walk_block(part.get("annotations"), role, call)  # output_text citations
 
 
 def _answers(msg: dict) -> str | None:
     """The tool call a tool message answers (legacy function messages: by name)."""
     return msg.get("tool_call_id") or msg.get("name")
+
+
+def request_metadata(body: dict) -> Iterator[TextRef]:
+    """What the caller tags a request with (both OpenAI APIs): an end user's id
+    is often an e-mail address."""
+    yield from string_ref(body, "user", "metadata")
+    yield from string_ref(body, "safety_identifier", "metadata")
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict):
+        for key in list(metadata):
+            yield from string_ref(metadata, key, "metadata")
 
 
 class OpenAIApi(Api):
@@ -127,11 +146,21 @@ class ChatCompletions(OpenAIApi):
                 continue
             role = ROLES.get(msg.get("role"), "user")
             yield from content_refs(msg, "content", role, _answers(msg) if role == "tool" else None)
+            yield from string_ref(msg, "refusal", role)
             for call in msg.get("tool_calls") or []:
-                fn = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(call, dict):
+                    continue
+                fn = call.get("function")
                 if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-                    # arguments is JSON text; placeholders are plain words, so it stays valid
                     yield TextRef(fn, "arguments", "tool_input", json_text=True)
+                yield from string_ref(call.get("custom"), "input", "tool_input")  # custom tools: free text
+            fn = msg.get("function_call")  # the legacy function calling
+            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                yield TextRef(fn, "arguments", "tool_input", json_text=True)
+        prediction = body.get("prediction")
+        if isinstance(prediction, dict):  # predicted output: the file being regenerated
+            yield from content_refs(prediction, "content", "prediction")
+        yield from request_metadata(body)
 
     def tool_refs(self, body: Any) -> Iterator[TextRef]:
         for msg in body.get("messages") or [] if isinstance(body, dict) else []:

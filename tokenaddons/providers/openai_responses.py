@@ -5,8 +5,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from tokenaddons.engines.usage import Usage
-from tokenaddons.providers.base import StreamState, TextRef, parsed_arguments
-from tokenaddons.providers.openai_chat import ROLES, OpenAIApi, content_refs
+from tokenaddons.providers.base import OPAQUE_TYPES, StreamState, TextRef, parsed_arguments, string_ref, walk_block
+from tokenaddons.providers.openai_chat import ROLES, OpenAIApi, content_refs, request_metadata
 from tokenaddons.providers.sse import Event
 
 TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
@@ -45,6 +45,36 @@ class ResponsesStream(StreamState):
             self.error_type = data.get("code") or "error"
 
 
+JSON_ARGUMENTS = ("function_call", "mcp_call", "mcp_approval_request")  # `arguments` is JSON text
+DEFINITIONS = ("additional_tools", "mcp_list_tools")  # tool definitions, like the request's `tools`
+
+
+def _item_refs(item: dict) -> Iterator[TextRef]:
+    """Every user- or tool-written string of one input item (the request
+    schema's ResponseInputItemParam: messages, every tool's calls and outputs,
+    reasoning summaries, and items to come)."""
+    kind = item.get("type", "message")
+    if kind == "message":
+        yield from content_refs(item, "content", ROLES.get(item.get("role"), "user"))
+    elif kind in JSON_ARGUMENTS:
+        if isinstance(item.get("arguments"), str):
+            yield TextRef(item, "arguments", "tool_input", json_text=True)
+        yield from string_ref(item, "output", "tool", item.get("call_id"))
+        yield from walk_block(item.get("error"), "tool", item.get("call_id"))
+    elif kind == "custom_tool_call":  # free text: Codex sends apply_patch this way
+        yield from string_ref(item, "input", "tool_input")
+    elif kind in ("function_call_output", "custom_tool_call_output"):
+        yield from content_refs(item, "output", "tool", item.get("call_id"))
+    elif kind == "reasoning":  # summaries and reasoning text; encrypted_content is opaque
+        for key in ("summary", "content"):
+            for part in item.get(key) or []:
+                yield from string_ref(part, "text", "assistant")
+    elif kind not in DEFINITIONS and kind not in OPAQUE_TYPES:
+        # every other tool's call and output (shell, apply_patch, computer, web and file search,
+        # code interpreter, MCP...), and items to come
+        yield from walk_block(item, "tool" if kind.endswith("_output") else "tool_input", item.get("call_id"))
+
+
 class Responses(OpenAIApi):
     name = "openai.responses"
     suffix = "/responses"
@@ -56,22 +86,22 @@ class Responses(OpenAIApi):
     def text_refs(self, body: Any) -> Iterator[TextRef]:
         if not isinstance(body, dict):
             return
-        if isinstance(body.get("instructions"), str):
-            yield TextRef(body, "instructions", "system")
+        yield from string_ref(body, "instructions", "system")
         items = body.get("input")
         if isinstance(items, str):
             yield TextRef(body, "input", "user")
-            return
         for item in items if isinstance(items, list) else []:
-            if not isinstance(item, dict):
-                continue
-            kind = item.get("type", "message")
-            if kind == "message":
-                yield from content_refs(item, "content", ROLES.get(item.get("role"), "user"))
-            elif kind in ("function_call", "custom_tool_call") and isinstance(item.get("arguments"), str):
-                yield TextRef(item, "arguments", "tool_input", json_text=True)
-            elif kind in ("function_call_output", "custom_tool_call_output"):
-                yield from content_refs(item, "output", "tool", item.get("call_id"))
+            if isinstance(item, dict):
+                yield from _item_refs(item)
+        prompt = body.get("prompt")  # a stored prompt's variables
+        if isinstance(prompt, dict) and isinstance(prompt.get("variables"), dict):
+            variables = prompt["variables"]
+            for key in list(variables):
+                if isinstance(variables[key], str):
+                    yield TextRef(variables, key, "user")
+                else:
+                    yield from content_refs(variables, key, "user")
+        yield from request_metadata(body)
 
     def tool_calls(self, body: Any) -> dict[str, tuple[str, Any]]:
         out = {}

@@ -52,10 +52,16 @@ class Event:
         return f"Event({self.event!r}, {self.data[:60]!r})"
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def parse_event(raw: bytes) -> Event:
     name = None
     data: list[str] = []
-    for line in raw.decode("utf-8", "replace").splitlines():
+    text = raw.decode("utf-8", "replace")
+    # SSE lines end in \r\n, \r or \n only (str.splitlines would also split at
+    # U+2028 and other characters a JSON string may hold as they are)
+    for line in _LINE_BREAK.split(text) if "\r" in text else text.split("\n"):
         if not line or line.startswith(":"):
             continue
         key, _, value = line.partition(":")
@@ -72,20 +78,31 @@ class SSEParser:
     def __init__(self) -> None:
         self.buf = bytearray()
         self.scan = 0  # where the search for the next blank line resumes
+        self.cr = False  # seen a \r: only then look for \r\n\r\n and \r\r too
 
     def feed(self, chunk: bytes) -> list[Event]:
         self.buf += chunk
+        self.cr = self.cr or b"\r" in chunk
         events = []
         pos = 0
         # a separator may straddle the old end and the new chunk: back up 3 bytes
         search = max(0, self.scan - 3)
-        while (m := _BLANK_LINE.search(self.buf, search)) is not None:
-            events.append(parse_event(bytes(self.buf[pos:m.end()])))
-            pos = search = m.end()
+        while (end := self._blank_line(search)) >= 0:
+            events.append(parse_event(bytes(self.buf[pos:end])))
+            pos = search = end
         if pos:
             del self.buf[:pos]  # cheap: bytearray drops its front in place
         self.scan = len(self.buf)
         return events
+
+    def _blank_line(self, start: int) -> int:
+        """The end of the first blank line at or after `start`, or -1. A byte
+        search (memchr speed): a regex alternation is ten times slower on a 4 MB event."""
+        if not self.cr:
+            at = self.buf.find(b"\n\n", start)
+            return at + 2 if at >= 0 else -1
+        m = _BLANK_LINE.search(self.buf, start)
+        return m.end() if m else -1
 
     def rest(self) -> bytes:
         """Bytes of an unfinished last event (a stream cut mid-event)."""
