@@ -109,6 +109,27 @@ def test_clean_requests_pass_untouched(guard):
     assert flow.request.raw_content == json.dumps(payload).encode()
 
 
+def test_texts_seen_before_are_judged_on_the_event_loop(guard, monkeypatch):
+    """Only a request with a text not seen before goes to a worker thread; the
+    verdicts, an injection's included, are the same from memory."""
+    import tokenaddons.addons.guard as guard_module
+
+    hops = []
+    real = asyncio.to_thread
+
+    async def counted(fn, *args):
+        hops.append(fn)
+        return await real(fn, *args)
+
+    monkeypatch.setattr(guard_module.asyncio, "to_thread", counted)
+    guard[1].options.guard_action = "block"
+    for text, blocked in ((DOC, False), (DOC + ATTACK, True)):
+        hops.clear()
+        flows = [run(guard, body(text)) for _ in range(2)]
+        assert len(hops) == 1
+        assert [f.response is not None for f in flows] == [blocked, blocked]
+
+
 # -------------------------------------------------------------- every rule is linear
 
 def _fragments(pattern) -> list[str]:

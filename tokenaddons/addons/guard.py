@@ -58,10 +58,12 @@ class Guard:
         ex = Exchange.of(flow)
         if ex is None or not ex.known or handled(flow) or not self.enabled:
             return
-        refs = [ref for ref in ex.client_api.text_refs(ex.body)
-                if ref.role in self.roles and not ref.json_text and not ref.number]
+        refs = [ref for ref in ex.text_refs() if ref.role in self.roles and not ref.json_text and not ref.number]
         try:
-            verdicts = await asyncio.to_thread(lambda: [self.memo(ref.text) for ref in refs])
+            # texts seen before are looked up on the event loop; a worker thread only for new ones
+            verdicts = [self.memo.peek(ref.text) for ref in refs]
+            if None in verdicts:
+                verdicts = await asyncio.to_thread(lambda: [self.memo(ref.text) for ref in refs])
             self._guard(flow, ex, list(zip(refs, verdicts)))
         except Exception:
             log.exception("tokenaddons guard: scanning %s failed; passing it on", flow.request.path)

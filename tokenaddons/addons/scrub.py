@@ -32,6 +32,7 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
+from tokenaddons.engines.memo import Memo
 from tokenaddons.engines.pii import ALL_ENTITIES, Detector
 from tokenaddons.engines.placeholders import LABELS, Pseudonyms, Restorer, RestoreTap, restore_strings
 from tokenaddons.errors import refuse
@@ -91,6 +92,7 @@ class Scrub:
         self.store = store
         self.detector_factory = detector_factory
         self.detector: Detector | None = None
+        self.clean_json: Memo[bool] = Memo()  # tool-call arguments this detector found nothing in
         self.pseudonyms = Pseudonyms()
         self.actions: dict[str, str] = {}
         self._pseudonyms_for: str | None = None
@@ -124,6 +126,7 @@ class Scrub:
         try:
             self.detector = self.detector_factory(entities, number("scrub_threshold"),
                                                   private_ips=ctx.options.scrub_private_ips)
+            self.clean_json = Memo(size=self.detector.memo.size)
         except ValueError as e:
             raise exceptions.OptionsError(f"scrub_entities: {e}") from None
         actions = {e: ctx.options.scrub_action for e in entities}
@@ -198,7 +201,7 @@ class Scrub:
         if ex.unreadable is not None:
             self._unreadable(flow, ex)
             return
-        if not ex.known:
+        if not ex.known or self._seen_clean(ex, self.detector):
             return
         try:
             outcome = await asyncio.to_thread(self._scan, ex, self.detector)
@@ -229,12 +232,25 @@ class Scrub:
                f"the request body {ex.unreadable}, so it could not be scanned for PII and secrets and was not "
                "sent (scrub_fail_open=true sends such requests unscanned)", status=400)
 
+    def _seen_clean(self, ex: Exchange, detector: Detector) -> bool:
+        """True if every text of the request was scanned before and found clean:
+        nothing to do, decided on the event loop by memo lookups alone (an agent
+        resends its whole history every turn; a worker thread per request costs
+        more than those lookups)."""
+        for ref in ex.text_refs():
+            if ref.json_text:
+                if not self.clean_json.peek(ref.text):
+                    return False
+            elif detector.known(f"{ref.key}: {ref.text}" if ref.number and isinstance(ref.key, str) else ref.text) != ():
+                return False
+        return True
+
     def _scan(self, ex: Exchange, detector: Detector) -> Outcome:
         """Runs in a worker thread: finds and replaces, in the body itself (no
         other hook touches this flow meanwhile)."""
         out = Outcome()
         caller = ex.auth_hash or ""
-        for ref in list(ex.client_api.text_refs(ex.body)):
+        for ref in list(ex.text_refs()):
             if ref.json_text:
                 self._json_text(ref, detector, caller, out)
             else:
@@ -253,8 +269,11 @@ class Scrub:
             out.changed |= self._text(ref, detector, caller, out)
             return
         changed = False
+        found = sum(out.counts.values())
         for inner in list(walk_strings(holder, ref.role)):
             changed |= self._text(inner, detector, caller, out)
+        if sum(out.counts.values()) == found:
+            self.clean_json.lookup((hash(text), len(text)), lambda: True)
         if changed:
             compact = '": ' not in text and '", "' not in text
             ref.text = json.dumps(holder[0], ensure_ascii=False, separators=(",", ":") if compact else None)

@@ -52,6 +52,12 @@ class Memo(Generic[T]):
         self._touch(key)
         return value
 
+    def peek(self, text: str) -> T | None:
+        """The value remembered for `text`, or None: never computes (what the event
+        loop may do without a worker thread)."""
+        value = self.items.get((hash(text), len(text)), _MISSING)
+        return None if value is _MISSING else value
+
     def lookup(self, key: Hashable, compute: Callable[[], T]) -> T:
         """The value remembered under `key`, or `compute()`'s, remembered."""
         value = self.items.get(key, _MISSING)
