@@ -31,14 +31,23 @@ MAX_DEPTH = 256
 
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Is a parsed JSON value nested deeper than `limit`? (iterative: no recursion)"""
-    stack = [(value, 1)]
-    while stack:
-        v, depth = stack.pop()
+    """Is a parsed JSON value nested deeper than `limit`? Level by level, no
+    recursion; it runs on every request, so only containers are kept and the
+    type tests are exact (JSON gives dicts and lists, never subclasses)."""
+    level = [value] if type(value) is dict or type(value) is list else []
+    depth = 1
+    while level:
         if depth > limit:
             return True
-        children = v.values() if isinstance(v, dict) else v
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+        below: list = []
+        add = below.append
+        for v in level:
+            for child in (v.values() if type(v) is dict else v):
+                t = type(child)
+                if t is dict or t is list:
+                    add(child)
+        level = below
+        depth += 1
     return False
 
 
