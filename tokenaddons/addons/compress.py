@@ -227,9 +227,9 @@ class Compress:
             placed = cache_hints.anthropic_breakpoints(body, ex.model, self._size, self.hints_ttl)
         elif self.hints and ex.provider == "openai":  # OpenAI itself: compatible servers may refuse the field
             key = cache_hints.openai_cache_key(api.name, body, ex.auth_hash, ex.project)
-        price = self._pricer(ex, placed)
         saved: dict[str, list] = defaultdict(lambda: [0, 0.0, 0])  # step -> tokens, usd, blocks
         changed = [b for b in blocks if b.entry is not None and b.entry.output is not None]
+        price = self._pricer(ex, placed) if changed else None
         for b in changed:
             unit = price(b)
             for step, n in b.entry.saved.items():
@@ -328,13 +328,14 @@ def _breakpoints_by_message(body: dict, placed: list[cache_hints.Breakpoint]) ->
     """(message index, ttl) of every breakpoint in the messages, the client's
     and those about to be placed, in order."""
     marked = {id(p.container): p.ttl for p in placed}
+    client = not placed  # hints are placed only where the client marked nothing
     out = []
     for i, msg in enumerate(body.get("messages") or []):
         if not isinstance(msg, dict):
             continue
         content = msg.get("content")
         ttl = marked.get(id(msg)) or marked.get(id(content))
-        for block in content if isinstance(content, list) else []:
+        for block in content if client and isinstance(content, list) else []:
             cc = block.get("cache_control") if isinstance(block, dict) else None
             if isinstance(cc, dict):
                 ttl = cc.get("ttl") or "5m"
