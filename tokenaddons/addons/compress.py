@@ -328,14 +328,25 @@ def _breakpoints_by_message(body: dict, placed: list[cache_hints.Breakpoint]) ->
     """(message index, ttl) of every breakpoint in the messages, the client's
     and those about to be placed, in order."""
     marked = {id(p.container): p.ttl for p in placed}
-    client = not placed  # hints are placed only where the client marked nothing
+    messages = body.get("messages") or []
+    if placed:  # hints are placed only where the client marked nothing: just find theirs, from the end
+        out = []
+        left = sum(p.where != "prefix" for p in placed)
+        for i in range(len(messages) - 1, -1, -1):
+            if not left:
+                break
+            msg = messages[i]
+            if isinstance(msg, dict) and (ttl := marked.get(id(msg)) or marked.get(id(msg.get("content")))):
+                out.append((i, ttl))
+                left -= 1
+        return out[::-1]
     out = []
-    for i, msg in enumerate(body.get("messages") or []):
+    for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
             continue
         content = msg.get("content")
-        ttl = marked.get(id(msg)) or marked.get(id(content))
-        for block in content if client and isinstance(content, list) else []:
+        ttl = None
+        for block in content if isinstance(content, list) else []:
             cc = block.get("cache_control") if isinstance(block, dict) else None
             if isinstance(cc, dict):
                 ttl = cc.get("ttl") or "5m"

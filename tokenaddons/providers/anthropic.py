@@ -123,8 +123,10 @@ def is_result(kind: Any) -> bool:
     return kind in TOOL_RESULTS or (str(kind).endswith("_result") and kind not in OPAQUE_TYPES)
 
 
-def result_refs(block: dict) -> Iterator[TextRef]:
+def result_refs(block: dict) -> Iterator[TextRef] | list[TextRef]:
     """The tool-written strings of one result block (see is_result)."""
+    if block.get("type") == "tool_result" and isinstance(block.get("content"), str):
+        return [TextRef(block, "content", "tool", call=block.get("tool_use_id"))]  # most of them: no generator
     return _content_refs([block], "user")
 
 
