@@ -14,7 +14,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons
 
 from tests.replay.traffic import files, interactions
-from tokenaddons.addons.compress import Compress, _anthropic_outputs
+from tokenaddons.addons.compress import Compress, _anthropic_outputs, _breakpoints_by_message
 from tokenaddons.addons.intake import Intake
 from tokenaddons.addons.meter import Meter
 from tokenaddons.addons.outlet import Outlet
@@ -23,7 +23,7 @@ from tokenaddons.addons.settings import Settings
 from tokenaddons.addons.settle import Settle
 from tokenaddons.addons.store import Store
 from tokenaddons.engines import compressors, pricing
-from tokenaddons.engines.cache_hints import has_cache_control
+from tokenaddons.engines.cache_hints import anthropic_breakpoints, has_cache_control
 from tokenaddons.engines.memo import stable_digest
 from tokenaddons.engines.usage import Usage
 from tokenaddons.exchange import Exchange
@@ -496,3 +496,14 @@ def test_one_walk_finds_the_outputs_their_messages_and_the_calls_the_provider_wa
     expected_outputs, expected_calls = anthropic_walks(body)
     assert [(i, id(r.container), r.key, r.call) for i, r in outputs] == expected_outputs
     assert calls == expected_calls
+    # the breakpoints each output's price looks at: the hints' own, or the client's
+    placed = anthropic_breakpoints(body, "claude-sonnet-4-5", Compress._size)
+    messages = body.get("messages") or []
+    expected = [(i, p.ttl) for i, msg in enumerate(messages) for p in placed
+                if p.container is msg or p.container is (msg.get("content") if isinstance(msg, dict) else None)]
+    if not placed:
+        expected = [(i, [b["cache_control"].get("ttl") or "5m" for b in msg["content"]
+                         if isinstance(b, dict) and isinstance(b.get("cache_control"), dict)][-1])
+                    for i, msg in enumerate(messages) if isinstance(msg, dict) and isinstance(msg.get("content"), list)
+                    and any(isinstance(b, dict) and isinstance(b.get("cache_control"), dict) for b in msg["content"])]
+    assert _breakpoints_by_message(body, placed) == expected
