@@ -443,9 +443,10 @@ def test_detection_is_linear(detector, plain_detection, case):
 
 
 def test_texts_seen_clean_are_decided_on_the_event_loop(scrub, monkeypatch):
-    """A request whose every text was scanned before and found clean needs no
-    worker thread; any text not seen clean (new, or holding a finding, inside
-    tool-call arguments too) is scanned in one, with the same outcome as before."""
+    """A request whose texts were all scanned before and found clean, or whose
+    new text is short and clean, needs no worker thread; more new text, a text
+    holding a finding, and tool-call arguments not seen clean go to one, with
+    the same outcome as before."""
     import tokenaddons.addons.scrub as scrub_module
 
     hops = []
@@ -456,11 +457,12 @@ def test_texts_seen_clean_are_decided_on_the_event_loop(scrub, monkeypatch):
         return await real(fn, *args)
 
     monkeypatch.setattr(scrub_module.asyncio, "to_thread", counted)
+    listing = "\n".join(f"src/module_{i}.py: def handler_{i}(request): return process(request)" for i in range(40))
     clean = {"model": "m", "messages": [
         {"role": "user", "content": "rename the helper in utils.py"},
         {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Read",
                                            "input": {"path": "utils.py", "limit": 4000000}}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "def helper(): pass"}]}]}
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": listing}]}]}
     chat = {"model": "gpt-4o", "messages": [
         {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
             "name": "mail", "arguments": json.dumps({"to": "team", "body": "ship it"})}}]},
@@ -469,9 +471,11 @@ def test_texts_seen_clean_are_decided_on_the_event_loop(scrub, monkeypatch):
         hops.clear()
         first, again = run(scrub, body, path=path), run(scrub, body, path=path)
         assert len(hops) == 1 and json.loads(sent(again)) == json.loads(sent(first)) == body
+    hops.clear()
+    short = {"model": "m", "messages": [{"role": "user", "content": "a short new question"}]}
+    assert json.loads(sent(run(scrub, short))) == short and not hops
 
     leaky = {"model": "m", "messages": [{"role": "user", "content": "mail jane.roe@acme.io"}]}
-    hops.clear()
     for _ in range(2):  # a text with a finding is replaced every time, so it always goes to the thread
         assert "jane.roe@acme.io" not in sent(run(scrub, leaky))
     assert len(hops) == 2

@@ -32,7 +32,7 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
-from tokenaddons.engines.memo import Memo
+from tokenaddons.engines.memo import INLINE_CHARS, Memo
 from tokenaddons.engines.pii import ALL_ENTITIES, Detector
 from tokenaddons.engines.placeholders import LABELS, Pseudonyms, Restorer, RestoreTap, restore_strings
 from tokenaddons.errors import refuse
@@ -201,9 +201,11 @@ class Scrub:
         if ex.unreadable is not None:
             self._unreadable(flow, ex)
             return
-        if not ex.known or self._seen_clean(ex, self.detector):
+        if not ex.known:
             return
         try:
+            if self._seen_clean(ex, self.detector):
+                return
             outcome = await asyncio.to_thread(self._scan, ex, self.detector)
         except Exception:
             log.exception("tokenaddons scrub: scanning %s failed", flow.request.path)
@@ -233,17 +235,27 @@ class Scrub:
                "sent (scrub_fail_open=true sends such requests unscanned)", status=400)
 
     def _seen_clean(self, ex: Exchange, detector: Detector) -> bool:
-        """True if every text of the request was scanned before and found clean:
-        nothing to do, decided on the event loop by memo lookups alone (an agent
-        resends its whole history every turn; a worker thread per request costs
-        more than those lookups)."""
+        """True if the request is clean, decided on the event loop: every text
+        scanned before and found clean (an agent resends its whole history every
+        turn), and the few new characters, if any, scanned here and clean too. A
+        finding, or more new text, goes to the worker thread (replacing may touch
+        the pseudonym store)."""
+        new, chars = [], 0
         for ref in ex.text_refs():
             if ref.json_text:
                 if not self.clean_json.peek(ref.text):
                     return False
-            elif detector.known(f"{ref.key}: {ref.text}" if ref.number and isinstance(ref.key, str) else ref.text) != ():
+                continue
+            text = f"{ref.key}: {ref.text}" if ref.number and isinstance(ref.key, str) else ref.text
+            found = detector.known(text)
+            if found is None:
+                chars += len(text)
+                if chars > INLINE_CHARS:
+                    return False
+                new.append(text)
+            elif found:
                 return False
-        return True
+        return not any(detector.find(text) for text in new)
 
     def _scan(self, ex: Exchange, detector: Detector) -> Outcome:
         """Runs in a worker thread: finds and replaces, in the body itself (no
