@@ -195,5 +195,7 @@ def test_the_encodings_load_as_the_proxy_starts_not_on_the_first_request():
     from tokenaddons.engines import tokens
 
     tokens.get_encoding.cache_clear()
-    with taddons.context(Intake()):
+    intake = Intake()
+    with taddons.context(intake) as tctx:
+        tctx.configure(intake)  # as mitmdump's script loader does, before the proxy listens
         assert tokens.get_encoding.cache_info().currsize == len(tokens.ENCODINGS)
