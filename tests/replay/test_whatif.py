@@ -21,6 +21,8 @@ CLAUDE_CODE, CODEX = FLOWS / "claude_code.flow", FLOWS / "codex.flow"
 
 pytestmark = pytest.mark.integration
 
+AS_CAPTURED = ("--set", "scrub_enabled=false", "--set", "compress=false", "--set", "cache_hints=false")
+
 
 def replay(*args: str) -> dict:
     out = CliRunner().invoke(main, ["replay", *args, "--json"])
@@ -35,7 +37,8 @@ def summaries(path: Path) -> dict[str, dict]:
 
 @pytest.mark.parametrize("path", [CLAUDE_CODE, CODEX], ids=["claude_code", "codex"])
 def test_replayed_with_the_captured_settings_it_bills_what_was_billed(path):
-    data = replay(str(path))
+    # captured with scrub, compress and hints off (scripts/capture_flows.py)
+    data = replay(str(path), *AS_CAPTURED)
     billed = summaries(path)
     assert data["exchanges"] == len(billed) and not data["skipped"]
     was, now = data["captured"], data["replayed"]
@@ -46,24 +49,94 @@ def test_replayed_with_the_captured_settings_it_bills_what_was_billed(path):
     assert now["cost_usd"] == pytest.approx(was["cost_usd"])
     for exchange in data["by_exchange"]:  # exchange by exchange, under the captured ids
         assert exchange["would_bill_usd"] == pytest.approx(billed[exchange["id"]]["cost_usd"] or 0)
+    # compression off saves nothing
+    assert all(saved == {"requests": 0, "tokens": 0, "usd": 0.0} for saved in now["saved"].values())
+    assert not any(d.startswith("compress:") for e in data["by_exchange"] for d in e["did"])
+
+
+def billed_input(run) -> tuple[int, int, int]:
+    """A benchmark run's billed input tokens: uncached, cache writes, cache reads."""
+    return run.uncached, run.write, run.read
+
+
+def replayed_input(side: dict) -> tuple[int, int, int]:
+    written, read = side["cache_write_tokens"], side["cache_read_tokens"]
+    return side["input_tokens"] - written - read, written, read
+
+
+@pytest.mark.parametrize("lossy", [False, True], ids=["lossless", "lossy"])
+def test_compression_saves_what_the_compress_benchmark_measures_on_the_same_session(tmp_path, lossy):
+    """The replay's what-if beside benchmarks/bench_compress.py's Claude Code
+    session (c), which sends the requests of this same capture to the simulated
+    provider (real prompt-cache rules) direct and through the bundle, and bills
+    what the provider reported."""
+    from benchmarks import bench_compress as bench
+
+    session = next(s for s in bench.SESSIONS if s.key == "c")
+    on = {"compress": "true", "cache_hints": "true", "compress_lossy": str(lossy).lower()}
+    direct = bench.play(session, tmp_path / "direct", proxied=False)
+    proxy = bench.play(session, tmp_path / "proxy", proxied=True, sets=on)
+    sets = [arg for k, v in {**bench.PROXY_SETS, **on}.items() for arg in ("--set", f"{k}={v}")]
+    data = replay(str(CLAUDE_CODE), *sets)
+    was, now, saved = data["captured"], data["replayed"], data["replayed"]["saved"]
+
+    # as captured is what the benchmark bills direct: the same requests, the same provider rules
+    assert replayed_input(was) == billed_input(direct) and was["output_tokens"] == direct.output
+    assert was["cost_usd"] == pytest.approx(direct.usd, rel=1e-9)
+
+    # real savings, by source: compression of tool output, every turn of the agent
+    compress = saved["compress"]
+    agent_turns = [e for e in data["by_exchange"] if e["path"] == "/v1/messages"]
+    # every turn with tool output: the first has none, and the second only a file
+    # read, which only the lossy cap touches (an agent edits files by exact text)
+    assert compress["requests"] == len(agent_turns) - (1 if lossy else 2) == (7 if lossy else 6)
+    assert compress["tokens"] > 10_000 and compress["usd"] > 0.02
+    assert compress["usd"] > 0.07 * was["cost_usd"]
+    # Claude Code places its own breakpoints: hints add none, and neither the
+    # replay nor the benchmark sees them change a thing
+    assert saved["hints"] == {"requests": 0, "tokens": 0, "usd": 0.0}
+    assert saved["cache"]["requests"] == saved["routing"]["requests"] == 0
+    assert now["cost_usd"] == pytest.approx(was["cost_usd"] - compress["usd"])
+
+    # The replay prices each token compress removed as it would have been billed
+    # (a cache write the turn it first appears, a cache read on every later turn);
+    # the benchmark bills what the provider reported for the compressed requests.
+    # They agree to within 0.5% of the tokens and 1% of the dollars. Why they may
+    # differ at all: the provider counts a whole content block, compress the text
+    # it changed (a token merged across the boundary). Output is left out of the
+    # dollars: the simulated model's last answer quotes the tool output it was
+    # sent, shorter once compressed; a replay's answers are the captured ones.
+    bench_tokens = [d - p for d, p in zip(billed_input(direct), billed_input(proxy))]
+    assert sum(bench_tokens) == pytest.approx(compress["tokens"], rel=0.005)
+    assert [was[k] - now[k] for k in ("cache_write_tokens", "cache_read_tokens")] == pytest.approx(
+        bench_tokens[1:], rel=0.005)
+    bench_usd = (direct.usd - direct.output_usd) - (proxy.usd - proxy.output_usd)
+    assert compress["usd"] == pytest.approx(bench_usd, rel=0.01)
+    assert proxy.turns == direct.turns == len(agent_turns)
+    assert bool(proxy.missing) is lossy  # lossless: every line of every tool output reached the provider
 
 
 def test_the_report_prints_side_by_side():
-    out = CliRunner().invoke(main, ["replay", str(CLAUDE_CODE), str(CODEX)], terminal_width=120)
+    out = CliRunner().invoke(main, ["replay", str(CLAUDE_CODE), str(CODEX)], env={"COLUMNS": "120"})
     assert out.exit_code == 0, out.output
     lines = out.stdout.splitlines()
-    assert "Replay of 5 captured exchange(s)" in lines[0]
+    assert "Replay of 12 captured exchange(s)" in lines[0]
     header = next(line for line in lines if "as captured" in line)
     assert "with these settings" in header and "difference" in header
-    assert any(line.split("│")[1].strip() == "billed" for line in lines if line.count("│") > 3)
+    cells = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:5]]
+             for line in lines if line.count("│") > 3}
+    assert cells["billed"][2].startswith("-$0.02")  # compress is on by default; the capture went without
+    assert cells["saved by compress"][:2] == ["$0.0000 (0)", "$0.0211 (6)"]
+    assert "capture was made with compression on" not in out.stdout
 
 
 def test_a_budget_would_have_refused_the_session(tmp_path):
     data = replay(str(CLAUDE_CODE), "--set", "budget_daily_usd=0.05")
     now = data["replayed"]
-    agent_turns = [e for e in data["by_exchange"] if e["path"] == "/v1/messages"]
-    assert now["refused"]["budget"]["requests"] == len(agent_turns) == 2
-    assert now["refused"]["budget"]["why"] == {"global daily": 2}
+    # every request to the API: the agent's 8 turns and its token count
+    api = [e for e in data["by_exchange"] if e["path"].startswith("/v1/messages")]
+    assert now["refused"]["budget"]["requests"] == len(api) == 9
+    assert now["refused"]["budget"]["why"] == {"global daily": 9}
     assert now["refused"]["budget"]["billed_usd"] == pytest.approx(data["captured"]["cost_usd"])
     assert now["cost_usd"] == 0 and now["upstream"] == 1  # Claude Code's HEAD / only
 
@@ -101,7 +174,7 @@ def test_a_route_to_a_cheaper_model_is_priced_at_that_model(tmp_path):
 
     settings = tmp_path / "route.toml"
     settings.write_text('[aliases]\n"claude-sonnet-4-5" = "anthropic/claude-haiku-4-5"\n')
-    data = replay(str(CLAUDE_CODE), "--settings", str(settings))
+    data = replay(str(CLAUDE_CODE), "--settings", str(settings), *AS_CAPTURED)
     billed = summaries(CLAUDE_CODE)
     for exchange in data["by_exchange"]:
         usage = billed[exchange["id"]]["usage"]
@@ -112,6 +185,6 @@ def test_a_route_to_a_cheaper_model_is_priced_at_that_model(tmp_path):
         assert exchange["would_bill_usd"] == pytest.approx(pricing.price("anthropic", "claude-haiku-4-5",
                                                                           Usage(**usage)))
     saved = data["replayed"]["saved"]["routing"]
-    assert saved["requests"] == 2 and saved["usd"] == pytest.approx(data["captured"]["cost_usd"]
+    assert saved["requests"] == 8 and saved["usd"] == pytest.approx(data["captured"]["cost_usd"]
                                                                     - data["replayed"]["cost_usd"])
     assert data["replayed"]["cost_usd"] < data["captured"]["cost_usd"] / 2
