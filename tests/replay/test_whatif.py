@@ -4,6 +4,7 @@ answered from its captured answer, and the report sets what these settings
 would have done beside what was billed."""
 from __future__ import annotations
 
+import io as io_text
 import json
 import sqlite3
 from pathlib import Path
@@ -11,9 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from mitmproxy import io
+from rich.console import Console
 
 from tokenaddons.exchange import METADATA_KEY
 from tokenaddons.ui.cli import main
+from tokenaddons.ui.views import render_whatif
 from tokenaddons.whatif import TOKENS
 
 FLOWS = Path(__file__).parent.parent / "flows"
@@ -188,3 +191,58 @@ def test_a_route_to_a_cheaper_model_is_priced_at_that_model(tmp_path):
     assert saved["requests"] == 8 and saved["usd"] == pytest.approx(data["captured"]["cost_usd"]
                                                                     - data["replayed"]["cost_usd"])
     assert data["replayed"]["cost_usd"] < data["captured"]["cost_usd"] / 2
+
+
+def rendered(data: dict) -> str:
+    """The report as `tokenaddons replay` prints it."""
+    console = Console(file=io_text.StringIO(), width=120)
+    render_whatif(data, console)
+    return console.file.getvalue()
+
+
+def capture(tmp_path: Path, sets: dict, send) -> Path:
+    """A capture made here: `send(url)` through a bundle with `sets`, to the simulator."""
+    from tokenaddons.process import Mitmdump
+    from tokenaddons.sim import Simulator
+
+    out = tmp_path / "capture.flow"
+    with Simulator() as sim, Mitmdump(sim.url, tmp_path / "proxy", {**sets, "capture_path": out}) as proxy:
+        send(proxy.url)
+    return out
+
+
+def test_a_capture_made_with_compression_on_has_nothing_left_to_compress(tmp_path):
+    from tokenaddons.test.clients import resend
+
+    compressed = capture(tmp_path, {"scrub_enabled": "false"}, lambda url: resend(CLAUDE_CODE, url))
+    data = replay(str(compressed), "--set", "scrub_enabled=false")  # compress on, as captured
+    was, now = data["captured"], data["replayed"]
+    assert was["saved"]["compress"]["requests"] == 6 and was["saved"]["compress"]["usd"] > 0.02
+    # what went upstream is compressed already, and compresses to the same bytes
+    assert now["saved"]["compress"]["requests"] == 0 and now["cost_usd"] == pytest.approx(was["cost_usd"])
+    printed = rendered(data)
+    assert "The capture was made with compression on: 6 request(s) went upstream compressed" in printed
+    assert "cannot put back what was removed" in printed
+
+
+def test_hints_a_capture_went_without_are_shown_not_guessed(tmp_path):
+    import anthropic
+
+    system = "You review code and answer in one line. " * 400  # well over the minimum a breakpoint needs
+
+    def send(url: str) -> None:
+        client = anthropic.Anthropic(base_url=url, api_key="sk-ant-test", max_retries=0)
+        for question in ("Is this fine?", "And now?"):
+            client.messages.create(model="claude-sonnet-4-5", max_tokens=100, system=system,
+                                   messages=[{"role": "user", "content": question}])
+
+    plain = capture(tmp_path, {"cache_hints": "false"}, send)
+    data = replay(str(plain))  # hints on
+    was, now = data["captured"], data["replayed"]
+    assert data["hinted_anew"] == 2
+    assert all("compress:hints" in e["did"] for e in data["by_exchange"])
+    # the captured answers read nothing from the provider's cache: what the hints
+    # would have saved is not in them, and is neither guessed nor subtracted
+    assert was["cache_read_tokens"] == now["cache_read_tokens"] == 0
+    assert now["saved"]["hints"]["usd"] == 0 and now["cost_usd"] == pytest.approx(was["cost_usd"])
+    assert "Cache hints would go on 2 request(s) the capture sent without them" in rendered(data)
