@@ -9,5 +9,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tokenaddons.bundle import addons as _addons  # noqa: E402
+from tokenaddons.bundle import loaded as _loaded  # noqa: E402
 
-addons = _addons()
+addons = _loaded(_addons())

@@ -29,6 +29,7 @@ from tokenaddons.addons.settle import Settle
 from tokenaddons.addons.store import Store
 from tokenaddons.addons.team import Team
 from tokenaddons.addons.upstream import Upstream
+from tokenaddons.dispatch import Pipeline
 from tokenaddons.engines.settings_file import Published
 from tokenaddons.team.hub import Hub
 
@@ -65,3 +66,9 @@ def replay_addons() -> list:
     pipeline = addons()
     store = next(a for a in pipeline if isinstance(a, Store))
     return pipeline + [Replay(store)]
+
+
+def loaded(parts: list) -> list:
+    """What a launcher hands mitmproxy: the parts as one addon of its chain, in
+    their order (tokenaddons/dispatch.py says why)."""
+    return [Pipeline(parts)]

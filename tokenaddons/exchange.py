@@ -24,7 +24,7 @@ from mitmproxy import http
 from tokenaddons.engines.usage import Usage
 
 if TYPE_CHECKING:
-    from tokenaddons.providers.base import Api
+    from tokenaddons.providers.base import Api, TextRef
     from tokenaddons.providers.sse import Event
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,7 @@ class Exchange:
     settlers: list[tuple[str, Settler]] = field(default_factory=list)
     state: dict = field(default_factory=dict)  # per-addon scratch, keyed by addon name
     _input_tokens: tuple[int, int] | None = None  # (body_version, count)
+    _text_refs: tuple[int, Any, list[TextRef]] | None = None  # (body_version, body, refs)
 
     def __post_init__(self) -> None:
         if self.upstream_api is None:
@@ -193,6 +194,15 @@ class Exchange:
             n = tokens.estimate_input_tokens(self.upstream_api, self.body, self.model)
             self._input_tokens = (self.body_version, n)
         return self._input_tokens[1]
+
+    def text_refs(self) -> list[TextRef]:
+        """The client's texts in the body (`client_api.text_refs`), walked once per
+        body version: guard and scrub read the same list."""
+        cached = self._text_refs
+        if cached is None or cached[0] != self.body_version or cached[1] is not self.body:
+            refs = list(self.client_api.text_refs(self.body)) if self.known else []
+            cached = self._text_refs = (self.body_version, self.body, refs)
+        return cached[2]
 
     def decide(self, addon: str, action: str, *, tokens_saved: int = 0,
                usd_saved: float = 0.0, about: tuple[str, str] | None = None, **detail: Any) -> Decision:

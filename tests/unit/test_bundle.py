@@ -62,7 +62,7 @@ def closed_port() -> int:
 @pytest.fixture
 def pipeline(tmp_path):
     addons = bundle.addons()
-    with taddons.context(*addons) as tctx:
+    with taddons.context(*bundle.loaded(addons)) as tctx:  # as mitmdump loads it
         tctx.options.store_path = str(tmp_path / "events.db")
         tctx.options.budget_daily_usd = "10"
         tctx.options.intercept_all_hosts = True  # the flows go to local stand-ins, not provider hosts

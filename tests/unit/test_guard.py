@@ -109,6 +109,30 @@ def test_clean_requests_pass_untouched(guard):
     assert flow.request.raw_content == json.dumps(payload).encode()
 
 
+def test_texts_seen_before_are_judged_on_the_event_loop(guard, monkeypatch):
+    """Only a request with more new text than the event loop scans itself goes
+    to a worker thread; the verdicts, an injection's included, are the same
+    from memory, and a short new text is judged the same on the loop."""
+    import tokenaddons.addons.guard as guard_module
+    from tokenaddons.engines.memo import INLINE_CHARS
+
+    hops = []
+    real = asyncio.to_thread
+
+    async def counted(fn, *args):
+        hops.append(fn)
+        return await real(fn, *args)
+
+    monkeypatch.setattr(guard_module.asyncio, "to_thread", counted)
+    guard[1].options.guard_action = "block"
+    long = DOC * (INLINE_CHARS // len(DOC) + 1)
+    for text, blocked, threads in ((long, False, 1), (long + ATTACK, True, 1), (ATTACK, True, 0), ("Fine.", False, 0)):
+        hops.clear()
+        flows = [run(guard, body(text)) for _ in range(2)]
+        assert len(hops) == threads, text
+        assert [f.response is not None for f in flows] == [blocked, blocked]
+
+
 # -------------------------------------------------------------- every rule is linear
 
 def _fragments(pattern) -> list[str]:

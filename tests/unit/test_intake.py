@@ -173,3 +173,17 @@ def test_a_broken_tap_does_not_break_the_stream(pipe):
     addons[1].responseheaders(f)
     out = bytes(f.response.stream(body)) + f.response.stream(b"")
     assert out == body
+
+
+def test_depth_is_counted_in_containers_at_the_limit_and_past_it():
+    from tokenaddons.addons.intake import MAX_DEPTH, too_deep
+
+    def nested(depth: int, kind: str):
+        value: object = "leaf"
+        for i in range(depth):
+            value = {"k": value, "n": i} if (kind == "dict" or (kind == "mixed" and i % 2)) else [1, value]
+        return value
+
+    for kind in ("dict", "list", "mixed"):
+        assert not too_deep(nested(MAX_DEPTH, kind)) and too_deep(nested(MAX_DEPTH + 1, kind))
+    assert not too_deep("text") and not too_deep(3) and not too_deep({}) and not too_deep([[], {}])

@@ -440,3 +440,48 @@ def test_detection_is_linear(detector, plain_detection, case):
     with deadline(40 * plain_detection):
         cost = ratio(lambda: detector._scan(text), plain_detection, 10)
     assert cost < 10, f"{cost:.1f} times a scan of 1 MB of code"
+
+
+def test_texts_seen_clean_are_decided_on_the_event_loop(scrub, monkeypatch):
+    """A request whose texts were all scanned before and found clean, or whose
+    new text is short and clean, needs no worker thread; more new text, a text
+    holding a finding, and tool-call arguments not seen clean go to one, with
+    the same outcome as before."""
+    import tokenaddons.addons.scrub as scrub_module
+
+    hops = []
+    real = asyncio.to_thread
+
+    async def counted(fn, *args):
+        hops.append(fn)
+        return await real(fn, *args)
+
+    monkeypatch.setattr(scrub_module.asyncio, "to_thread", counted)
+    listing = "\n".join(f"src/module_{i}.py: def handler_{i}(request): return process(request)" for i in range(40))
+    clean = {"model": "m", "messages": [
+        {"role": "user", "content": "rename the helper in utils.py"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Read",
+                                           "input": {"path": "utils.py", "limit": 4000000}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": listing}]}]}
+    chat = {"model": "gpt-4o", "messages": [
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
+            "name": "mail", "arguments": json.dumps({"to": "team", "body": "ship it"})}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sent"}]}
+    for body, path in ((clean, "/v1/messages"), (chat, "/v1/chat/completions")):
+        hops.clear()
+        first, again = run(scrub, body, path=path), run(scrub, body, path=path)
+        assert len(hops) == 1 and json.loads(sent(again)) == json.loads(sent(first)) == body
+    hops.clear()
+    short = {"model": "m", "messages": [{"role": "user", "content": "a short new question"}]}
+    assert json.loads(sent(run(scrub, short))) == short and not hops
+
+    leaky = {"model": "m", "messages": [{"role": "user", "content": "mail jane.roe@acme.io"}]}
+    for _ in range(2):  # a text with a finding is replaced every time, so it always goes to the thread
+        assert "jane.roe@acme.io" not in sent(run(scrub, leaky))
+    assert len(hops) == 2
+    inner = json.loads(json.dumps(chat))
+    inner["messages"][0]["tool_calls"][0]["function"]["arguments"] = json.dumps({"to": "jane.roe@acme.io"})
+    hops.clear()
+    for _ in range(2):
+        assert "jane.roe@acme.io" not in sent(run(scrub, inner, path="/v1/chat/completions"))
+    assert len(hops) == 2

@@ -22,6 +22,7 @@ from tokenaddons.engines.cache_keys import VARY, body_digest, cache_key, raw_bod
 from tokenaddons.engines.fanout import Broadcast, FanoutServer
 from tokenaddons.engines.usage import Usage
 from tokenaddons.exchange import RECORD, BoundedCopy, Exchange, handled
+from tokenaddons.headers import Names
 from tokenaddons.options import number
 from tokenaddons.providers.sse import Event
 from tokenaddons.store.cache_tier import MIGRATIONS, Entry, Tiers
@@ -32,6 +33,8 @@ from tokenaddons.team.link import Unavailable
 log = logging.getLogger(__name__)
 
 HEADER = "x-tokenaddons-cache"
+READ_MODE = Names(HEADER, "cache-control")
+READ_VARY = Names(*VARY)
 
 
 class Recorder(BoundedCopy):
@@ -233,16 +236,21 @@ class Cache:
             body_hash = raw_body_digest(req.get_content(strict=False) or b"", ex.body)
         if body_hash is None:
             body_hash = body_digest(ex.body)
-        return cache_key(ex.provider, req.path.split("?")[0], req.query.items(multi=True), ex.auth_hash,
-                         [(name, req.headers.get(name)) for name in VARY], body_hash)
+        query = req.query.items(multi=True) if "?" in req.path else ()
+        seen = READ_VARY.read(req.headers)
+        return cache_key(ex.provider, req.path.split("?")[0], query, ex.auth_hash,
+                         [(name, seen[name][0] if name in seen else None) for name in VARY], body_hash)
 
     @staticmethod
     def _mode(flow: http.HTTPFlow) -> str:
         """normal, no-cache (fetch fresh, store it), no-store (neither), bypass (neither)."""
-        asked = flow.request.headers.pop(HEADER, "").strip().lower()
+        seen = READ_MODE.read(flow.request.headers)
+        asked = seen[HEADER][0].strip().lower() if HEADER in seen else ""
+        if HEADER in seen:  # ours: never sent upstream
+            del flow.request.headers[HEADER]
         if asked == "bypass":
             return "bypass"
-        directives = flow.request.headers.get("cache-control", "").lower()
+        directives = seen["cache-control"][0].lower() if "cache-control" in seen else ""
         if "no-store" in directives:
             return "no-store"
         if "no-cache" in directives or asked == "refresh":

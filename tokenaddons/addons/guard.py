@@ -18,7 +18,7 @@ import logging
 from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.engines.injection import sanitize, scan
-from tokenaddons.engines.memo import Memo
+from tokenaddons.engines.memo import INLINE_CHARS, Memo
 from tokenaddons.errors import refuse
 from tokenaddons.exchange import Exchange, handled
 from tokenaddons.options import number
@@ -58,10 +58,19 @@ class Guard:
         ex = Exchange.of(flow)
         if ex is None or not ex.known or handled(flow) or not self.enabled:
             return
-        refs = [ref for ref in ex.client_api.text_refs(ex.body)
-                if ref.role in self.roles and not ref.json_text and not ref.number]
+        refs = [ref for ref in ex.text_refs() if ref.role in self.roles and not ref.json_text and not ref.number]
         try:
-            verdicts = await asyncio.to_thread(lambda: [self.memo(ref.text) for ref in refs])
+            # texts seen before are looked up on the event loop, a few new characters scanned
+            # there too; a worker thread only for more
+            verdicts = [self.memo.peek(ref.text) for ref in refs]
+            new = [i for i, verdict in enumerate(verdicts) if verdict is None]
+            if sum(len(refs[i].text) for i in new) <= INLINE_CHARS:
+                for i in new:
+                    verdicts[i] = self.memo(refs[i].text)
+            else:
+                found = await asyncio.to_thread(lambda: [self.memo(refs[i].text) for i in new])
+                for i, verdict in zip(new, found):
+                    verdicts[i] = verdict
             self._guard(flow, ex, list(zip(refs, verdicts)))
         except Exception:
             log.exception("tokenaddons guard: scanning %s failed; passing it on", flow.request.path)

@@ -18,6 +18,7 @@ from tokenaddons import providers
 from tokenaddons.engines import jsonio
 from tokenaddons.engines.credentials import AUTH_HEADERS, QUERY_KEY
 from tokenaddons.exchange import OBSERVE, Exchange, passed_through
+from tokenaddons.headers import Names
 from tokenaddons.providers.base import model_name
 from tokenaddons.providers.sse import is_sse
 from tokenaddons.stream import CopyTap, StreamPump, stream_decoder
@@ -31,24 +32,39 @@ MAX_DEPTH = 256
 
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Is a parsed JSON value nested deeper than `limit`? (iterative: no recursion)"""
-    stack = [(value, 1)]
-    while stack:
-        v, depth = stack.pop()
+    """Is a parsed JSON value nested deeper than `limit`? Level by level, no
+    recursion; it runs on every request, so only containers are kept and the
+    type tests are exact (JSON gives dicts and lists, never subclasses)."""
+    level = [value] if type(value) is dict or type(value) is list else []
+    depth = 1
+    while level:
         if depth > limit:
             return True
-        children = v.values() if isinstance(v, dict) else v
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+        below: list = []
+        add = below.append
+        for v in level:
+            for child in (v.values() if type(v) is dict else v):
+                t = type(child)
+                if t is dict or t is list:
+                    add(child)
+        level = below
+        depth += 1
     return False
 
 
-def auth_identity(flow: http.HTTPFlow) -> str | None:
+READ = Names(PROJECT_HEADER, "user-agent", *AUTH_HEADERS)
+
+
+def auth_identity(flow: http.HTTPFlow, headers: dict[str, list[str]] | None = None) -> str | None:
     """A short hash naming every credential the request carries (none is
     kept): a gateway key with a per-user token behind it, or a Gemini header
-    key with a different ?key=, are different callers."""
+    key with a different ?key=, are different callers. `headers`: READ's
+    reading of the request's headers, if the caller has it."""
     req = flow.request
-    found = [(name, value) for name in AUTH_HEADERS for value in req.headers.get_all(name) if value]
-    found += [(QUERY_KEY, value) for value in req.query.get_all(QUERY_KEY) if value]
+    headers = READ.read(req.headers) if headers is None else headers
+    found = [(name, value) for name in AUTH_HEADERS for value in headers.get(name, ()) if value]
+    if "?" in req.path:
+        found += [(QUERY_KEY, value) for value in req.query.get_all(QUERY_KEY) if value]
     if not found:
         return None
     # one credential hashes as it always has, so caches and pseudonyms made before stay the caller's
@@ -85,9 +101,12 @@ class Intake:
         if body is None and unreadable is None:
             api = None  # no body: passes through byte for byte, metered as other
         ex = Exchange(client_api=api, path=req.path, body=body, unreadable=unreadable)
-        ex.project = req.headers.pop(PROJECT_HEADER, None)
-        ex.client = req.headers.get("user-agent")
-        ex.auth_hash = auth_identity(flow)
+        headers = READ.read(req.headers)
+        if PROJECT_HEADER in headers:  # ours: never sent upstream
+            ex.project = headers[PROJECT_HEADER][0]
+            del req.headers[PROJECT_HEADER]
+        ex.client = headers.get("user-agent", [None])[0]
+        ex.auth_hash = auth_identity(flow, headers)
         if api is not None:
             ex.requested_model = ex.model = model_name(api.model(body, req.path))
             ex.stream = api.is_stream(body, req.path)

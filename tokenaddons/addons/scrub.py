@@ -32,6 +32,7 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
+from tokenaddons.engines.memo import INLINE_CHARS, Memo
 from tokenaddons.engines.pii import ALL_ENTITIES, Detector
 from tokenaddons.engines.placeholders import LABELS, Pseudonyms, Restorer, RestoreTap, restore_strings
 from tokenaddons.errors import refuse
@@ -91,6 +92,7 @@ class Scrub:
         self.store = store
         self.detector_factory = detector_factory
         self.detector: Detector | None = None
+        self.clean_json: Memo[bool] = Memo()  # tool-call arguments this detector found nothing in
         self.pseudonyms = Pseudonyms()
         self.actions: dict[str, str] = {}
         self._pseudonyms_for: str | None = None
@@ -124,6 +126,7 @@ class Scrub:
         try:
             self.detector = self.detector_factory(entities, number("scrub_threshold"),
                                                   private_ips=ctx.options.scrub_private_ips)
+            self.clean_json = Memo(size=self.detector.memo.size)
         except ValueError as e:
             raise exceptions.OptionsError(f"scrub_entities: {e}") from None
         actions = {e: ctx.options.scrub_action for e in entities}
@@ -201,6 +204,8 @@ class Scrub:
         if not ex.known:
             return
         try:
+            if self._seen_clean(ex, self.detector):
+                return
             outcome = await asyncio.to_thread(self._scan, ex, self.detector)
         except Exception:
             log.exception("tokenaddons scrub: scanning %s failed", flow.request.path)
@@ -229,12 +234,35 @@ class Scrub:
                f"the request body {ex.unreadable}, so it could not be scanned for PII and secrets and was not "
                "sent (scrub_fail_open=true sends such requests unscanned)", status=400)
 
+    def _seen_clean(self, ex: Exchange, detector: Detector) -> bool:
+        """True if the request is clean, decided on the event loop: every text
+        scanned before and found clean (an agent resends its whole history every
+        turn), and the few new characters, if any, scanned here and clean too. A
+        finding, or more new text, goes to the worker thread (replacing may touch
+        the pseudonym store)."""
+        new, chars = [], 0
+        for ref in ex.text_refs():
+            if ref.json_text:
+                if not self.clean_json.peek(ref.text):
+                    return False
+                continue
+            text = f"{ref.key}: {ref.text}" if ref.number and isinstance(ref.key, str) else ref.text
+            found = detector.known(text)
+            if found is None:
+                chars += len(text)
+                if chars > INLINE_CHARS:
+                    return False
+                new.append(text)
+            elif found:
+                return False
+        return not any(detector.find(text) for text in new)
+
     def _scan(self, ex: Exchange, detector: Detector) -> Outcome:
         """Runs in a worker thread: finds and replaces, in the body itself (no
         other hook touches this flow meanwhile)."""
         out = Outcome()
         caller = ex.auth_hash or ""
-        for ref in list(ex.client_api.text_refs(ex.body)):
+        for ref in list(ex.text_refs()):
             if ref.json_text:
                 self._json_text(ref, detector, caller, out)
             else:
@@ -253,8 +281,11 @@ class Scrub:
             out.changed |= self._text(ref, detector, caller, out)
             return
         changed = False
+        found = sum(out.counts.values())
         for inner in list(walk_strings(holder, ref.role)):
             changed |= self._text(inner, detector, caller, out)
+        if sum(out.counts.values()) == found:
+            self.clean_json.lookup((hash(text), len(text)), lambda: True)
         if changed:
             compact = '": ' not in text and '", "' not in text
             ref.text = json.dumps(holder[0], ensure_ascii=False, separators=(",", ":") if compact else None)

@@ -444,6 +444,10 @@ class Detector:
         """Findings in `text`, sorted, without overlaps (the longer, surer one wins)."""
         return self.memo(text) if text else ()
 
+    def known(self, text: str) -> tuple[Finding, ...] | None:
+        """`find(text)` if it is remembered, else None (never scans)."""
+        return self.memo.peek(text) if text else ()
+
     def _scan(self, text: str) -> tuple[Finding, ...]:
         results: list[Finding] = []
         lowered = text.lower()

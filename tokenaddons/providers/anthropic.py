@@ -97,9 +97,11 @@ def _content_refs(content: Any, role: str, call: str | None = None) -> Iterator[
         kind = block.get("type")
         if kind in OPAQUE_TYPES or kind == "tool_reference":
             continue  # media, files, and signed thinking (editing it invalidates the turn)
-        if kind == "text":
-            yield from string_ref(block, "text", role, call)
-            yield from walk_block(block.get("citations"), role, call)  # cited_text, titles
+        if kind == "text":  # the commonest block: tested inline, no generator per field
+            if type(block.get("text")) is str:
+                yield TextRef(block, "text", role, call=call)
+            if block.get("citations"):
+                yield from walk_block(block["citations"], role, call)  # cited_text, titles
         elif kind in TOOL_USES:
             yield from walk_strings(block.get("input"), "tool_input")
         elif kind in TOOL_RESULTS:

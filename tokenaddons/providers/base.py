@@ -19,7 +19,7 @@ def model_name(value: Any) -> str | None:
     return json.dumps(value, default=repr)[:200]
 
 
-@dataclass
+@dataclass(slots=True)
 class TextRef:
     """A user- or tool-authored value inside a request body, readable and writable.
 

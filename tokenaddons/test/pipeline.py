@@ -23,10 +23,11 @@ from mitmproxy.proxy.layers.http import (
 
 
 def manager(addons=None):
-    """The running context's addon manager, checking it holds `addons`."""
+    """The running context's addon manager, checking it holds `addons` (itself
+    or as parts of a loaded bundle, tokenaddons.dispatch.Pipeline)."""
     m = ctx.master.addons
     for addon in addons or ():
-        if addon not in m:
+        if addon not in m and not any(addon in getattr(a, "parts", ()) for a in m.chain):
             raise AssertionError(f"{addon!r} is not in the taddons.context: hooks would not reach it")
     return m
 
