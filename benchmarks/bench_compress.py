@@ -5,12 +5,16 @@ Sessions (the simulator answers a scripted prompt with one tool call per turn;
 every tool really runs and its real output goes back):
   (a) an agent loop with the anthropic SDK that sets no cache hints
   (b) the same loop with the openai SDK (Chat Completions)
-  (c) Claude Code (its own breakpoints)
+  (c) Claude Code (its own breakpoints): the session captured in
+      tests/flows/claude_code.flow, its requests sent again as Claude Code sent
+      them (the session `tokenaddons replay` is tested on); with --live,
+      Claude Code itself runs the same task
   (d) Codex CLI (Responses, its own prompt_cache_key)
   (e) the anthropic SDK loop placing its own breakpoints (as Claude Code does)
-Each turn's tool output is real text: a source file and a JSON file from the
-installed packages, a coloured `pytest -v` run, `git log --stat`, `pip list`;
-the file is read twice and the test run repeated.
+Each turn's tool output is real text (tokenaddons.test.coding_session): a
+source file and a JSON file from the installed packages, a coloured `pytest -v`
+run, `git log --stat`, `pip list`; the file is read twice and the test run
+repeated.
 
 Printed: dollars billed per session direct and through the proxy, their
 ratio, the billed-token breakdown (uncached input, cache write, cache read,
@@ -19,18 +23,17 @@ output still reached upstream (whitespace and escape codes aside; scrub is
 off, see PROXY_SETS). With
 --lossy, (c) and (d) run a third time with compress_lossy=true.
 
-    .venv/bin/python benchmarks/bench_compress.py [--sessions abcde] [--lossy]
+    .venv/bin/python benchmarks/bench_compress.py [--sessions abcde] [--lossy] [--live]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -43,21 +46,13 @@ from tokenaddons.engines.compressors import DELTA_HEAD, REFERENCE
 from tokenaddons.engines.usage import Usage
 from tokenaddons.process import Mitmdump
 from tokenaddons.sim import Simulator
+from tokenaddons.test import clients
+from tokenaddons.test.coding_session import CLAUDE_CODE_PROMPT, ENV, ROOT, directives
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / ".tools" / "node_modules" / ".bin"
-SITE = Path(sysconfig.get_paths()["purelib"])
-SOURCE = SITE / "httpx" / "_urls.py"
-JSON_FILE = next(SITE.glob("hypothesis-*.dist-info/sboms/*.json"), SITE / "pip" / "_vendor" / "bom.cdx.json")
-PYTHON = sys.executable
-PYTEST = (f"{PYTHON} -m pytest -v --color=yes -p no:cacheprovider tests/unit/test_sse.py tests/unit/test_tokens.py "
-          "tests/unit/test_pricing.py tests/unit/test_intake.py tests/unit/test_stats.py tests/unit/test_guard.py")
-STEPS = [("read", str(SOURCE)), ("run", PYTEST), ("read", str(JSON_FILE)), ("run", "git log --stat -n 6"),
-         ("run", f"{PYTHON} -m pip list --disable-pip-version-check"), ("read", str(SOURCE)), ("run", PYTEST)]
+CLAUDE_CODE_FLOW = ROOT / "tests" / "flows" / "claude_code.flow"
 # Every addon at its defaults but scrub, which replaces the e-mail addresses and IPs in these
 # outputs (httpx's own test URLs) with placeholders by design: the line check is about compression.
 PROXY_SETS = {"scrub_enabled": "false"}
-TASK = "The URL parsing tests look flaky; find out what is going on. "
 
 SYSTEM = """You are a coding agent working in the user's repository. You read files, run commands and
 explain what you find. Work step by step: look at the relevant code before you change anything, run the
@@ -88,25 +83,13 @@ def tool_specs(kind: str) -> list[dict]:
         "type": "object", "properties": p, "required": list(p)}}} for n, d, p in specs]
 
 
-def directives(read: str, read_arg: str, run: str, run_arg: str, read_via_run: bool = False,
-               run_extra: dict | None = None) -> str:
-    out = []
-    for kind, arg in STEPS:
-        if kind == "read" and not read_via_run:
-            out.append(f"[[tool:{read} {json.dumps({read_arg: arg})}]]")
-        else:
-            command = f"cat {shlex.quote(arg)}" if kind == "read" else arg
-            out.append(f"[[tool:{run} {json.dumps({run_arg: command, **(run_extra or {})})}]]")
-    return TASK + " ".join(out)
-
-
 def run_tool(name: str, args: dict) -> str:
     # as agents' tools do: bytes decoded, carriage returns kept (no newline translation)
     if name == "read_file":
         return Path(args["path"]).read_bytes().decode("utf-8", "replace")
     if name == "bash":
         done = subprocess.run(args["command"], shell=True, cwd=ROOT, capture_output=True, timeout=300,
-                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+                              env={**os.environ, **ENV})
         return (done.stdout + done.stderr).decode("utf-8", "replace")
     return "no matches"
 
@@ -157,15 +140,13 @@ def chat_loop(url: str, model: str = "gpt-4.1") -> None:
 
 
 def claude_code(url: str, home: Path) -> None:
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "ANTHROPIC_BASE_URL": url,
-           "ANTHROPIC_API_KEY": "sk-ant-bench", "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_TELEMETRY": "1",
-           "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1", "ANTHROPIC_SMALL_FAST_MODEL": "claude-haiku-4-5",
-           "PYTHONDONTWRITEBYTECODE": "1"}
-    prompt = directives("Read", "file_path", "Bash", "command")
-    out = subprocess.run([str(BIN / "claude"), "-p", prompt, "--allowedTools", "Bash Read", "--model",
-                          "claude-sonnet-4-5"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    out = clients.claude_code(home, ROOT, url, CLAUDE_CODE_PROMPT, env=ENV, timeout=900, tools="Bash Read")
     if out.returncode != 0:
         raise RuntimeError(f"Claude Code failed: {out.stderr[-2000:]}{out.stdout[-2000:]}")
+
+
+def claude_code_captured(url: str, home: Path) -> None:
+    clients.resend(CLAUDE_CODE_FLOW, url)
 
 
 def codex(url: str, home: Path) -> None:
@@ -180,11 +161,11 @@ supports_websockets = false
 env_key = "OPENAI_API_KEY"
 """)
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "CODEX_HOME": str(home), "OPENAI_API_KEY": "sk-bench",
-           "PYTHONDONTWRITEBYTECODE": "1"}
+           **ENV}
     # wait for the test run to end (Codex hands back a running command's output after 10 s by default)
     prompt = directives("exec_command", "cmd", "exec_command", "cmd", read_via_run=True,
                         run_extra={"yield_time_ms": 120_000})
-    out = subprocess.run([str(BIN / "codex"), "exec", "--skip-git-repo-check",
+    out = subprocess.run([str(clients.CODEX), "exec", "--skip-git-repo-check",
                           "--dangerously-bypass-approvals-and-sandbox", prompt],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
@@ -206,8 +187,9 @@ SESSIONS = [
     Session("a", "anthropic SDK, no hints", 0.30, "anthropic.messages", "claude-sonnet-4-5",
             lambda url, home: anthropic_loop(url)),
     Session("b", "openai SDK, Chat", 0.85, "openai.chat", "gpt-4.1", lambda url, home: chat_loop(url)),
-    Session("c", "Claude Code", 0.95, "anthropic.messages", "claude-sonnet-4-5", claude_code, BIN / "claude"),
-    Session("d", "Codex CLI", 0.95, "openai.responses", "gpt-5", codex, BIN / "codex"),
+    Session("c", "Claude Code", 0.95, "anthropic.messages", "claude-sonnet-4-5", claude_code_captured,
+            CLAUDE_CODE_FLOW),
+    Session("d", "Codex CLI", 0.95, "openai.responses", "gpt-5", codex, clients.CODEX),
     Session("e", "anthropic SDK, own breakpoints", 1.00, "anthropic.messages", "claude-sonnet-4-5",
             lambda url, home: anthropic_loop(url, own_breakpoints=True)),
 ]
@@ -218,6 +200,7 @@ SESSIONS = [
 @dataclass
 class Run:
     usd: float = 0.0
+    output_usd: float = 0.0  # of which for output tokens
     uncached: int = 0
     write: int = 0
     read: int = 0
@@ -241,6 +224,7 @@ def bill(sim: Simulator, session: Session, run: Run) -> None:
                       cache_write_5m_tokens=u["write_5m"], cache_write_1h_tokens=u["write_1h"],
                       output_tokens=u["output"])
         run.usd += pricing.price(provider, r.model, usage) or 0.0
+        run.output_usd += pricing.price(provider, r.model, Usage(output_tokens=u["output"])) or 0.0
         run.uncached += usage.uncached_input_tokens
         run.write += written
         run.read += u["read"]
@@ -362,15 +346,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sessions", default="abcde", help="which sessions to run (letters)")
     ap.add_argument("--lossy", action="store_true", help="also run (c) and (d) with compress_lossy=true")
+    ap.add_argument("--live", action="store_true",
+                    help="(c): Claude Code itself runs the task, rather than its captured session sent again")
     args = ap.parse_args()
+    sessions = [dataclasses.replace(s, run=claude_code, needs=clients.CLAUDE) if s.key == "c" and args.live else s
+                for s in SESSIONS]
     work = Path(tempfile.mkdtemp(prefix="bench-compress-"))
     results: list[tuple[Session, str, Run, Run]] = []
-    for session in SESSIONS:
+    for session in sessions:
         if session.key not in args.sessions:
             continue
         if session.needs is not None and not session.needs.exists():
-            print(f"({session.key}) {session.name}: skipped, {session.needs.name} is not installed "
-                  "(scripts/setup.sh installs it)")
+            print(f"({session.key}) {session.name}: skipped, there is no {session.needs} "
+                  "(scripts/setup.sh installs the clients, scripts/capture_flows.py captures the flows)")
             continue
         direct = play(session, work / session.key / "direct", proxied=False)
         proxy = play(session, work / session.key / "proxy", proxied=True)

@@ -14,11 +14,13 @@ Two sides, exchange by exchange (joined by the flow id, which a replay keeps):
 A replayed answer still carries the usage the provider billed for the request
 as it was captured. For an exchange that would still go upstream, what these
 settings would have billed is that cost less what compress says it saved on
-the request, and, for a model route chose instead, the captured usage at that
-model's prices (the replay driver records the difference); an exchange
-answered here (a cache hit, a refusal) would have billed nothing. What cache
-hints would do to the provider's own cache cannot be known from a capture:
-their decisions are shown, never subtracted.
+the request (its decisions record how each removed token would have been
+billed: uncached input, cache write or cache read, at the model's prices), and,
+for a model route chose instead, the captured usage at that model's prices
+(the replay driver records the difference); an exchange answered here (a cache
+hit, a refusal) would have billed nothing. What cache hints would do to the
+provider's own cache cannot be known from a capture: their decisions are
+shown, never subtracted (docs/replay.md).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from pathlib import Path
 from mitmproxy import io
 from mitmproxy.exceptions import FlowReadException
 
+from tokenaddons.addons.compress import CACHE_READ, CACHE_WRITE
 from tokenaddons.addons.replay import replayable
 from tokenaddons.exchange import METADATA_KEY
 from tokenaddons.process import LAUNCHER, REPLAY_LAUNCHER, run_mitmdump
@@ -81,8 +84,11 @@ def would_bill(side: dict) -> tuple[dict, float]:
     for d in side["decisions"]:
         if source_of(d["addon"], d["action"]) in REWRITERS:
             cost -= d["usd_saved"] or 0.0
-            if d["addon"] == "compress":
+            if d["addon"] == "compress":  # the tokens removed, as they would have been billed
                 usage["input_tokens"] -= d["tokens_saved"] or 0
+                billed_as = d["detail"].get("billed_as") or {}
+                usage["cache_read_tokens"] -= billed_as.get(CACHE_READ, 0)
+                usage["cache_write_tokens"] -= billed_as.get(CACHE_WRITE, 0)
     return usage, max(cost, 0.0)
 
 
@@ -98,12 +104,12 @@ def _total(sides: list[dict], replayed: bool) -> dict:
         for k in TOKENS:
             out[k] += usage[k]
         out["cost_usd"] += cost
-        flagged = set()
+        flagged, saving = set(), set()
         for d in side["decisions"]:
             src = source_of(d["addon"], d["action"])
             if src is not None and (src == "cache" or d["usd_saved"] or d["tokens_saved"]):
                 saved = out["saved"][src]
-                saved["requests"] += 1
+                saving.add(src)
                 saved["tokens"] += d["tokens_saved"] or 0
                 saved["usd"] += d["usd_saved"] or 0.0
             if d["addon"] in FLAGGERS:
@@ -111,6 +117,8 @@ def _total(sides: list[dict], replayed: bool) -> dict:
                 flagged.add(d["addon"])
                 flag["actions"][d["action"]] += 1
                 flag["found"].update(d["detail"].get("counts") or d["detail"].get("rules") or {})
+        for src in saving:  # a request once per source, however many of its steps saved
+            out["saved"][src]["requests"] += 1
         for name in flagged:
             out["flagged"][name]["requests"] += 1
         if side["answered_by"] and side["answered_by"] != "cache":
@@ -121,6 +129,10 @@ def _total(sides: list[dict], replayed: bool) -> dict:
                     refused["why"][f"{d['detail']['scope']} {d['detail'].get('window', '')}".strip()] += 1
     out["refused"] = dict(out["refused"])
     return out
+
+
+def _hinted(side: dict) -> bool:
+    return any(source_of(d["addon"], d["action"]) == "hints" for d in side["decisions"])
 
 
 def report(flows: list, captured: dict[str, dict], replayed: dict[str, dict], skipped: Counter) -> dict:
@@ -140,6 +152,9 @@ def report(flows: list, captured: dict[str, dict], replayed: dict[str, dict], sk
            "captured": _total([captured[i] for i in ids], replayed=False),
            "replayed": _total([replayed[i] for i in ids], replayed=True),
            "by_exchange": exchanges}
+    # requests these settings give cache hints the capture went without: what those
+    # save is in the provider's cache reads, which the captured answers cannot show
+    out["hinted_anew"] = sum(1 for i in ids if _hinted(replayed[i]) and not _hinted(captured[i]))
     for name, refused in out["replayed"]["refused"].items():  # the spend it would have stopped
         refused["billed_usd"] = sum(captured[i]["cost_usd"] for i in ids if replayed[i]["answered_by"] == name)
     return out

@@ -288,6 +288,9 @@ async def test_savings_priced_at_write_price_first_and_read_price_after(tmp_path
     assert first["tokens_saved"] == again["tokens_saved"] > 0
     assert first["usd_saved"] == pytest.approx(first["tokens_saved"] * prices.cache_write_5m)  # a breakpoint covers it
     assert again["usd_saved"] == pytest.approx(again["tokens_saved"] * prices.cache_read)  # resent: read from cache
+    # and how they would have been billed (a replay takes them off the cache writes and reads)
+    assert json.loads(first["detail"])["billed_as"] == {"cache_write": first["tokens_saved"]}
+    assert json.loads(again["detail"])["billed_as"] == {"cache_read": again["tokens_saved"]}
     hints = [r for r in rows if r["action"] == "hints"]
     detail = json.loads(hints[0]["detail"])
     assert detail["breakpoints"] == ["prefix", "previous turn", "newest turn"] and detail["cache_read_tokens"] == 9000
@@ -309,6 +312,9 @@ async def test_without_a_breakpoint_a_saving_is_worth_the_input_price(tmp_path):
     assert chat_again.usd_saved == pytest.approx(chat_again.tokens_saved * prices.cache_read)
     sonnet = pricing.unit_prices("anthropic", "claude-sonnet-4-5")
     assert anthropic_first.usd_saved == pytest.approx(anthropic_first.tokens_saved * sonnet.input)  # never cached
+    assert [d.detail["billed_as"] for d in (chat_first, chat_again, anthropic_first)] == [
+        {"input": chat_first.tokens_saved}, {"cache_read": chat_again.tokens_saved},
+        {"input": anthropic_first.tokens_saved}]
 
 
 async def test_lossy_cap_is_opt_in(tmp_path):

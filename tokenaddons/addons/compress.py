@@ -19,14 +19,16 @@ After the cache lookup (whose key is what the client sent) and after route
 Savings are priced as billed: a token removed from a block on the turn it
 first appears is worth the uncached input price (the cache-write price where
 a breakpoint covers it), and on each later turn that resends it the
-cache-read price. A hint decision records what the provider then reported.
+cache-read price; each decision records how many of its tokens would have
+been billed each way (`billed_as`). A hint decision records what the provider
+then reported.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -48,6 +50,8 @@ APIS = ("anthropic.messages", "openai.chat", "openai.responses", "gemini.generat
 MIN_CHARS = 64  # shorter outputs are left alone: nothing to win, a memo entry to keep
 DELTA_CANDIDATES = 4  # earlier outputs of as many lines a new one is compared with, newest first
 KEYS = 50_000  # outputs whose keys are remembered in memory (a few hundred bytes each)
+# how a removed token would have been billed (a decision's `billed_as`: tokens of each)
+INPUT, CACHE_WRITE, CACHE_READ = "input", "cache_write", "cache_read"
 
 
 @dataclass
@@ -227,16 +231,18 @@ class Compress:
             placed = cache_hints.anthropic_breakpoints(body, ex.model, self._size, self.hints_ttl)
         elif self.hints and ex.provider == "openai":  # OpenAI itself: compatible servers may refuse the field
             key = cache_hints.openai_cache_key(api.name, body, ex.auth_hash, ex.project)
-        saved: dict[str, list] = defaultdict(lambda: [0, 0.0, 0])  # step -> tokens, usd, blocks
+        # step -> tokens, usd, blocks, tokens by how they would have been billed
+        saved: dict[str, list] = defaultdict(lambda: [0, 0.0, 0, Counter()])
         changed = [b for b in blocks if b.entry is not None and b.entry.output is not None]
         price = self._pricer(ex, placed) if changed else None
         for b in changed:
-            unit = price(b)
+            billed_as, unit = price(b)
             for step, n in b.entry.saved.items():
                 acc = saved[step]
                 acc[0] += n
                 acc[1] += n * unit
                 acc[2] += 1
+                acc[3][billed_as] += n
         # everything decided: now change the body (plain assignments)
         for b in changed:
             b.ref.text = b.entry.output
@@ -248,8 +254,8 @@ class Compress:
             ex.mark_changed()
         for step in compressors.STEPS:
             if step in saved:
-                n, usd, count = saved[step]
-                ex.decide("compress", step, tokens_saved=n, usd_saved=usd, blocks=count)
+                n, usd, count, billed_as = saved[step]
+                ex.decide("compress", step, tokens_saved=n, usd_saved=usd, blocks=count, billed_as=dict(billed_as))
         if placed:
             d = ex.decide("compress", "hints", breakpoints=[p.where for p in placed], ttl=self.hints_ttl)
             d.settle = partial(_settle_breakpoints, d)
@@ -264,25 +270,25 @@ class Compress:
         return tokens.estimate_input_tokens(None, value if isinstance(value, dict) else [value])
 
     @staticmethod
-    def _pricer(ex: Exchange, placed: list[cache_hints.Breakpoint]) -> Callable[[Block], float]:
-        """USD per token removed from a block: the uncached input price (the
-        cache-write price under a breakpoint) the turn it first appears, the
-        cache-read price each later turn that resends it."""
+    def _pricer(ex: Exchange, placed: list[cache_hints.Breakpoint]) -> Callable[[Block], tuple[str, float]]:
+        """How a token removed from a block would have been billed, and its USD:
+        as uncached input (as a cache write where a breakpoint covers it) the
+        turn it first appears, as a cache read each later turn that resends it."""
         prices = pricing.unit_prices(ex.provider, ex.model or "")
         if prices is None:
-            return lambda b: 0.0
+            return lambda b: (INPUT, 0.0)
         if ex.upstream_api.name != "anthropic.messages":
-            return lambda b: prices.cache_read if b.seen else prices.input
+            return lambda b: (CACHE_READ, prices.cache_read) if b.seen else (INPUT, prices.input)
         covers = _breakpoints_by_message(ex.body, placed)  # message index -> ttl of its breakpoint
         auto = isinstance(ex.body.get("cache_control"), dict)
 
-        def price(b: Block) -> float:
+        def price(b: Block) -> tuple[str, float]:
             ttl = next((t for i, t in covers if i >= b.position), None)
             if ttl is None and not auto:
-                return prices.input  # no breakpoint after it: billed in full, every turn
+                return INPUT, prices.input  # no breakpoint after it: billed in full, every turn
             if b.seen:
-                return prices.cache_read
-            return prices.cache_write_1h if ttl == "1h" else prices.cache_write_5m
+                return CACHE_READ, prices.cache_read
+            return CACHE_WRITE, prices.cache_write_1h if ttl == "1h" else prices.cache_write_5m
 
         return price
 

@@ -15,7 +15,7 @@ from typing import Any
 from mitmproxy import ctx, http
 
 from tokenaddons import providers
-from tokenaddons.engines import jsonio
+from tokenaddons.engines import jsonio, tokens
 from tokenaddons.engines.credentials import AUTH_HEADERS, QUERY_KEY
 from tokenaddons.exchange import OBSERVE, Exchange, passed_through
 from tokenaddons.headers import Names
@@ -75,6 +75,7 @@ def auth_identity(flow: http.HTTPFlow, headers: dict[str, list[str]] | None = No
 class Intake:
     def __init__(self) -> None:
         self.max_body = 64 * 1024 * 1024
+        self._warm = False
 
     def load(self, loader) -> None:
         loader.add_option("intake_max_body", int, self.max_body,
@@ -83,6 +84,12 @@ class Intake:
 
     def configure(self, updated) -> None:
         self.max_body = ctx.options.intake_max_body
+        if not self._warm:  # as the proxy starts, before it listens (rate limits, budgets, hints count tokens)
+            self._warm = True
+            try:
+                tokens.warm()
+            except tokens.EncodingUnavailable as e:
+                log.warning("tokenaddons: %s; token counts will fail until it can", e)
 
     def running(self) -> None:
         # mitmproxy's default "eager" strategy connects upstream when a client

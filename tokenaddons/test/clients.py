@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+from mitmproxy import io
+
 TOOLS = Path(__file__).resolve().parents[2] / ".tools" / "node_modules" / ".bin"
 CLAUDE = TOOLS / "claude"
 CODEX = TOOLS / "codex"
@@ -20,8 +23,9 @@ CODEX_PROMPT = 'Check the machine. [[tool:exec_command {"cmd": "echo tokenaddons
 
 
 def claude_code(home: Path, cwd: Path, base_url: str | None = None, prompt: str = CLAUDE_PROMPT,
-                env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    """`claude -p PROMPT` with its Bash tool allowed. `base_url` is the
+                env: dict[str, str] | None = None, timeout: float = 180,
+                tools: str = "Bash") -> subprocess.CompletedProcess:
+    """`claude -p PROMPT` with its `tools` allowed. `base_url` is the
     Anthropic endpoint it talks to (None: its own default, api.anthropic.com);
     `env` adds to a clean environment (a proxy, a CA, custom headers)."""
     home.mkdir(parents=True, exist_ok=True)
@@ -32,7 +36,7 @@ def claude_code(home: Path, cwd: Path, base_url: str | None = None, prompt: str 
     if base_url:
         full["ANTHROPIC_BASE_URL"] = base_url
     # a model the offline price table knows, so every row carries a cost
-    return subprocess.run([str(CLAUDE), "-p", prompt, "--allowedTools", "Bash", "--model", "claude-sonnet-4-5"],
+    return subprocess.run([str(CLAUDE), "-p", prompt, "--allowedTools", tools, "--model", "claude-sonnet-4-5"],
                           env=full, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -65,3 +69,23 @@ def eval_env(*args: str, environ: dict[str, str] | None = None) -> dict[str, str
     done = subprocess.run(["bash", "-c", script], capture_output=True, check=True,
                           env=dict(os.environ) if environ is None else environ)
     return dict(line.split("=", 1) for line in done.stdout.decode().split("\0") if "=" in line)
+
+
+# hop-by-hop and framing headers: the connection sets its own
+NOT_RESENT = ("host", "content-length", "transfer-encoding", "connection", "keep-alive")
+
+
+def resend(capture: Path, base_url: str, timeout: float = 300) -> int:
+    """The client of a captured session, as it was: each captured request sent
+    again to `base_url`, byte for byte, in the order they were made, each answer
+    read to its end. How many were sent."""
+    with open(capture, "rb") as f:
+        flows = [fl for fl in io.FlowReader(f).stream() if getattr(fl, "request", None) is not None]
+    flows.sort(key=lambda fl: fl.request.timestamp_start or 0)
+    with httpx.Client(base_url=base_url, timeout=timeout) as client:
+        for fl in flows:
+            r = fl.request
+            headers = [(k, v) for k, v in r.headers.items(multi=True) if k.lower() not in NOT_RESENT]
+            with client.stream(r.method, r.path, headers=headers, content=r.raw_content or b"") as answer:
+                answer.read()
+    return len(flows)

@@ -122,6 +122,15 @@ def render_whatif(data: dict, console: Console | None = None) -> None:
             console.print(f"{name} refused: {_found(refused['why'])}")
     for why, n in (data.get("skipped") or {}).items():
         console.print(f"[yellow]{n} captured flow(s) not replayed: {why}[/]")
+    compressed = data["captured"]["saved"]["compress"]
+    if compressed["requests"]:
+        console.print(f"The capture was made with compression on: {compressed['requests']} request(s) went upstream "
+                      f"compressed (saving {fmt_usd(compressed['usd'])} then), and a replay cannot put back what was "
+                      "removed. To see what compression saves, capture with compress=false.")
+    if data.get("hinted_anew"):
+        console.print(f"Cache hints would go on {data['hinted_anew']} request(s) the capture sent without them: what "
+                      "they save is the provider's cache reads, which a replay cannot see (each answer, usage "
+                      "included, is the captured one).")
     if data["captured"]["flagged"]["scrub"]["requests"]:
         console.print("Captured requests are saved scrubbed: a replay's scrub sees only what the capture's "
                       "settings let through (logged, not replaced).")
