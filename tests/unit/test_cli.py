@@ -9,7 +9,14 @@ def test_script_path_points_at_a_launcher_that_builds_the_bundle():
     out = CliRunner().invoke(main, ["script-path"])
     path = Path(out.output.strip())
     assert out.exit_code == 0 and path == Path(launcher_path()) and path.exists()
-    assert "addons = _addons()" in path.read_text()
+    import runpy
+
+    from tokenaddons import bundle
+    from tokenaddons.dispatch import Pipeline
+
+    (pipeline,) = runpy.run_path(str(path))["addons"]
+    assert isinstance(pipeline, Pipeline)
+    assert [type(p) for p in pipeline.parts] == [type(p) for p in bundle.addons()]
 
 
 def test_run_defaults_listen_on_loopback_7677_in_reverse_mode():

@@ -17,21 +17,12 @@ import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import Redis
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
-
 log = logging.getLogger(__name__)
 
 RETRY_S = 1.0  # how often a down Redis is tried again
 STALL_S = 0.1  # a timeout that fires this late means this process's event loop was held up, not Redis
 PREFIX = "tokenaddons:"
 SCHEMES = ("redis", "rediss", "unix")
-# the server cannot be reached (or refuses us): an outage, not one call's mistake
-OUTAGE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 
 
 class Unavailable(Exception):
@@ -51,7 +42,7 @@ def redact(url: str) -> str:
 
 def describe(error: BaseException) -> str:
     text = str(error).strip()
-    if isinstance(error, (asyncio.TimeoutError, RedisTimeoutError)) and not text:
+    if error.__class__.__name__ == "TimeoutError" and not text:  # asyncio's, or redis's
         text = "timed out"
     return f"{error.__class__.__name__}: {text}" if text else error.__class__.__name__
 
@@ -66,6 +57,17 @@ class Link:
         self.timeout = timeout
         self.prefix = PREFIX
         self.on_change = on_change
+        # imported here: only team mode needs redis (and it loads nothing else at start-up)
+        from redis.asyncio import Redis
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import RedisError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+        from redis.retry import Retry
+
+        # the server cannot be reached (or refuses us): an outage, not one call's mistake
+        self.outage = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+        self.refused = RedisError  # the server answered, with an error
         # one quiet retry: a pooled connection that went stale across a Redis restart reconnects
         self.client = Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
                                      retry=Retry(NoBackoff(), 1), client_name="tokenaddons")
@@ -95,14 +97,13 @@ class Link:
             try:
                 async with asyncio.timeout(self.timeout):  # no task per call, unlike wait_for
                     return await fn(*args, **kwargs)
-            except OUTAGE as e:
-                late = isinstance(e, (TimeoutError, RedisTimeoutError)) and \
-                    loop.time() - started > self.timeout + STALL_S
+            except self.outage as e:
+                late = e.__class__.__name__ == "TimeoutError" and loop.time() - started > self.timeout + STALL_S
                 if late and attempt == 1:
                     continue
                 self.failed(e)
                 raise Unavailable(self.why) from None
-            except RedisError as e:  # the server answered, with an error: this call's problem, not an outage
+            except self.refused as e:  # the server answered, with an error: this call's problem, not an outage
                 why = describe(e)
                 if why not in self._complained:
                     self._complained.add(why)
@@ -144,7 +145,7 @@ class Link:
             await asyncio.sleep(RETRY_S)
             try:
                 await asyncio.wait_for(self.client.ping(), self.timeout)
-            except (RedisError, *OUTAGE) as e:
+            except (self.refused, *self.outage) as e:
                 self.why = describe(e)
                 continue
             self.down_since, self.why, self._recovering = None, None, None
