@@ -14,7 +14,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons
 
 from tests.replay.traffic import files, interactions
-from tokenaddons.addons.compress import Compress
+from tokenaddons.addons.compress import Compress, _anthropic_outputs, _breakpoints_by_message
 from tokenaddons.addons.intake import Intake
 from tokenaddons.addons.meter import Meter
 from tokenaddons.addons.outlet import Outlet
@@ -23,7 +23,8 @@ from tokenaddons.addons.settings import Settings
 from tokenaddons.addons.settle import Settle
 from tokenaddons.addons.store import Store
 from tokenaddons.engines import compressors, pricing
-from tokenaddons.engines.cache_hints import has_cache_control
+from tokenaddons.engines.cache_hints import anthropic_breakpoints, has_cache_control
+from tokenaddons.engines.memo import stable_digest
 from tokenaddons.engines.usage import Usage
 from tokenaddons.exchange import Exchange
 from tokenaddons.providers import detect
@@ -424,3 +425,91 @@ async def test_a_chat_request_routed_to_anthropic_is_compressed_and_hinted_in_an
     assert len(results) == 2 and "\x1b" not in json.dumps(results)  # compressed after translation
     assert has_cache_control(sent) and "prompt_cache_key" not in sent  # Anthropic's hints, not OpenAI's
     assert {d.action for d in Exchange.of(flow).decisions} >= {"terminal", "hints"}
+
+
+# -- the hook's own memos and walk: the same results as computing everything again
+
+def test_an_outputs_key_is_the_stored_hash_and_a_changed_text_never_reuses_one():
+    compress = Compress(Store())
+    context = stable_digest("cl100k_base|lossless")
+
+    def stored(ctx: bytes, call: str, file: bool, text: str) -> bytes:  # what the store's rows are keyed by
+        return stable_digest(f"{ctx.hex()}\0{call}\0{'file' if file else ''}\0{text}")
+
+    same_length = PYTEST.replace("15.93s", "14.02s")
+    for ctx, call, file, text in [(context, "toolu_1", False, PYTEST), (context, "toolu_1", False, same_length),
+                                  (context, "toolu_1", True, PYTEST), (context, "toolu_2", False, PYTEST),
+                                  (stable_digest("other"), "toolu_1", False, PYTEST)]:
+        for _ in range(2):  # computed, then remembered
+            assert compress._key(ctx, call, file, text) == stored(ctx, call, file, text)
+    assert len({stored(context, "toolu_1", False, t) for t in (PYTEST, same_length)}) == 2
+
+
+async def test_a_changed_output_is_compressed_anew_and_changes_the_keys_after_it(tmp_path):
+    first = anthropic_turn(3)
+    changed = copy.deepcopy(first)
+    changed["messages"][2]["content"][0]["content"] = PYTEST.replace("15.93s", "14.02s")  # the same length
+    with Pipe(tmp_path / "events.db") as pipe:
+        before = await pipe.sent("/v1/messages", first)
+        after = await pipe.sent("/v1/messages", changed)
+        again = await pipe.sent("/v1/messages", changed)
+    with Pipe(tmp_path / "fresh.db") as pipe:
+        fresh = await pipe.sent("/v1/messages", changed)
+    assert "15.93s" in json.dumps(before) and "15.93s" not in json.dumps(after)
+    assert after == again == fresh  # what a proxy that never saw the first version sends
+
+
+def anthropic_walks(body: dict):
+    """Tool outputs with their message, and tool calls, from the provider's own walks."""
+    api = detect("POST", "/v1/messages")
+    shallow = {}
+    for i, msg in enumerate(body.get("messages") or []):
+        for block in msg.get("content") if isinstance(msg, dict) and isinstance(msg.get("content"), list) else []:
+            shallow[id(block)] = i
+            for part in block.get("content") if isinstance(block, dict) and isinstance(block.get("content"),
+                                                                                        list) else []:
+                shallow[id(part)] = i
+                if isinstance(part, dict) and isinstance(part.get("source"), dict):
+                    shallow[id(part["source"])] = i
+    outputs = [(shallow.get(id(r.container), 0), id(r.container), r.key, r.call) for r in api.tool_refs(body)
+               if not r.number and isinstance(r.text, str)]
+    return outputs, api.tool_calls(body)
+
+
+SERVER_RESULTS = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [
+    {"role": "user", "content": "Run it."},
+    {"role": "assistant", "content": [
+        {"type": "server_tool_use", "id": "srvtoolu_1", "name": "code_execution", "input": {"code": "print(1)"}},
+        {"type": "code_execution_tool_result", "tool_use_id": "srvtoolu_1", "content": {
+            "type": "code_execution_result", "stdout": "1\n" * 40, "stderr": "", "return_code": 0, "content": []}},
+        {"type": "web_fetch_tool_result", "tool_use_id": "srvtoolu_2", "content": [
+            {"type": "document", "title": "t", "source": {"type": "text", "data": "x" * 80}}]},
+        {"type": "tool_use", "id": "toolu_1", "name": "bash", "input": {"command": "cat a", "n": 12345678}}]},
+    {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_1", "content": [
+            {"type": "text", "text": "y" * 90, "citations": [{"type": "char_location", "cited_text": "z" * 70}]},
+            {"type": "search_result", "source": "s", "title": "t", "content": [{"type": "text", "text": "w" * 70}]},
+            {"type": "image", "source": {"type": "base64", "data": "AAAA"}}]},
+        {"type": "tool_result", "tool_use_id": "toolu_0", "content": "plain"}, "not a block", 7]},
+    "not a message"]}
+
+
+@pytest.mark.parametrize("body", [anthropic_turn(len(OUTPUTS)), SERVER_RESULTS] + [
+    json.loads(body_bytes(interactions(p)[i]["request"])) for p, i in RECORDED
+    if api_of(interactions(p)[i]["request"]).name == "anthropic.messages"])
+def test_one_walk_finds_the_outputs_their_messages_and_the_calls_the_provider_walks_do(body):
+    outputs, calls = _anthropic_outputs(body)
+    expected_outputs, expected_calls = anthropic_walks(body)
+    assert [(i, id(r.container), r.key, r.call) for i, r in outputs] == expected_outputs
+    assert calls == expected_calls
+    # the breakpoints each output's price looks at: the hints' own, or the client's
+    placed = anthropic_breakpoints(body, "claude-sonnet-4-5", Compress._size)
+    messages = body.get("messages") or []
+    expected = [(i, p.ttl) for i, msg in enumerate(messages) for p in placed
+                if p.container is msg or p.container is (msg.get("content") if isinstance(msg, dict) else None)]
+    if not placed:
+        expected = [(i, [b["cache_control"].get("ttl") or "5m" for b in msg["content"]
+                         if isinstance(b, dict) and isinstance(b.get("cache_control"), dict)][-1])
+                    for i, msg in enumerate(messages) if isinstance(msg, dict) and isinstance(msg.get("content"), list)
+                    and any(isinstance(b, dict) and isinstance(b.get("cache_control"), dict) for b in msg["content"])]
+    assert _breakpoints_by_message(body, placed) == expected

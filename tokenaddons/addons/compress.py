@@ -38,8 +38,9 @@ from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
 from tokenaddons.engines import cache_hints, compressors, pricing, tokens
-from tokenaddons.engines.memo import digest, stable_digest
+from tokenaddons.engines.memo import Memo, digest, stable_digest
 from tokenaddons.exchange import Decision, Exchange, handled
+from tokenaddons.providers import anthropic
 from tokenaddons.providers.base import TextRef
 from tokenaddons.store.compress_memo import CompressMemo, Entry
 
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 APIS = ("anthropic.messages", "openai.chat", "openai.responses", "gemini.generate")
 MIN_CHARS = 64  # shorter outputs are left alone: nothing to win, a memo entry to keep
 DELTA_CANDIDATES = 4  # earlier outputs of as many lines a new one is compared with, newest first
+KEYS = 50_000  # outputs whose keys are remembered in memory (a few hundred bytes each)
 # how a removed token would have been billed (a decision's `billed_as`: tokens of each)
 INPUT, CACHE_WRITE, CACHE_READ = "input", "cache_write", "cache_read"
 
@@ -78,6 +80,8 @@ class Compress:
     def __init__(self, store: Store, clock: Callable[[], float] = time.time):
         self.store = store
         self.memo = CompressMemo(clock)
+        self._keys: Memo[bytes] = Memo(size=KEYS)
+        self._contexts: dict[str, bytes] = {}
         self._memo_for: str | None = None
         # options, parsed in configure
         self.enabled = True
@@ -143,29 +147,44 @@ class Compress:
 
     def _blocks(self, ex: Exchange) -> list[Block]:
         api, body = ex.upstream_api, ex.body
-        # Anthropic: which message each output sits in (a breakpoint covers the messages up to its own)
-        where = _message_of_blocks(body) if api.name == "anthropic.messages" else {}
-        outputs = [(where.get(id(ref.container), 0), ref) for ref in api.tool_refs(body)
-                   if not ref.number and isinstance(ref.text, str)]
+        if api.name == "anthropic.messages":  # which message each output sits in: a breakpoint covers it or not
+            outputs, calls = _anthropic_outputs(body)
+        else:
+            outputs = [(0, ref) for ref in api.tool_refs(body) if not ref.number and isinstance(ref.text, str)]
+            calls = api.tool_calls(body)
         parts: dict[str | None, int] = defaultdict(int)
         for _, ref in outputs:
             parts[ref.call] += 1
-        calls = api.tool_calls(body)
         # A result is keyed by its text and the tool outputs before it (which
         # the client resends unchanged): found again on every later turn of
         # this conversation, whatever a later version of the steps would do.
-        context = stable_digest(self._signature(ex.model))
+        context = self._context(ex.model)
         blocks = []
         for position, ref in outputs:
-            text = ref.text
-            file = ref.call in calls and compressors.reads_file(*calls[ref.call])
-            key = stable_digest(f"{context.hex()}\0{ref.call}\0{'file' if file else ''}\0{text}")
+            text, call = ref.text, ref.call
+            file = call in calls and compressors.reads_file(*calls[call])
+            key = self._key(context, call, file, text)
             if len(text) >= MIN_CHARS:
                 entry = self.memo.get(key)
-                blocks.append(Block(ref, position, key, bool(ref.call) and parts[ref.call] == 1, file, entry,
+                blocks.append(Block(ref, position, key, bool(call) and parts[call] == 1, file, entry,
                                     entry is not None))
             context = key
         return blocks
+
+    def _context(self, model: str | None) -> bytes:
+        """The first output's context: what besides the texts decides a result."""
+        signature = self._signature(model)
+        context = self._contexts.get(signature)
+        if context is None:
+            context = self._contexts[signature] = stable_digest(signature)
+        return context
+
+    def _key(self, context: bytes, call: str | None, file: bool, text: str) -> bytes:
+        """An output's key (a stable hash of the key before it, its call and its
+        text), remembered by the text's process-local digest: history resent
+        every turn is hashed once per process, not once per request."""
+        return self._keys.lookup((context, call, file, digest(text)), lambda: stable_digest(
+            f"{context.hex()}\0{call}\0{'file' if file else ''}\0{text}"))
 
     def _compute(self, blocks: list[Block], model: str | None) -> None:
         """Results for blocks this conversation never sent before (in a worker
@@ -212,10 +231,10 @@ class Compress:
             placed = cache_hints.anthropic_breakpoints(body, ex.model, self._size, self.hints_ttl)
         elif self.hints and ex.provider == "openai":  # OpenAI itself: compatible servers may refuse the field
             key = cache_hints.openai_cache_key(api.name, body, ex.auth_hash, ex.project)
-        price = self._pricer(ex, placed)
         # step -> tokens, usd, blocks, tokens by how they would have been billed
         saved: dict[str, list] = defaultdict(lambda: [0, 0.0, 0, Counter()])
         changed = [b for b in blocks if b.entry is not None and b.entry.output is not None]
+        price = self._pricer(ex, placed) if changed else None
         for b in changed:
             billed_as, unit = price(b)
             for step, n in b.entry.saved.items():
@@ -274,31 +293,65 @@ class Compress:
         return price
 
 
-def _message_of_blocks(body: dict) -> dict[int, int]:
-    """id() of every content block (and of the blocks inside a tool result) -> its message's index."""
-    out: dict[int, int] = {}
+def _anthropic_outputs(body: dict) -> tuple[list[tuple[int, TextRef]], dict[str, tuple[str, Any]]]:
+    """The tool outputs (Messages.tool_refs), each with its message's index, and
+    the tool calls (Messages.tool_calls), in one walk of the messages."""
+    outputs: list[tuple[int, TextRef]] = []
+    calls: dict[str, tuple[str, Any]] = {}
     for i, msg in enumerate(body.get("messages") or []):
         content = msg.get("content") if isinstance(msg, dict) else None
-        for block in content if isinstance(content, list) else []:
-            out[id(block)] = i
-            inner = block.get("content") if isinstance(block, dict) else None
-            for part in inner if isinstance(inner, list) else []:
-                out[id(part)] = i
-                if isinstance(part, dict) and isinstance(part.get("source"), dict):
-                    out[id(part["source"])] = i
-    return out
+        if not isinstance(content, list):
+            continue
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            kind = block.get("type")
+            if kind == "tool_use":
+                if block.get("id"):
+                    calls[block["id"]] = anthropic.tool_call(block)
+            elif anthropic.is_result(kind):
+                for ref in anthropic.result_refs(block):
+                    if not ref.number and isinstance(ref.text, str):
+                        outputs.append((i if _placed(ref.container, block) else 0, ref))
+    return outputs, calls
+
+
+def _placed(container: Any, block: dict) -> bool:
+    """Whether a string of result `block` sits in it, in one of its content
+    blocks or their source: those are priced by their message; a string nested
+    deeper (a server tool's result inside a result) as the first message's."""
+    if container is block:
+        return True
+    inner = block.get("content")
+    for part in inner if isinstance(inner, list) else ():
+        if part is container or (isinstance(container, dict) and isinstance(part, dict)
+                                 and part.get("source") is container):
+            return True
+    return False
 
 
 def _breakpoints_by_message(body: dict, placed: list[cache_hints.Breakpoint]) -> list[tuple[int, str]]:
     """(message index, ttl) of every breakpoint in the messages, the client's
     and those about to be placed, in order."""
     marked = {id(p.container): p.ttl for p in placed}
+    messages = body.get("messages") or []
+    if placed:  # hints are placed only where the client marked nothing: just find theirs, from the end
+        out = []
+        left = sum(p.where != "prefix" for p in placed)
+        for i in range(len(messages) - 1, -1, -1):
+            if not left:
+                break
+            msg = messages[i]
+            if isinstance(msg, dict) and (ttl := marked.get(id(msg)) or marked.get(id(msg.get("content")))):
+                out.append((i, ttl))
+                left -= 1
+        return out[::-1]
     out = []
-    for i, msg in enumerate(body.get("messages") or []):
+    for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
             continue
         content = msg.get("content")
-        ttl = marked.get(id(msg)) or marked.get(id(content))
+        ttl = None
         for block in content if isinstance(content, list) else []:
             cc = block.get("cache_control") if isinstance(block, dict) else None
             if isinstance(cc, dict):

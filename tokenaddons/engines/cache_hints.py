@@ -52,14 +52,21 @@ def has_cache_control(body: Any) -> bool:
         return False
     if "cache_control" in body:
         return True
-    blocks = list(body.get("tools") or []) + (body["system"] if isinstance(body.get("system"), list) else [])
+    if _marked(body.get("tools") or []) or (isinstance(body.get("system"), list) and _marked(body["system"])):
+        return True
     for msg in body.get("messages") or []:
         content = msg.get("content") if isinstance(msg, dict) else None
         for block in content if isinstance(content, list) else []:
-            blocks.append(block)
-            inner = block.get("content") if isinstance(block, dict) else None
-            if isinstance(inner, list):
-                blocks += inner
+            if isinstance(block, dict):
+                if "cache_control" in block:
+                    return True
+                inner = block.get("content")
+                if isinstance(inner, list) and _marked(inner):
+                    return True
+    return False
+
+
+def _marked(blocks: Any) -> bool:
     return any(isinstance(b, dict) and "cache_control" in b for b in blocks)
 
 
@@ -139,9 +146,11 @@ def anthropic_breakpoints(body: dict, model: str | None, count: Callable[[Any], 
     # the turn before: the last user message an assistant message follows
     previous = next((i for i in range(last - 1, -1, -1) if messages[i].get("role") == "user"
                      and any(m.get("role") == "assistant" for m in messages[i + 1:])), None)
-    for i, msg in enumerate(messages):
-        if grows(msg.get("content")) and i in (previous, last):
-            found = _last_markable(msg, "content")
+    # the first message with which the prompt reaches the minimum: a turn breakpoint goes no earlier
+    reached = next((i for i, msg in enumerate(messages) if grows(msg.get("content"))), None)
+    for i in (previous, last):
+        if reached is not None and i is not None and i >= reached:
+            found = _last_markable(messages[i], "content")
             if found is not None and len(out) < MAX_BREAKPOINTS:
                 out.append(Breakpoint("newest turn" if i == last else "previous turn", *found, "5m"))
     return out

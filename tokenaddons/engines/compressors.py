@@ -276,8 +276,13 @@ COMMAND_KEYS = ("command", "cmd", "script")
 
 
 def _command(args: Any) -> str | None:
-    if isinstance(args, dict):
-        args = next((args[k] for k in COMMAND_KEYS if k in args), None)
+    if isinstance(args, dict):  # (a loop, not next() over a generator: this runs for every call of every request)
+        for key in COMMAND_KEYS:
+            if key in args:
+                args = args[key]
+                break
+        else:
+            return None
     if isinstance(args, list) and args and all(isinstance(a, str) for a in args):
         args = args[-1] if len(args) >= 3 and args[-2] in ("-c", "-lc") else " ".join(args)  # ["bash", "-lc", cmd]
     return args if isinstance(args, str) else None

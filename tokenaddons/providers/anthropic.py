@@ -117,11 +117,24 @@ def _content_refs(content: Any, role: str, call: str | None = None) -> Iterator[
             yield from string_ref(block, "title", role, call)
             yield from _content_refs(block.get("content"), role, call)
         else:  # the server tools' results (web search/fetch, code execution, text editor...), blocks to come
-            yield from walk_block(block, "tool" if _is_result(kind) else role, call)
+            yield from walk_block(block, "tool" if is_result(kind) else role, call)
 
 
-def _is_result(kind: Any) -> bool:
+def is_result(kind: Any) -> bool:
+    """A block type whose content a tool produced: tool_result, a server tool's result."""
     return kind in TOOL_RESULTS or (str(kind).endswith("_result") and kind not in OPAQUE_TYPES)
+
+
+def result_refs(block: dict) -> Iterator[TextRef] | list[TextRef]:
+    """The tool-written strings of one result block (see is_result)."""
+    if block.get("type") == "tool_result" and isinstance(block.get("content"), str):
+        return [TextRef(block, "content", "tool", call=block.get("tool_use_id"))]  # most of them: no generator
+    return _content_refs([block], "user")
+
+
+def tool_call(block: dict) -> tuple[str, Any]:
+    """(tool name, input) of a tool_use block."""
+    return block.get("name") or "", block.get("input")
 
 
 def _document(block: dict, role: str, call: str | None = None) -> Iterator[TextRef]:
@@ -187,7 +200,7 @@ class Messages(Api):
         for msg in body.get("messages") or [] if isinstance(body, dict) else []:
             content = msg.get("content") if isinstance(msg, dict) else None
             if isinstance(content, list):
-                yield from _content_refs([b for b in content if isinstance(b, dict) and _is_result(b.get("type"))],
+                yield from _content_refs([b for b in content if isinstance(b, dict) and is_result(b.get("type"))],
                                          "user")
 
     def tool_calls(self, body: Any) -> dict[str, tuple[str, Any]]:
@@ -196,7 +209,7 @@ class Messages(Api):
             content = msg.get("content") if isinstance(msg, dict) else None
             for block in content if isinstance(content, list) else []:
                 if isinstance(block, dict) and block.get("type") == "tool_use" and block.get("id"):
-                    out[block["id"]] = (block.get("name") or "", block.get("input"))
+                    out[block["id"]] = tool_call(block)
         return out
 
 
