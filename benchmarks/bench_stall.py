@@ -187,6 +187,8 @@ def main() -> None:
     ap.add_argument("--event-mb", type=float, default=4)
     ap.add_argument("--cases", default="start-up,guard,scrub,stream", help="which cases to run (comma-separated)")
     ap.add_argument("--bare", action="store_true", help="bare mitmdump, no bundle: what mitmproxy itself costs")
+    ap.add_argument("--set", dest="extra", action="append", default=[], metavar="NAME=VALUE",
+                    help="an option for the bundle (to see which step a stall comes from)")
     ap.add_argument("--rounds", type=int, default=5, help="each case this many times, its samples pooled")
     args = ap.parse_args()
     chosen = set(args.cases.split(","))
@@ -195,7 +197,7 @@ def main() -> None:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     upstream = f"http://127.0.0.1:{server.server_address[1]}"
-    sets = {"upstream_check": "false", "termlog_verbosity": "info"}
+    sets = {"upstream_check": "false", "termlog_verbosity": "info", **dict(s.split("=", 1) for s in args.extra)}
     rows = []
 
     if "start-up" in chosen:  # small requests from the moment the proxy listens, a first request with PII at once

@@ -56,3 +56,21 @@ def test_request_estimate_counts_text_and_tools_not_media():
             "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}]}
     n = tokens.estimate_input_tokens(api, body)
     assert 100 < n < 200
+
+
+def test_a_long_string_is_estimated_from_samples_close_to_its_exact_count():
+    """Estimates run on the event loop: a string over SAMPLED_OVER characters is
+    counted from three samples scaled to its length (tiktoken takes a second on
+    a megabyte of blank lines), within a few percent of the exact count."""
+    from pathlib import Path
+
+    from tokenaddons.engines import tokens
+
+    encoding = tokens.get_encoding("cl100k_base")
+    short = "hello world " * 100
+    assert tokens.sampled_count(encoding, short) == len(encoding.encode_ordinary(short))
+    prose = (Path(__file__).parents[2] / "README.md").read_text() * 3
+    for text in (prose, "\n" * 200_000, "def f(x):\n    return x * 2\n" * 8000):
+        assert len(text) > tokens.SAMPLED_OVER
+        exact = len(encoding.encode_ordinary(text))
+        assert abs(tokens.sampled_count(encoding, text) - exact) <= 0.05 * exact
