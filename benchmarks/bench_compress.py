@@ -150,24 +150,11 @@ def claude_code_captured(url: str, home: Path) -> None:
 
 
 def codex(url: str, home: Path) -> None:
-    (home / "config.toml").write_text(f"""
-model = "gpt-5"
-model_provider = "bench"
-[model_providers.bench]
-name = "bench"
-base_url = "{url}/v1"
-wire_api = "responses"
-supports_websockets = false
-env_key = "OPENAI_API_KEY"
-""")
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "CODEX_HOME": str(home), "OPENAI_API_KEY": "sk-bench",
-           **ENV}
     # wait for the test run to end (Codex hands back a running command's output after 10 s by default)
     prompt = directives("exec_command", "cmd", "exec_command", "cmd", read_via_run=True,
                         run_extra={"yield_time_ms": 120_000})
-    out = subprocess.run([str(clients.CODEX), "exec", "--skip-git-repo-check",
-                          "--dangerously-bypass-approvals-and-sandbox", prompt],
-                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    out = clients.codex(home, ROOT, f"{url}/v1", prompt, project=None, env=ENV, timeout=900,
+                        args=("--dangerously-bypass-approvals-and-sandbox",))
     if out.returncode != 0:
         raise RuntimeError(f"Codex failed: {out.stderr[-2000:]}{out.stdout[-2000:]}")
 

@@ -41,8 +41,9 @@ def claude_code(home: Path, cwd: Path, base_url: str | None = None, prompt: str 
 
 
 def codex(home: Path, cwd: Path, base_url: str, prompt: str = CODEX_PROMPT, project: str | None = "codex",
-          env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    """`codex exec PROMPT` with a model provider at `base_url` (Codex ignores
+          env: dict[str, str] | None = None, timeout: float = 180,
+          args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`codex exec [ARGS] PROMPT` with a model provider at `base_url` (Codex ignores
     OPENAI_BASE_URL: a provider in its config.toml points it there)."""
     home.mkdir(parents=True, exist_ok=True)
     headers = f'http_headers = {{ "X-Tokenaddons-Project" = "{project}" }}\n' if project else ""
@@ -59,7 +60,7 @@ env_key = "OPENAI_API_KEY"
 {headers}""")
     full = {"PATH": os.environ["PATH"], "HOME": str(home), "CODEX_HOME": str(home), "OPENAI_API_KEY": "sk-test",
             **(env or {})}
-    return subprocess.run([str(CODEX), "exec", "--skip-git-repo-check", prompt], env=full, cwd=cwd,
+    return subprocess.run([str(CODEX), "exec", "--skip-git-repo-check", *args, prompt], env=full, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
 
 
