@@ -18,7 +18,7 @@ from tokenaddons.addons.outlet import Outlet
 from tokenaddons.engines.injection import RULES, scan, spans
 from tokenaddons.exchange import Exchange
 from tokenaddons.test.flows import make_flow
-from tokenaddons.test.pipeline import arun_flow
+from tokenaddons.test.pipeline import arun_flow, thread_hops
 from tokenaddons.test.timing import MB, deadline, ratio, repeat, timed
 
 DOC = "Quarterly numbers are attached. Revenue grew 4% and churn fell.\n"
@@ -116,14 +116,7 @@ def test_texts_seen_before_are_judged_on_the_event_loop(guard, monkeypatch):
     import tokenaddons.addons.guard as guard_module
     from tokenaddons.engines.memo import INLINE_CHARS
 
-    hops = []
-    real = asyncio.to_thread
-
-    async def counted(fn, *args):
-        hops.append(fn)
-        return await real(fn, *args)
-
-    monkeypatch.setattr(guard_module.asyncio, "to_thread", counted)
+    hops = thread_hops(monkeypatch, guard_module)
     guard[1].options.guard_action = "block"
     long = DOC * (INLINE_CHARS // len(DOC) + 1)
     for text, blocked, threads in ((long, False, 1), (long + ATTACK, True, 1), (ATTACK, True, 0), ("Fine.", False, 0)):

@@ -16,7 +16,7 @@ from tokenaddons.engines.placeholders import Pseudonyms, Restorer, RestoreTap
 from tokenaddons.exchange import Exchange
 from tokenaddons.providers.sse import SSEParser, frame
 from tokenaddons.test.flows import make_flow, sse_response
-from tokenaddons.test.pipeline import arun_flow
+from tokenaddons.test.pipeline import arun_flow, thread_hops
 
 PII = {
     "EMAIL_ADDRESS": "jane.roe@acme.io",
@@ -449,14 +449,7 @@ def test_texts_seen_clean_are_decided_on_the_event_loop(scrub, monkeypatch):
     the same outcome as before."""
     import tokenaddons.addons.scrub as scrub_module
 
-    hops = []
-    real = asyncio.to_thread
-
-    async def counted(fn, *args):
-        hops.append(fn)
-        return await real(fn, *args)
-
-    monkeypatch.setattr(scrub_module.asyncio, "to_thread", counted)
+    hops = thread_hops(monkeypatch, scrub_module)
     listing = "\n".join(f"src/module_{i}.py: def handler_{i}(request): return process(request)" for i in range(40))
     clean = {"model": "m", "messages": [
         {"role": "user", "content": "rename the helper in utils.py"},

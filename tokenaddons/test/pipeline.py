@@ -85,3 +85,17 @@ def rows(store, table: str = "requests") -> list[dict]:
     out = [dict(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY id")]
     conn.close()
     return out
+
+
+def thread_hops(monkeypatch, module) -> list:
+    """Records each `asyncio.to_thread` call an addon module makes (the work it
+    hands to a worker thread), still running it."""
+    hops: list = []
+    real = asyncio.to_thread
+
+    async def counted(fn, *args, **kwargs):
+        hops.append(fn)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(module.asyncio, "to_thread", counted)
+    return hops
