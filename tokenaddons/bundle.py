@@ -16,6 +16,7 @@ from tokenaddons.addons.capture import Capture
 from tokenaddons.addons.compress import Compress
 from tokenaddons.addons.exposure import Exposure
 from tokenaddons.addons.guard import Guard
+from tokenaddons.addons.heap import Heap
 from tokenaddons.addons.intake import Intake
 from tokenaddons.addons.intercept import Intercept
 from tokenaddons.addons.meter import Meter
@@ -56,7 +57,8 @@ def addons() -> list:
         Meter(store),         # usage, cost, savings: one event row per exchange
         Settle(),             # after the meter: the cache fills, budgets settle, the summary is kept
         Outlet(),             # serialize the body once, if anything changed it
-        Capture(),            # last: the exchange saved as it went upstream (capture_path)
+        Capture(),            # the exchange saved as it went upstream (capture_path)
+        Heap(),               # once running: what start-up loaded frozen out of garbage collection
     ]
 
 

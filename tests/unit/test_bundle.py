@@ -40,7 +40,7 @@ def test_the_pipeline_order():
                           ("RateLimit", "Budget"), ("Budget", "Meter"), ("Meter", "Settle")]:
         assert order.index(before) < order.index(after), (before, after)
     # the body is serialized once, after every addon that may change it; the capture sees the settled exchange
-    assert order[-2:] == ["Outlet", "Capture"]
+    assert order[-3:] == ["Outlet", "Capture", "Heap"]
 
 
 def test_addons_do_not_import_each_other_and_engines_know_no_mitmproxy():

@@ -63,7 +63,7 @@ def captured(tmp_path):
             return flow
 
         def read() -> list[http.HTTPFlow]:
-            addons[-1].done()  # the capture drains its writer
+            next(a for a in addons if isinstance(a, Capture)).done()  # the capture drains its writer
             with open(path, "rb") as f:
                 return list(io.FlowReader(f).stream())
 

@@ -1,0 +1,22 @@
+"""What start-up loaded is kept out of the garbage collector's reach.
+
+presidio, spaCy and tiktoken's tables are some 170,000 objects that live as
+long as the process. Each full collection walks them all (about 140 ms, on
+mitmproxy's event loop: every client waits), and at exit Python tears them
+down one by one (1.5 s before the process ends). Once the proxy runs, they are
+frozen (`gc.freeze`): collections look only at what requests create, and a
+stopped proxy exits in a tenth of a second.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+
+log = logging.getLogger(__name__)
+
+
+class Heap:
+    def running(self) -> None:
+        gc.collect()  # what start-up left as garbage is freed first, not frozen with the rest
+        gc.freeze()
+        log.debug("tokenaddons: %d objects loaded at start-up frozen out of garbage collection", gc.get_freeze_count())
