@@ -84,3 +84,16 @@ def redis_server(tmp_path):
         pytest.skip("redis-server not installed (scripts/setup.sh installs it with apt-get, as root)")
     with redis.RedisServer(tmp_path / "redis") as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _process_wide_prices():
+    """The settings file's [prices] and [providers] tables are process-wide: a
+    test that loads one must not price the next test's requests (under two
+    workers, unit/test_budget.py's override without a cache-read price made
+    e2e/test_compress.py bill its cache reads at the input price)."""
+    from tokenaddons.engines import pricing
+
+    yield
+    pricing.set_overrides({})
+    pricing.set_families({})
