@@ -1,13 +1,21 @@
-"""Finding PII and secrets in text: presidio-analyzer, offline, fast on agent traffic,
-and quiet on code, data and logs.
+"""Finding PII and secrets in text: offline, fast on agent traffic, and quiet on
+code, data and logs.
 
-presidio runs on a blank spaCy English pipeline (its pattern recognizers need no
-model) and tldextract on its bundled public-suffix snapshot, so nothing is
-downloaded. It finds e-mail addresses, US SSNs and IBANs. Phone and card
-numbers, IP addresses and secrets are found by recognizers of our own, because
-what an agent reads is mostly code, data and logs, where digits are everywhere
-(and presidio's IPv6 pattern is exponential on a long run of `ab:ab:`):
+Every recognizer here is our own, and each is a linear pattern that finds
+candidates plus a check that keeps the real ones. What an agent reads is mostly
+code, data and logs, where digits and @ signs are everywhere:
 
+- an e-mail address follows presidio's e-mail rules: a local part, an @, a
+  domain whose suffix is in the public suffix list (tldextract's bundled
+  snapshot, so nothing is downloaded); never a path, a package pin or a file
+  name with an @ in it (src/icon@2x.png, crates.io-index#heck@0.5.0);
+- a US SSN follows presidio's rules and scores: 3-2-4 digits with one kind of
+  separator count, 5-4, 3-6 and 9 digits only next to a word that says it is
+  one ("SSN", "social security"); never a number the SSA does not issue (area
+  000, 666 or 9xx unless an ITIN's, group 00, serial 0000, one digit repeated)
+  or a published example (078-05-1120);
+- an IBAN has its country's length and format (the SWIFT IBAN registry) and
+  valid mod-97 check digits, written whole or in groups of four;
 - a phone number is one as people write it: with a country code, an area code
   in parentheses or a phone-like grouping, or next to a word that says it is
   one ("Phone:", "fax", "call me at"); never digits inside a longer number, a
@@ -22,9 +30,8 @@ what an agent reads is mostly code, data and logs, where digits are everywhere
 
 Speed: agent requests repeat their whole history every turn, so results are
 remembered per text (by content hash) and a text is never scanned twice. A
-first scan sends presidio only bounded windows around candidates that cheap
-linear patterns find, in batches far below spaCy's 1,000,000-character limit.
-Every pattern here is linear in its input.
+pattern runs only on text that can hold its entity (an @, a digit, a key's
+prefix), and every pattern here is linear in its input.
 """
 from __future__ import annotations
 
@@ -33,10 +40,8 @@ import functools
 import ipaddress
 import logging
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import regex
 
@@ -44,7 +49,6 @@ from tokenaddons.engines.memo import Memo
 
 log = logging.getLogger(__name__)
 
-PRESIDIO_ENTITIES = ("EMAIL_ADDRESS", "US_SSN", "IBAN_CODE")
 PII_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS")
 
 
@@ -154,19 +158,62 @@ CARD_PREFIXES = (  # (first digits, lengths)
     (("50", "56", "57", "58", "6", "0604"), tuple(range(12, 20))),  # Maestro
 )
 
-# -- presidio's entities: where to look (windows around these go to presidio)
-CANDIDATES = {
-    "EMAIL_ADDRESS": regex.compile("@"),
-    "US_SSN": regex.compile(r"(?<![\w+/])(?:\d{3}[- .]\d{2}[- .]\d{4}|\d{5}-\d{4}|\d{3}-\d{6}|\d{9})(?![\w+/])"),
-    "IBAN_CODE": regex.compile(r"(?<![\w+/])[A-Za-z]{2}\d{2}(?:[A-Za-z0-9]|[ ](?=[A-Za-z0-9])){10,40}(?![\w+/=])"),
+# -- e-mail addresses, US SSNs, IBANs: presidio's rules (its recognizers' patterns,
+# validations and context words), made linear and bounded
+# e-mail: found at its @ (a domain of dotted labels after it), its local part read
+# backwards from there. The run of characters a local part may hold (RFC 5322)
+# decides what it is: one with a / or # in it is a path, a package pin or a URL
+# fragment (src/icon@2x.png, crates.io-index#heck@0.5.0); after a ? it is a URL's
+# query (?to=jane@example.com). The address itself is the end of the run written
+# with the characters addresses use, so `email='jane@example.com'` is jane@example.com.
+EMAIL_AT = regex.compile(r"@(\w++(?:-++\w++)*+(?:\.\w++(?:-++\w++)*+)++)")
+EMAIL_RUN = regex.compile(r"(?r)[\w!#$%&'*+\-/=?^`{|}~.]{1,257}")  # (?r): matched backwards from the @
+EMAIL_LOCAL = regex.compile(r"(?r)[\w.!$%'*+\-^~]{1,257}")  # not = & { } | ` (code and query strings)
+NON_WORD, WORD = regex.compile(r"\W*"), regex.compile(r"\w")
+LOCAL_MAX, DOMAIN_MAX = 64, 255  # RFC 5321's limits
+# SSN: presidio's formats (3-2-4 with one kind of separator; 5-4, 3-6 and 9 digits
+# are weak and need a context word), never inside a longer number or token
+SSN = regex.compile(r"(?<![\w+/])(?:[0-9]{3}[- .][0-9]{2}[- .][0-9]{4}|[0-9]{5}-[0-9]{4}|[0-9]{3}-[0-9]{6}|[0-9]{9})"
+                    r"(?![\w+/])")
+SSN_CONTEXT = ("social", "security", "ssn", "ssns", "ssid")
+SSN_SAMPLES = {"123456789", "987654320", "078051120"}  # published as examples (078-05-1120: a wallet insert's)
+# ITINs are 9xx-70-xxxx and the like: taxpayer numbers written as SSNs are, and as private
+ITIN_GROUPS = {*range(50, 66), *range(70, 89), *range(90, 93), *range(94, 100)}
+# IBAN: presidio's pattern (case-insensitive, groups of four with an optional space
+# or hyphen); a match is tried whole, then without its last group, then without the
+# one before ("DE89 3704 0044 0532 0130 00 2 days"); each country's length and format
+# as the SWIFT IBAN registry gives its BBAN (n digits, a upper-case letters, c letters
+# or digits), and the mod-97 check digits
+IBAN = regex.compile(r"(?<![A-Za-z0-9])([A-Za-z]{2}[0-9]{2}(?:[ -]?[A-Za-z0-9]{4}){2,6})"
+                     r"((?:[ -]?[A-Za-z0-9]{4})?)((?:[ -]?[A-Za-z0-9]{1,3})?)(?![A-Za-z0-9])")
+IBAN_CONTEXT = ("iban", "bank", "transaction")
+IBAN_BBAN = {
+    "AD": "8n12c", "AE": "19n", "AL": "8n16c", "AT": "16n", "AZ": "4a20c", "BA": "16n", "BE": "12n", "BG": "4a6n8c",
+    "BH": "4a14c", "BI": "23n", "BR": "23n1a1c", "BY": "4c4n16c", "CH": "5n12c", "CR": "18n", "CY": "8n16c",
+    "CZ": "20n", "DE": "18n", "DJ": "23n", "DK": "14n", "DO": "4c20n", "EE": "16n", "EG": "25n", "ES": "20n",
+    "FI": "14n", "FK": "2a12n", "FO": "14n", "FR": "10n11c2n", "GB": "4a14n", "GE": "2a16n", "GI": "4a15c",
+    "GL": "14n", "GR": "7n16c", "GT": "24c", "HN": "4a20n", "HR": "17n", "HU": "24n", "IE": "4a14n", "IL": "19n",
+    "IQ": "4a15n", "IS": "22n", "IT": "1a10n12c", "JO": "4a4n18c", "KW": "4a22c", "KZ": "3n13c", "LB": "4n20c",
+    "LC": "4a24c", "LI": "5n12c", "LT": "16n", "LU": "3n13c", "LV": "4a13c", "LY": "21n", "MC": "10n11c2n",
+    "MD": "20c", "ME": "18n", "MK": "3n10c2n", "MN": "16n", "MR": "23n", "MT": "4a5n18c", "MU": "4a19n3a",
+    "NI": "4a20n", "NL": "4a10n", "NO": "11n", "OM": "3n16c", "PK": "4a16c", "PL": "24n", "PS": "4a21c", "PT": "21n",
+    "QA": "4a21c", "RO": "4a16c", "RS": "18n", "RU": "14n15c", "SA": "2n18c", "SC": "4a20n3a", "SD": "14n",
+    "SE": "20n", "SI": "15n", "SK": "20n", "SM": "1a10n12c", "SO": "19n", "ST": "21n", "SV": "4a20n", "TL": "19n",
+    "TN": "20n", "TR": "6n16c", "UA": "6n19c", "VA": "18n", "VG": "4a16n", "XK": "16n", "YE": "4a4n18c",
 }
-CONTEXT = 60  # characters of context each side of a candidate (presidio scores with context words)
-WIDEN = 100  # at most this far to the nearest whitespace, so no token is cut in half
-BATCH = 32_000  # characters per presidio call: far below spaCy's 1,000,000 limit (E088), short (it holds the GIL)
-OVERLAP = 300  # a window longer than a batch is cut in pieces overlapping this much (an e-mail is < 255)
-SEPARATOR = "\n\n"  # between windows sent to presidio together; no entity spans it
+IBAN_CLASSES = {"n": "[0-9]", "a": "[A-Z]", "c": "[A-Za-z0-9]"}
+IBAN_FORMATS = {country: re.compile("".join(f"{IBAN_CLASSES[kind]}{{{n}}}" for n, kind in re.findall(r"(\d+)([nac])", bban)))
+                for country, bban in IBAN_BBAN.items()}
+IBAN_DIGITS = {ord(c): str(i) for i, c in enumerate("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")}
+# presidio's context scoring: a context word in one of the five words before a
+# match (or in the match) raises a weak score to at least 0.4, any score by 0.35
+CONTEXT_WORDS, CONTEXT_CHARS, CONTEXT_BOOST, CONTEXT_FLOOR = 5, 80, 0.35, 0.4
 VERSION_BEFORE = regex.compile(r"(?i)(?:[<>!~^]=?|==|\bv|@|\bversions?:?|\bver\.?)[ \t]*\Z")  # >=1.2.0.0, v1.2.3.4
 NUMERIC = {"US_SSN", "IBAN_CODE"}
+# one of each entity whose check loads something on first use (a region's phone
+# metadata, the public suffix list); scanned at start-up, not remembered
+WARM_UP = ("warm-up: jane@example.com, +1 415 555 0199, 020 7946 0958, 030 901820, 01 42 68 53 00, "
+           "4111 1111 1111 1111, 81.2.69.160, ssn 078-05-1120, DE89 3704 0044 0532 0130 00")
 
 
 @dataclass(frozen=True)
@@ -177,78 +224,13 @@ class Finding:
     score: float
 
 
-def _spacy_blank_path() -> str:
-    import spacy
-
-    path = Path("~/.cache/tokenaddons/spacy-blank-en").expanduser()
-    if not (path / "config.cfg").exists():
-        path.mkdir(parents=True, exist_ok=True)
-        spacy.blank("en").to_disk(path)
-    return str(path)
-
-
 @functools.lru_cache(maxsize=1)
-def _offline_tldextract():
-    """presidio's email recognizer calls tldextract.extract(), whose default
-    extractor fetches the public suffix list: use the bundled snapshot instead."""
+def _public_suffixes():
+    """tldextract on its bundled snapshot of the public suffix list: its default
+    extractor would fetch the list from the network."""
     import tldextract
-    import tldextract.tldextract as impl
 
-    extractor = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
-    impl.TLD_EXTRACTOR = extractor
-    tldextract.extract = extractor
-    return extractor
-
-
-def _window_context_enhancer():
-    from presidio_analyzer import RecognizerResult
-    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
-
-    class WindowContextEnhancer(LemmaContextAwareEnhancer):
-        """presidio's context scoring (a context word among the five words before a
-        match raises its score), read from the text itself. presidio's own walks
-        every token of the text for every match (quadratic in a text full of
-        e-mail addresses) and deep-copies every result first."""
-
-        def enhance_using_context(self, text, raw_results, nlp_artifacts, recognizers, context=None):
-            by_id = {r.id: r for r in recognizers}
-            for result in raw_results:
-                meta = result.recognition_metadata or {}
-                recognizer = by_id.get(meta.get(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY))
-                if recognizer is None or not recognizer.context or meta.get(
-                        RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY):
-                    continue
-                words = re.findall(r"\w+", text[max(0, result.start - 80):result.start].lower())
-                words = words[-self.context_prefix_count:] + [text[result.start:result.end].lower()]
-                if any(c.lower() in w for c in recognizer.context for w in words):
-                    result.score = min(max(result.score + self.context_similarity_factor,
-                                           self.min_score_with_context_similarity), self.MAX_SCORE)
-            return raw_results
-
-    return WindowContextEnhancer()
-
-
-_ANALYZER = None
-_ANALYZER_LOCK = threading.Lock()
-
-
-def analyzer():
-    """presidio's analyzer, built once per process (1-2 s: the proxy builds it at
-    start-up, in a worker thread) and shared by every detector; thread-safe."""
-    global _ANALYZER
-    with _ANALYZER_LOCK:
-        if _ANALYZER is None:
-            from presidio_analyzer import AnalyzerEngine
-            from presidio_analyzer.nlp_engine import NlpEngineProvider
-
-            extract = _offline_tldextract()
-            extract("warm.example.com")  # load the suffix list now, not at the first email found
-            provider = NlpEngineProvider(nlp_configuration={
-                "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": _spacy_blank_path()}]})
-            engine = provider.create_engine()
-            _ANALYZER = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"],
-                                       context_aware_enhancer=_window_context_enhancer())
-        return _ANALYZER
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 
 def standalone(text: str, start: int, end: int) -> bool:
@@ -270,7 +252,12 @@ def email_address(value: str) -> bool:
     local, _, domain = value.rpartition("@")
     if not local or "/" in local or ":" in local:
         return False
-    ext = _offline_tldextract()(domain)
+    return _registrable(domain)
+
+
+@functools.lru_cache(maxsize=4096)
+def _registrable(domain: str) -> bool:
+    ext = _public_suffixes()(domain)
     return bool(ext.domain and ext.suffix) and not domain.replace(".", "").isdigit()
 
 
@@ -370,6 +357,93 @@ def card_numbers(text: str) -> list[Finding]:
             if card_number(m.group())]
 
 
+def _context(text: str, start: int, end: int, words: tuple[str, ...]) -> bool:
+    """A context word in one of the five words before the match, or in it (a
+    substring, as presidio matches them: "SSNs", "iban:")."""
+    near = re.findall(r"\w+", text[max(0, start - CONTEXT_CHARS):start].lower())[-CONTEXT_WORDS:]
+    near.append(text[start:end].lower())
+    return any(w in n for w in words for n in near)
+
+
+def _scored(score: float, context: bool) -> float:
+    return min(max(score + CONTEXT_BOOST, CONTEXT_FLOOR), 1.0) if context else score
+
+
+def email_addresses(text: str) -> list[Finding]:
+    """Candidates; `email_address` (in `Detector._plausible`) keeps those whose
+    domain ends in a public suffix."""
+    out = []
+    floor = 0  # a local part never reaches back into the domain of the address before
+    for m in EMAIL_AT.finditer(text, concurrent=True):
+        at = m.start()
+        run = EMAIL_RUN.match(text, max(floor, at - 257), at)
+        if run is None:
+            continue
+        floor = m.end()
+        if len(m.group(1)) > DOMAIN_MAX:
+            continue
+        lo = run.start()
+        if not lo or not WORD.match(text, lo - 1, lo):
+            lo = NON_WORD.match(text, lo, at).end()  # as presidio's, it starts at a word boundary
+        lo = text.rfind("?", lo, at) + 1 or lo  # in a URL's query
+        if text.find("/", lo, at) >= 0 or text.find("#", lo, at) >= 0 or at - lo > 256:
+            continue
+        local = EMAIL_LOCAL.match(text, lo, at)
+        start = NON_WORD.match(text, local.start(), at).end() if local else at
+        if start == at or at - start > LOCAL_MAX or text[at - 1] == ".":
+            continue
+        out.append(Finding(start, m.end(), "EMAIL_ADDRESS", 1.0))
+    return out
+
+
+def ssn_score(value: str) -> float:
+    """presidio's score for an SSN as written (0 for a number never issued or a
+    published example): 0.5 for 3-2-4 digits, 0.05 for other groupings."""
+    separators = {c for c in value if c in " .-"}
+    digits = "".join(c for c in value if c.isdigit())
+    if (len(separators) > 1 or len(set(digits)) == 1 or digits[3:5] == "00" or digits[5:] == "0000"
+            or digits[:3] in ("000", "666") or digits in SSN_SAMPLES):
+        return 0.0
+    if digits[0] == "9" and int(digits[3:5]) not in ITIN_GROUPS:
+        return 0.0  # 9xx is never issued as an SSN
+    return 0.5 if len(value) == 11 and value[3] in separators and value[6] in separators else 0.05
+
+
+def us_ssns(text: str) -> list[Finding]:
+    out = []
+    for m in SSN.finditer(text, concurrent=True):
+        score = ssn_score(m.group())
+        if score:
+            out.append(Finding(m.start(), m.end(), "US_SSN",
+                               _scored(score, _context(text, m.start(), m.end(), SSN_CONTEXT))))
+    return out
+
+
+def iban_score(value: str) -> float:
+    """1.0 for an IBAN as written, 0.5 for one valid only in capitals (presidio's
+    scores), 0 for anything else."""
+    compact = value.replace(" ", "").replace("-", "").upper() if value.isascii() else ""
+    fmt = IBAN_FORMATS.get(compact[:2])
+    if fmt is None or not fmt.fullmatch(compact, 4) or not compact[2:4].isdigit():
+        return 0.0
+    if 98 - int((compact[4:] + compact[:2]).translate(IBAN_DIGITS) + "00") % 97 != int(compact[2:4]):
+        return 0.0
+    written = value.replace(" ", "").replace("-", "")
+    return 1.0 if IBAN_FORMATS.get(written[:2]) and fmt.fullmatch(written, 4) else 0.5
+
+
+def ibans(text: str) -> list[Finding]:
+    out = []
+    for m in IBAN.finditer(text, concurrent=True):
+        for end in dict.fromkeys((m.end(3), m.end(2), m.end(1))):  # whole, then a group shorter, then another
+            score = iban_score(text[m.start():end])
+            if score:
+                out.append(Finding(m.start(), end, "IBAN_CODE",
+                                   _scored(score, _context(text, m.start(), end, IBAN_CONTEXT))))
+                break
+    return out
+
+
 def private_keys(text: str) -> list[Finding]:
     out = []
     pos = 0
@@ -425,20 +499,15 @@ class Detector:
             raise ValueError(f"unknown entity types: {', '.join(sorted(unknown))} "
                              f"(known: {', '.join(ALL_ENTITIES)})")
         self.entities = tuple(entities)
-        self.presidio_entities = [e for e in entities if e in PRESIDIO_ENTITIES]
         self.secrets = [(n, regex.compile(p), s, hints, check) for n, p, s, hints, check in SECRETS if n in entities]
         self.threshold = threshold
         self.private_ips = private_ips
         self.memo: Memo[tuple[Finding, ...]] = Memo(self._scan, memo_size)
 
-    def analyzer(self):
-        return analyzer()
-
     def warm(self) -> None:
-        """Load presidio and what loads lazily (phone metadata, the suffix list)
+        """Load what loads lazily (phone number metadata, the public suffix list)
         now, without remembering the warm-up text."""
-        self.analyzer()
-        self._scan("warm-up: jane@example.com, +1 415 555 0199, 4111 1111 1111 1111, 81.2.69.160, 078-05-1120")
+        self._scan(WARM_UP)
 
     def find(self, text: str) -> tuple[Finding, ...]:
         """Findings in `text`, sorted, without overlaps (the longer, surer one wins)."""
@@ -471,72 +540,19 @@ class Detector:
             results += card_numbers(text)
         if "IP_ADDRESS" in self.entities and (has_digit or ":" in text):
             results += ip_addresses(text, self.private_ips)
-        if self.presidio_entities:
-            results += self._presidio(text)
+        if "EMAIL_ADDRESS" in self.entities and "@" in text:
+            results += [f for f in email_addresses(text) if self._plausible(text, f)]
+        if "US_SSN" in self.entities and has_digit:
+            results += [f for f in us_ssns(text) if self._plausible(text, f)]
+        if "IBAN_CODE" in self.entities and has_digit:
+            results += [f for f in ibans(text) if self._plausible(text, f)]
         return _resolve([r for r in results if r.score >= self.threshold])
-
-    def _presidio(self, text: str) -> list[Finding]:
-        out = []
-        for batch in self._batches(self._windows(text)):
-            # one presidio call over many windows joined: its per-call cost dominates short windows
-            joined, starts = [], []  # (offset in joined text, offset in text)
-            size = 0
-            for lo, hi in batch:
-                starts.append((size, lo))
-                joined.append(text[lo:hi])
-                size += hi - lo + len(SEPARATOR)
-            for r in self.analyzer().analyze(SEPARATOR.join(joined), language="en",
-                                             entities=self.presidio_entities, score_threshold=self.threshold):
-                at, lo = starts[bisect.bisect_right(starts, (r.start, len(text))) - 1]
-                f = Finding(lo + r.start - at, lo + r.end - at, r.entity_type, r.score)
-                if self._plausible(text, f):
-                    out.append(f)
-        return out
 
     @staticmethod
     def _plausible(text: str, f: Finding) -> bool:
         if f.entity == "EMAIL_ADDRESS":
             return email_address(text[f.start:f.end])
         return f.entity not in NUMERIC or standalone(text, f.start, f.end)
-
-    def _windows(self, text: str) -> list[tuple[int, int]]:
-        """Context around every candidate, overlapping ones merged, each widened
-        to whitespace (but only so far), in pieces no longer than a batch."""
-        spans = sorted(m.span() for entity in self.presidio_entities
-                       for m in CANDIDATES[entity].finditer(text, concurrent=True))
-        merged: list[list[int]] = []
-        for start, end in spans:
-            lo, hi = start - CONTEXT, end + CONTEXT
-            if merged and lo <= merged[-1][1] + WIDEN:
-                merged[-1][1] = max(merged[-1][1], hi)
-            else:
-                merged.append([lo, hi])
-        n = len(text)
-        out: list[tuple[int, int]] = []
-        for lo, hi in merged:
-            lo, hi = max(0, lo), min(n, hi)
-            # widen to whitespace so no token is cut in half
-            cut = max(text.rfind(" ", max(0, lo - WIDEN), lo), text.rfind("\n", max(0, lo - WIDEN), lo))
-            lo = cut + 1 if cut >= 0 else max(0, lo - WIDEN)
-            ends = [i for i in (text.find(" ", hi, hi + WIDEN), text.find("\n", hi, hi + WIDEN)) if i >= 0]
-            hi = min(ends) if ends else min(n, hi + WIDEN)
-            while hi - lo > BATCH:  # a window longer than a batch: pieces that overlap
-                out.append((lo, lo + BATCH))
-                lo += BATCH - OVERLAP
-            out.append((lo, hi))
-        return out
-
-    @staticmethod
-    def _batches(windows: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
-        batches: list[list[tuple[int, int]]] = []
-        size = BATCH
-        for lo, hi in windows:
-            if size + hi - lo + len(SEPARATOR) > BATCH:
-                batches.append([])
-                size = 0
-            batches[-1].append((lo, hi))
-            size += hi - lo + len(SEPARATOR)
-        return batches
 
 
 def _resolve(findings: list[Finding]) -> tuple[Finding, ...]:
