@@ -2,11 +2,14 @@
 every day: changed spans per 100 KB, by entity type, on a corpus built here and
 now from real files available offline.
 
-    .venv/bin/python benchmarks/scrub_corpus.py [--show 5] [--keep DIR]
+    .venv/bin/python benchmarks/scrub_corpus.py [--show 5] [--keep DIR | --load DIR]
+
+`--keep DIR` writes the corpus it built to DIR; `--load DIR` scans such a kept
+corpus instead of building one (the same bytes before and after a change).
 
 The corpus (about 1.5 MB):
-- code: Python sources of installed packages (mitmproxy, sqlite-utils, click,
-  rich, presidio, the anthropic SDK, ...) and the Claude Code SDK's TypeScript types;
+- code: Python sources of installed packages (mitmproxy, click, rich,
+  phonenumbers, the anthropic SDK, ...) and the Claude Code SDK's TypeScript types;
 - data: the output of `pip inspect` (JSON, pretty-printed), the npm lock file
   setup.sh wrote, wheel RECORD files (paths, sha256 digests, sizes), a
   CycloneDX SBOM, the price table of genai-prices, and an embeddings file
@@ -42,8 +45,8 @@ from tokenaddons.engines.pii import ALL_ENTITIES, SECRET_ENTITIES, Detector
 ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(sysconfig.get_paths()["purelib"])
 EXPECTED = {"EMAIL_ADDRESS", *SECRET_ENTITIES}  # real ones are there to be found
-CODE = ["mitmproxy/http.py", "mitmproxy/proxy/layers/http/__init__.py", "sqlite_utils/db.py", "click/core.py",
-        "rich/console.py", "anthropic/_base_client.py", "httpx/_models.py", "tldextract/tldextract.py",
+CODE = ["mitmproxy/http.py", "mitmproxy/proxy/layers/http/__init__.py", "phonenumbers/phonenumberutil.py",
+        "click/core.py", "rich/console.py", "anthropic/_base_client.py", "httpx/_models.py", "tldextract/tldextract.py",
         "jinja2/compiler.py", "mitmproxy/flow.py", "cryptography/x509/base.py", "sqlite3/dbapi2.py"]
 CODE_TS = [ROOT / ".tools/node_modules/@anthropic-ai/claude-code/sdk-tools.d.ts"]
 
@@ -99,7 +102,7 @@ def build(work: Path) -> dict[str, list[tuple[str, str]]]:
     corpus["logs"].append(("pytest -v --color=yes", run(py, "-m", "pytest", "-v", "--color=yes", "-p",
                                                          "no:cacheprovider", *tests)))
     corpus["logs"].append(("pip list -v", run(py, "-m", "pip", "list", "-v")))
-    corpus["logs"].append(("pip show -f", run(py, "-m", "pip", "show", "-f", "mitmproxy", "presidio-analyzer")))
+    corpus["logs"].append(("pip show -f", run(py, "-m", "pip", "show", "-f", "mitmproxy", "tiktoken")))
     if shutil.which("git") and (ROOT / ".git").exists():
         corpus["logs"].append(("git log --stat", run("git", "log", "--stat", "-n", "150")))
         corpus["logs"].append(("git log -p", run("git", "log", "-p", "-n", "3", "--", "tokenaddons/stream.py",
@@ -112,16 +115,31 @@ def build(work: Path) -> dict[str, list[tuple[str, str]]]:
     return corpus
 
 
+def load(folder: Path) -> dict[str, list[tuple[str, str]]]:
+    """A corpus `build` kept: `{kind}-{n}.txt` files, each its name on the first line."""
+    corpus: dict[str, list[tuple[str, str]]] = {"code": [], "data": [], "logs": [], "docs": []}
+    for path in sorted(folder.glob("*-*.txt")):
+        name, _, text = path.read_text().partition("\n")
+        corpus[path.stem.split("-")[0]].append((name.removeprefix("# "), text))
+    return corpus
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--show", type=int, default=0, help="print up to N changed spans of each type, with context")
     ap.add_argument("--keep", help="write the corpus to this folder")
+    ap.add_argument("--load", help="scan the corpus kept in this folder (--keep) instead of building one")
     args = ap.parse_args()
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="scrub-corpus-"))
-    work.mkdir(parents=True, exist_ok=True)
-    corpus = build(work)
+    if args.load:
+        corpus = load(Path(args.load))
+    else:
+        work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="scrub-corpus-"))
+        work.mkdir(parents=True, exist_ok=True)
+        corpus = build(work)
+        if not args.keep:
+            shutil.rmtree(work)
     detector = Detector()
-    detector.analyzer()
+    detector.warm()
     table: dict[str, Counter] = {}
     sizes: dict[str, int] = {}
     seconds = 0.0
@@ -140,8 +158,6 @@ def main() -> None:
                     before = text[max(0, f.start - 40):f.start].replace("\n", "\\n")
                     after = text[f.end:f.end + 20].replace("\n", "\\n")
                     print(f"{f.entity:<15} {kind}/{name}: ...{before}[[{text[f.start:f.end]}]]{after}...")
-    if not args.keep:
-        shutil.rmtree(work)
     total = sum(sizes.values())
     print(f"\nchanged spans per 100 KB ({total / 1000:.0f} KB in all; scanned in {seconds:.1f} s, first time)")
     print(f"{'entity':<16}" + "".join(f"{k + f' ({sizes[k] // 1000} KB)':>18}" for k in corpus) + "   ")

@@ -12,17 +12,18 @@ logs an error and tells the readers (store/health.py).
 """
 from __future__ import annotations
 
+import datetime
+import decimal
 import json
 import logging
 import queue
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-
-from sqlite_utils.db import jsonify_if_needed
 
 from tokenaddons.store import health
 from tokenaddons.store.db import connect
@@ -43,18 +44,24 @@ def coerce(value: Any) -> Any:
     """A value SQLite can bind: None, strings, floats, bytes and 64-bit
     integers stay as they are; anything else (a model name that is a list, an
     error type that is an object, an integer past 64 bits) is stored as its
-    JSON text, truncated."""
+    JSON text, truncated. A decimal is stored as a number, a date or time as
+    its ISO text, a UUID or a duration as its text."""
     if value is None or isinstance(value, (str, float, bytes)):
         return value
     if isinstance(value, int) and INT64_MIN <= value <= INT64_MAX:  # bools too
         return value
-    try:
-        value = jsonify_if_needed(value)  # sqlite-utils: containers as JSON, Decimal, dates
-        if not isinstance(value, (str, float)):
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, (datetime.date, datetime.time)):  # datetimes too
+        value = value.isoformat()
+    elif isinstance(value, (datetime.timedelta, uuid.UUID)):
+        value = str(value)
+    else:
+        try:
             value = json.dumps(value, default=repr, ensure_ascii=False)
-    except (TypeError, ValueError):  # a circular container
-        value = repr(value)
-    return value[:MAX_TEXT] if isinstance(value, str) else value
+        except (TypeError, ValueError):  # a circular container
+            value = repr(value)
+    return value[:MAX_TEXT]
 
 
 def _busy(e: Exception) -> bool:
