@@ -8,10 +8,10 @@ Cases:
 - guard: a tool result of 1 MB of blank lines (the role-spoofing rule was
   quadratic in them: 60 KB took 30 s, on the event loop);
 - scrub: first-time requests of 100 KB of prose, code and contact details
-  (presidio on a worker thread, not the loop);
+  (scanned on a worker thread, not the loop);
 - start-up: a fresh proxy, small requests from the moment it listens and a
-  request with PII at once (presidio loaded on the first request once: now it
-  loads before the proxy listens);
+  request with PII at once (what the detector loads on first use once loaded
+  at the first request: now it loads before the proxy listens);
 - stream: one 4 MB SSE event arriving in 4 KB pieces (taps must not re-buffer
   quadratically), with a placeholder to restore in it.
 

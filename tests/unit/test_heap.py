@@ -10,7 +10,7 @@ from tokenaddons.addons.heap import Heap
 
 
 def test_running_freezes_what_start_up_loaded_out_of_the_collectors_walks():
-    loaded = [[i] for i in range(1000)]  # as presidio's and tiktoken's tables are: alive for good
+    loaded = [[i] for i in range(1000)]  # as tiktoken's tables and the phone numbering plans are: alive for good
     probe = loaded[500]
     assert any(o is probe for o in gc.get_objects())
     try:

@@ -8,7 +8,8 @@ cache survives; the request's own placeholders are restored to the real values
 in its answer, streamed or not), redact, hash (keyed), log, or block.
 
 Scanning runs in a worker thread, never on mitmproxy's event loop (one slow scan
-would stall every client), and presidio is loaded as the proxy starts, before it
+would stall every client), and what the detector loads on first use (the public
+suffix list, phone numbering plans) loads as the proxy starts, before it
 listens, not at the first request. A request that cannot be scanned is refused, not sent unscanned,
 unless `scrub_fail_open` is set: a scan failure, and a body on a known API path
 that the intake could not read (not UTF-8, not JSON, nested too deep, over
@@ -146,22 +147,23 @@ class Scrub:
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
 
     def _warm(self) -> None:
-        """Load presidio (2-4 s: spaCy's and presidio's imports, then its engine)
-        and what it loads lazily, as the proxy starts: the first configure comes
-        before the proxy listens, so no request ever waits for it and no scan
-        stalls the others while it loads (a thread beside the event loop would:
-        imports hold the GIL). Afterwards this costs one small scan."""
+        """Load what the detector loads on first use (phonenumbers and its
+        numbering plans, tldextract and the public suffix list: about 0.3 s) as
+        the proxy starts: the first configure comes before the proxy listens, so
+        no request ever waits for it and no scan stalls the others while it loads
+        (a thread beside the event loop would: imports hold the GIL). Afterwards
+        this costs one small scan."""
         if self.detector is None or not self.enabled:
             return
         start = time.monotonic()
         try:
             self.detector.warm()
         except Exception:
-            log.exception("tokenaddons scrub: loading presidio failed; requests will be refused "
+            log.exception("tokenaddons scrub: loading the detector failed; requests will be refused "
                           "(scrub_fail_open=true sends them unscanned)")
             return
         if time.monotonic() - start > 0.5:
-            log.info("tokenaddons scrub: presidio loaded in %.1f s", time.monotonic() - start)
+            log.info("tokenaddons scrub: the detector loaded in %.1f s", time.monotonic() - start)
 
     def _open_pseudonyms(self) -> None:
         """Numbers given before, and the key they were given under, for this store."""

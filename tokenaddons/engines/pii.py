@@ -173,7 +173,9 @@ NON_WORD, WORD = regex.compile(r"\W*"), regex.compile(r"\w")
 LOCAL_MAX, DOMAIN_MAX = 64, 255  # RFC 5321's limits
 # SSN: presidio's formats (3-2-4 with one kind of separator; 5-4, 3-6 and 9 digits
 # are weak and need a context word), never inside a longer number or token
-SSN = regex.compile(r"(?<![\w+/])(?:[0-9]{3}[- .][0-9]{2}[- .][0-9]{4}|[0-9]{5}-[0-9]{4}|[0-9]{3}-[0-9]{6}|[0-9]{9})"
+# (the look-behind after the first digit: a scan for a digit is some 30 times faster than a
+# look-behind tried at every character)
+SSN = regex.compile(r"[0-9](?<![\w+/].)(?:[0-9]{2}[- .][0-9]{2}[- .][0-9]{4}|[0-9]{4}-[0-9]{4}|[0-9]{2}-[0-9]{6}|[0-9]{8})"
                     r"(?![\w+/])")
 SSN_CONTEXT = ("social", "security", "ssn", "ssns", "ssid")
 SSN_SAMPLES = {"123456789", "987654320", "078051120"}  # published as examples (078-05-1120: a wallet insert's)
@@ -184,7 +186,9 @@ ITIN_GROUPS = {*range(50, 66), *range(70, 89), *range(90, 93), *range(94, 100)}
 # one before ("DE89 3704 0044 0532 0130 00 2 days"); each country's length and format
 # as the SWIFT IBAN registry gives its BBAN (n digits, a upper-case letters, c letters
 # or digits), and the mod-97 check digits
-IBAN = regex.compile(r"(?<![A-Za-z0-9])([A-Za-z]{2}[0-9]{2}(?:[ -]?[A-Za-z0-9]{4}){2,6})"
+# (matched from its check digits, the letters looked behind for: a scan for two digits is
+# some 50 times faster than one for two letters, which prose is full of)
+IBAN = regex.compile(r"[0-9]{2}(?<=(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2})((?:[ -]?[A-Za-z0-9]{4}){2,6})"
                      r"((?:[ -]?[A-Za-z0-9]{4})?)((?:[ -]?[A-Za-z0-9]{1,3})?)(?![A-Za-z0-9])")
 IBAN_CONTEXT = ("iban", "bank", "transaction")
 IBAN_BBAN = {
@@ -435,11 +439,11 @@ def iban_score(value: str) -> float:
 def ibans(text: str) -> list[Finding]:
     out = []
     for m in IBAN.finditer(text, concurrent=True):
+        start = m.start() - 2  # its country code
         for end in dict.fromkeys((m.end(3), m.end(2), m.end(1))):  # whole, then a group shorter, then another
-            score = iban_score(text[m.start():end])
+            score = iban_score(text[start:end])
             if score:
-                out.append(Finding(m.start(), end, "IBAN_CODE",
-                                   _scored(score, _context(text, m.start(), end, IBAN_CONTEXT))))
+                out.append(Finding(start, end, "IBAN_CODE", _scored(score, _context(text, start, end, IBAN_CONTEXT))))
                 break
     return out
 
