@@ -409,12 +409,14 @@ def test_big_texts_are_scanned_whole(scrub):
     assert "@example.org" not in out[2]["text"] and out[2]["text"].count("<EMAIL_") == 6_000
 
 
-ADVERSARIAL = {  # 1 MB each, made to hurt the candidate, phone, card, IP and secret patterns
+ADVERSARIAL = {  # 1 MB each, made to hurt the e-mail, SSN, IBAN, phone, card, IP and secret patterns
     "newlines": "\n" * 1_000_000, "one digit": "7" * 1_000_000, "digit groups": "415 ", "phone-like": "415-555-0199 ",
     "area codes": "+1 (415) ", "card groups": "4111 1111 1111 1111 ", "at signs": "@", "a@": "a@",
     "dotted digits": "1.2.", "colons": "ab:", "password=": "password=", "password quoted": 'password="x',
     "pem begin": "-----BEGIN RSA PRIVATE KEY-----\n", "sk-": "sk-", "aws": "aws ", "eyJ": "eyJabc.",
-    "iban-like": "DE89 ", "ssn-like": "123-45-",
+    "iban-like": "DE89 ", "ssn-like": "123-45-", "iban groups": "DE89-3704-", "letters then digits": "ab12 ",
+    "local part": "a.", "local part to an @": "a." * 300 + "@example.com ", "dotted domain": "x@a.",
+    "hyphened domain": "x@a-", "query": "?to=a&", "quoted local part": "x='", "addresses": "jane@example.com ",
 }
 
 
