@@ -167,16 +167,16 @@ CARD_PREFIXES = (  # (first digits, lengths)
 # query (?to=jane@example.com). The address itself is the end of the run written
 # with the characters addresses use, so `email='jane@example.com'` is jane@example.com.
 EMAIL_AT = regex.compile(r"@(\w++(?:-++\w++)*+(?:\.\w++(?:-++\w++)*+)++)")
-EMAIL_RUN = regex.compile(r"(?r)[\w!#$%&'*+\-/=?^`{|}~.]{1,257}")  # (?r): matched backwards from the @
-EMAIL_LOCAL = regex.compile(r"(?r)[\w.!$%'*+\-^~]{1,257}")  # not = & { } | ` (code and query strings)
+EMAIL_RUN = regex.compile(r"(?r)[\w!#$%&'*+\-/=?^`{|}~.]{1,256}")  # (?r): matched backwards from the @
+EMAIL_LOCAL = regex.compile(r"(?r)[\w.!$%'*+\-^~]{1,256}")  # not = & { } | ` (code and query strings)
 NON_WORD, WORD = regex.compile(r"\W*"), regex.compile(r"\w")
 LOCAL_MAX, DOMAIN_MAX = 64, 255  # RFC 5321's limits
 # SSN: presidio's formats (3-2-4 with one kind of separator; 5-4, 3-6 and 9 digits
 # are weak and need a context word), never inside a longer number or token
 # (the look-behind after the first digit: a scan for a digit is some 30 times faster than a
 # look-behind tried at every character)
-SSN = regex.compile(r"[0-9](?<![\w+/].)(?:[0-9]{2}[- .][0-9]{2}[- .][0-9]{4}|[0-9]{4}-[0-9]{4}|[0-9]{2}-[0-9]{6}|[0-9]{8})"
-                    r"(?![\w+/])")
+SSN = regex.compile(r"[0-9](?<![\w+/].)"
+                    r"(?:[0-9]{2}[- .][0-9]{2}[- .][0-9]{4}|[0-9]{4}-[0-9]{4}|[0-9]{2}-[0-9]{6}|[0-9]{8})(?![\w+/])")
 SSN_CONTEXT = ("social", "security", "ssn", "ssns", "ssid")
 SSN_SAMPLES = {"123456789", "987654320", "078051120"}  # published as examples (078-05-1120: a wallet insert's)
 # ITINs are 9xx-70-xxxx and the like: taxpayer numbers written as SSNs are, and as private
@@ -205,9 +205,15 @@ IBAN_BBAN = {
     "SE": "20n", "SI": "15n", "SK": "20n", "SM": "1a10n12c", "SO": "19n", "ST": "21n", "SV": "4a20n", "TL": "19n",
     "TN": "20n", "TR": "6n16c", "UA": "6n19c", "VA": "18n", "VG": "4a16n", "XK": "16n", "YE": "4a4n18c",
 }
-IBAN_CLASSES = {"n": "[0-9]", "a": "[A-Z]", "c": "[A-Za-z0-9]"}
-IBAN_FORMATS = {country: re.compile("".join(f"{IBAN_CLASSES[kind]}{{{n}}}" for n, kind in re.findall(r"(\d+)([nac])", bban)))
-                for country, bban in IBAN_BBAN.items()}
+
+
+def _bban(layout: str) -> re.Pattern[str]:
+    """The registry's layout of a BBAN ("4a14n": four capitals, fourteen digits) as a pattern."""
+    classes = {"n": "[0-9]", "a": "[A-Z]", "c": "[A-Za-z0-9]"}
+    return re.compile("".join(f"{classes[kind]}{{{n}}}" for n, kind in re.findall(r"(\d+)([nac])", layout)))
+
+
+IBAN_FORMATS = {country: _bban(layout) for country, layout in IBAN_BBAN.items()}
 IBAN_DIGITS = {ord(c): str(i) for i, c in enumerate("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")}
 # presidio's context scoring: a context word in one of the five words before a
 # match (or in the match) raises a weak score to at least 0.4, any score by 0.35
@@ -381,7 +387,7 @@ def email_addresses(text: str) -> list[Finding]:
     floor = 0  # a local part never reaches back into the domain of the address before
     for m in EMAIL_AT.finditer(text, concurrent=True):
         at = m.start()
-        run = EMAIL_RUN.match(text, max(floor, at - 257), at)
+        run = EMAIL_RUN.match(text, floor, at)
         if run is None:
             continue
         floor = m.end()
@@ -391,7 +397,7 @@ def email_addresses(text: str) -> list[Finding]:
         if not lo or not WORD.match(text, lo - 1, lo):
             lo = NON_WORD.match(text, lo, at).end()  # as presidio's, it starts at a word boundary
         lo = text.rfind("?", lo, at) + 1 or lo  # in a URL's query
-        if text.find("/", lo, at) >= 0 or text.find("#", lo, at) >= 0 or at - lo > 256:
+        if text.find("/", lo, at) >= 0 or text.find("#", lo, at) >= 0:
             continue
         local = EMAIL_LOCAL.match(text, lo, at)
         start = NON_WORD.match(text, local.start(), at).end() if local else at
@@ -427,7 +433,7 @@ def us_ssns(text: str) -> list[Finding]:
 def iban_score(value: str) -> float:
     """1.0 for an IBAN as written, 0.5 for one valid only in capitals (presidio's
     scores), 0 for anything else."""
-    compact = value.replace(" ", "").replace("-", "").upper() if value.isascii() else ""
+    compact = value.replace(" ", "").replace("-", "").upper()
     fmt = IBAN_FORMATS.get(compact[:2])
     if fmt is None or not fmt.fullmatch(compact, 4) or not compact[2:4].isdigit():
         return 0.0
