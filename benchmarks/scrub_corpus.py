@@ -9,7 +9,7 @@ corpus instead of building one (the same bytes before and after a change).
 
 The corpus (about 1.5 MB):
 - code: Python sources of installed packages (mitmproxy, click, rich,
-  phonenumbers, the anthropic SDK, ...) and the Claude Code SDK's TypeScript types;
+  redis, the anthropic SDK, ...) and the Claude Code SDK's TypeScript types;
 - data: the output of `pip inspect` (JSON, pretty-printed), the npm lock file
   setup.sh wrote, wheel RECORD files (paths, sha256 digests, sizes), a
   CycloneDX SBOM, the price table of genai-prices, and an embeddings file
@@ -45,7 +45,7 @@ from tokenaddons.engines.pii import ALL_ENTITIES, SECRET_ENTITIES, Detector
 ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(sysconfig.get_paths()["purelib"])
 EXPECTED = {"EMAIL_ADDRESS", *SECRET_ENTITIES}  # real ones are there to be found
-CODE = ["mitmproxy/http.py", "mitmproxy/proxy/layers/http/__init__.py", "phonenumbers/phonenumberutil.py",
+CODE = ["mitmproxy/http.py", "mitmproxy/proxy/layers/http/__init__.py", "redis/commands/core.py",
         "click/core.py", "rich/console.py", "anthropic/_base_client.py", "httpx/_models.py", "tldextract/tldextract.py",
         "jinja2/compiler.py", "mitmproxy/flow.py", "cryptography/x509/base.py", "sqlite3/dbapi2.py"]
 CODE_TS = [ROOT / ".tools/node_modules/@anthropic-ai/claude-code/sdk-tools.d.ts"]
