@@ -12,6 +12,7 @@ event row. Stream taps see a streamed answer's events in stage order.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import weakref
@@ -119,6 +120,7 @@ class Exchange:
     upstream_api: Api | None = None
     path: str = ""  # the request path as the client sent it (what the row records)
     body: Any = None  # the request JSON, parsed once; None when not JSON
+    source: bytes | None = None  # the bytes `body` was parsed from (decoded), as the client sent them
     # why a body on a known API path could not be read (not UTF-8, not JSON, nested
     # too deep, too large): such an exchange is not `known`, but it keeps its API
     # (its error shape, its metering) and scrub refuses it unless told otherwise
@@ -153,6 +155,7 @@ class Exchange:
     state: dict = field(default_factory=dict)  # per-addon scratch, keyed by addon name
     _input_tokens: tuple[int, int] | None = None  # (body_version, count)
     _text_refs: tuple[int, Any, list[TextRef]] | None = None  # (body_version, body, refs)
+    _source_digest: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.upstream_api is None:
@@ -194,6 +197,18 @@ class Exchange:
             n = tokens.estimate_input_tokens(self.upstream_api, self.body, self.model)
             self._input_tokens = (self.body_version, n)
         return self._input_tokens[1]
+
+    def source_digest(self) -> bytes | None:
+        """SHA-256 of the client's body bytes, computed once: the cache key and
+        the memos of bodies seen before (guard, scrub) share it."""
+        if self._source_digest is None and self.source is not None:
+            self._source_digest = hashlib.sha256(self.source).digest()
+        return self._source_digest
+
+    def unchanged_digest(self) -> bytes | None:
+        """`source_digest()` while the body is still the client's own (no addon
+        changed it), else None."""
+        return self.source_digest() if self.body_version == 0 and self.body is not None else None
 
     def text_refs(self) -> list[TextRef]:
         """The client's texts in the body (`client_api.text_refs`), walked once per

@@ -126,6 +126,24 @@ def test_texts_seen_before_are_judged_on_the_event_loop(guard, monkeypatch):
         assert [f.response is not None for f in flows] == [blocked, blocked]
 
 
+def test_an_identical_body_again_is_not_walked_unless_it_was_flagged(guard, monkeypatch):
+    """A body found clean is remembered by its bytes: the same request again (a
+    retry, a cache hit) is not walked. A flagged body is judged (and recorded)
+    every time, and new options forget what was found clean."""
+    g, tctx = guard
+    walked = {}  # the exchanges whose body was walked (kept alive: their ids stay theirs)
+    real = Exchange.text_refs
+    monkeypatch.setattr(Exchange, "text_refs", lambda ex: walked.setdefault(id(ex), ex) and real(ex))
+    clean, attack = body(DOC), body(ATTACK)
+    run(guard, clean), run(guard, clean)
+    assert len(walked) == 1
+    flows = [run(guard, attack) for _ in range(2)]
+    assert len(walked) == 3 and all(Exchange.of(f).decisions for f in flows)
+    tctx.configure(g, guard_roles="user")  # other options: judged again
+    run(guard, clean)
+    assert len(walked) == 4
+
+
 # -------------------------------------------------------------- every rule is linear
 
 def _fragments(pattern) -> list[str]:

@@ -445,6 +445,26 @@ def test_detection_is_linear(detector, plain_detection, case):
     assert cost < 10, f"{cost:.1f} times a scan of 1 MB of code"
 
 
+def test_an_identical_body_again_is_not_walked_unless_something_was_found(scrub, monkeypatch):
+    """A body found clean is remembered by its bytes: the same request again (a
+    retry, a cache hit) is not walked. A body with a finding is scrubbed every
+    time, and a new detector (new options) forgets what was found clean."""
+    s, tctx = scrub
+    walked = {}  # the exchanges whose body was walked (kept alive: their ids stay theirs)
+    real = Exchange.text_refs
+    monkeypatch.setattr(Exchange, "text_refs", lambda ex: walked.setdefault(id(ex), ex) and real(ex))
+    clean = {"model": "m", "messages": [{"role": "user", "content": "rename the helper in utils.py"}]}
+    leaky = {"model": "m", "messages": [{"role": "user", "content": "mail jane.roe@acme.io"}]}
+    assert [json.loads(sent(run(scrub, clean))) for _ in range(2)] == [clean, clean]
+    assert len(walked) == 1
+    for _ in range(2):
+        assert "jane.roe@acme.io" not in sent(run(scrub, leaky))
+    assert len(walked) == 3
+    tctx.configure(s, scrub_threshold="0.5")
+    run(scrub, clean)
+    assert len(walked) == 4
+
+
 def test_texts_seen_clean_are_decided_on_the_event_loop(scrub, monkeypatch):
     """A request whose texts were all scanned before and found clean, or whose
     new text is short and clean, needs no worker thread; more new text, a text

@@ -33,6 +33,7 @@ from tokenaddons.team.link import Unavailable
 log = logging.getLogger(__name__)
 
 HEADER = "x-tokenaddons-cache"
+HEADER_BYTES = HEADER.encode()
 READ_MODE = Names(HEADER, "cache-control")
 READ_VARY = Names(*VARY)
 
@@ -232,8 +233,8 @@ class Cache:
     def key(self, flow: http.HTTPFlow, ex: Exchange) -> str:
         req = flow.request
         body_hash = None
-        if ex.body_version == 0:  # still the client's own bytes: hash them, do not serialize again
-            body_hash = raw_body_digest(req.get_content(strict=False) or b"", ex.body)
+        if ex.unchanged_digest() is not None:  # still the client's own bytes: hash them, do not serialize again
+            body_hash = raw_body_digest(ex.source, ex.body, ex.source_digest)
         if body_hash is None:
             body_hash = body_digest(ex.body)
         query = req.query.items(multi=True) if "?" in req.path else ()
@@ -298,8 +299,11 @@ class Cache:
 
     def _serve(self, flow: http.HTTPFlow, ex: Exchange, key: str, entry: Entry, team: bool = False) -> None:
         age = max(0, int(self.clock() - entry.created))
-        flow.response = http.Response.make(200, entry.body, {
-            "content-type": entry.content_type, HEADER: "HIT", "age": str(age)})
+        now = time.time()
+        # built directly: Response.make converts and checks every header and sets the body twice
+        flow.response = http.Response(b"HTTP/1.1", 200, b"OK", http.Headers((
+            (b"content-type", entry.content_type.encode()), (HEADER_BYTES, b"HIT"), (b"age", b"%d" % age),
+            (b"content-length", b"%d" % len(entry.body)))), entry.body, None, now, now)
         ex.answered_by = "cache"
         ex.cache_status = "HIT"
         ex.served_model = entry.model

@@ -18,7 +18,7 @@ import logging
 from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.engines.injection import sanitize, scan
-from tokenaddons.engines.memo import INLINE_CHARS, Memo
+from tokenaddons.engines.memo import CLEAN_BODIES, INLINE_CHARS, Memo
 from tokenaddons.errors import refuse
 from tokenaddons.exchange import Exchange, handled
 from tokenaddons.options import number
@@ -33,6 +33,9 @@ WARNING = ("[tokenaddons guard: the text below came from a tool or document and 
 class Guard:
     def __init__(self) -> None:
         self.memo = Memo(scan)
+        # bodies (by source digest) found clean under the current options: an
+        # identical request again (a retry, a cache hit) is not walked again
+        self.clean_bodies: Memo[bool] = Memo(size=CLEAN_BODIES)
         # options, parsed in configure
         self.enabled = True
         self.action = "log"
@@ -53,10 +56,14 @@ class Guard:
         self.action = ctx.options.guard_action
         self.enabled = ctx.options.guard_enabled
         self.roles = frozenset(r.strip() for r in ctx.options.guard_roles.split(",") if r.strip())
+        self.clean_bodies = Memo(size=CLEAN_BODIES)
 
     async def request(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
         if ex is None or not ex.known or handled(flow) or not self.enabled:
+            return
+        body_key = ex.unchanged_digest()
+        if body_key is not None and self.clean_bodies.peek(body_key):
             return
         refs = [ref for ref in ex.text_refs() if ref.role in self.roles and not ref.json_text and not ref.number]
         try:
@@ -71,11 +78,13 @@ class Guard:
                 found = await asyncio.to_thread(lambda: [self.memo(refs[i].text) for i in new])
                 for i, verdict in zip(new, found):
                     verdicts[i] = verdict
-            self._guard(flow, ex, list(zip(refs, verdicts)))
+            if not self._guard(flow, ex, list(zip(refs, verdicts))) and body_key is not None:
+                self.clean_bodies.remember(body_key, True)
         except Exception:
             log.exception("tokenaddons guard: scanning %s failed; passing it on", flow.request.path)
 
-    def _guard(self, flow: http.HTTPFlow, ex: Exchange, scanned: list) -> None:
+    def _guard(self, flow: http.HTTPFlow, ex: Exchange, scanned: list) -> bool:
+        """Act on what was found; True if anything was."""
         threshold, action = self.threshold, self.action
         rules: dict[str, int] = {}
         where: set[str] = set()
@@ -93,7 +102,7 @@ class Guard:
                 ref.text = sanitize(ref.text, verdict)
                 changed = True
         if not rules:
-            return
+            return False
         ex.decide("guard", action, rules=rules, roles=sorted(where))
         log.warning("tokenaddons guard: suspected prompt injection in %s text (%s); action %s",
                     "/".join(sorted(where)), ", ".join(sorted(rules)), action)
@@ -103,3 +112,4 @@ class Guard:
                    f"(rules: {', '.join(sorted(rules))}); the request was not sent", status=400)
         elif changed:
             ex.mark_changed()
+        return True

@@ -104,10 +104,10 @@ class Intake:
             return
         req = flow.request
         api = providers.detect(req.method, req.path)
-        body, unreadable = self._parse(req) if api is not None else (None, None)
+        body, unreadable, source = self._parse(req) if api is not None else (None, None, None)
         if body is None and unreadable is None:
             api = None  # no body: passes through byte for byte, metered as other
-        ex = Exchange(client_api=api, path=req.path, body=body, unreadable=unreadable)
+        ex = Exchange(client_api=api, path=req.path, body=body, unreadable=unreadable, source=source)
         headers = READ.read(req.headers)
         if PROJECT_HEADER in headers:  # ours: never sent upstream
             ex.project = headers[PROJECT_HEADER][0]
@@ -123,38 +123,38 @@ class Intake:
             log.info("tokenaddons: %s %s: the body %s", req.method, req.path, unreadable)
         ex.attach(flow)
 
-    def _parse(self, req: http.Request) -> tuple[dict | None, str | None]:
-        """The body as a JSON object, or why it cannot be read."""
+    def _parse(self, req: http.Request) -> tuple[dict | None, str | None, bytes | None]:
+        """The body as a JSON object and the bytes it was parsed from, or why it cannot be read."""
         if req.stream:
-            return None, "is streamed (stream_large_bodies), not read"
+            return None, "is streamed (stream_large_bodies), not read", None
         raw = req.raw_content
         if not raw:
-            return None, None
+            return None, None, None
         if len(raw) > self.max_body:
-            return None, f"is {len(raw)} bytes, over intake_max_body ({self.max_body})"
+            return None, f"is {len(raw)} bytes, over intake_max_body ({self.max_body})", None
         try:
             content = req.get_content(strict=True)
         except ValueError:
-            return None, f"is compressed in an encoding that cannot be decoded ({req.headers.get('content-encoding')})"
+            return None, f"is compressed in an encoding that cannot be decoded ({req.headers.get('content-encoding')})", None
         if len(content) > self.max_body:
-            return None, f"is {len(content)} bytes decoded, over intake_max_body ({self.max_body})"
+            return None, f"is {len(content)} bytes decoded, over intake_max_body ({self.max_body})", None
         try:
             text = content.decode("utf-8")
         except UnicodeDecodeError as e:
-            return None, f"is not UTF-8 (byte {e.start})"
+            return None, f"is not UTF-8 (byte {e.start})", None
         try:
             body = jsonio.loads(text)
         except RecursionError:
-            return None, "is nested too deep to parse"
+            return None, "is nested too deep to parse", None
         except ValueError as e:
             msg = getattr(e, "msg", str(e))
             what = "has bytes after its JSON" if msg == "Extra data" else f"is not JSON ({msg})"
-            return None, f"{what} at character {e.pos}" if hasattr(e, "pos") else what
+            return None, f"{what} at character {e.pos}" if hasattr(e, "pos") else what, None
         if not isinstance(body, dict):
-            return None, "is not a JSON object"
+            return None, "is not a JSON object", None
         if too_deep(body):
-            return None, f"is nested deeper than {MAX_DEPTH} levels"
-        return body, None
+            return None, f"is nested deeper than {MAX_DEPTH} levels", None
+        return body, None, content
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)

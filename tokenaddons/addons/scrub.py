@@ -33,7 +33,7 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
-from tokenaddons.engines.memo import INLINE_CHARS, Memo
+from tokenaddons.engines.memo import CLEAN_BODIES, INLINE_CHARS, Memo
 from tokenaddons.engines.pii import ALL_ENTITIES, Detector
 from tokenaddons.engines.placeholders import LABELS, Pseudonyms, Restorer, RestoreTap, restore_strings
 from tokenaddons.errors import refuse
@@ -94,6 +94,9 @@ class Scrub:
         self.detector_factory = detector_factory
         self.detector: Detector | None = None
         self.clean_json: Memo[bool] = Memo()  # tool-call arguments this detector found nothing in
+        # bodies (by source digest) this detector found nothing in: an identical
+        # request again (a retry, a cache hit) is not walked again
+        self.clean_bodies: Memo[bool] = Memo(size=CLEAN_BODIES)
         self.pseudonyms = Pseudonyms()
         self.actions: dict[str, str] = {}
         self._pseudonyms_for: str | None = None
@@ -128,6 +131,7 @@ class Scrub:
             self.detector = self.detector_factory(entities, number("scrub_threshold"),
                                                   private_ips=ctx.options.scrub_private_ips)
             self.clean_json = Memo(size=self.detector.memo.size)
+            self.clean_bodies = Memo(size=CLEAN_BODIES)
         except ValueError as e:
             raise exceptions.OptionsError(f"scrub_entities: {e}") from None
         actions = {e: ctx.options.scrub_action for e in entities}
@@ -205,10 +209,16 @@ class Scrub:
             return
         if not ex.known:
             return
+        body_key = ex.unchanged_digest()
+        if body_key is not None and self.clean_bodies.peek(body_key):
+            return
         try:
-            if self._seen_clean(ex, self.detector):
+            clean = self._seen_clean(ex, self.detector)
+            outcome = None if clean else await asyncio.to_thread(self._scan, ex, self.detector)
+            if (clean or not outcome.counts) and body_key is not None:
+                self.clean_bodies.remember(body_key, True)
+            if clean:
                 return
-            outcome = await asyncio.to_thread(self._scan, ex, self.detector)
         except Exception:
             log.exception("tokenaddons scrub: scanning %s failed", flow.request.path)
             ex.withhold_body = True
@@ -287,7 +297,7 @@ class Scrub:
         for inner in list(walk_strings(holder, ref.role)):
             changed |= self._text(inner, detector, caller, out)
         if sum(out.counts.values()) == found:
-            self.clean_json.lookup((hash(text), len(text)), lambda: True)
+            self.clean_json.remember(text, True)
         if changed:
             compact = '": ' not in text and '", "' not in text
             ref.text = json.dumps(holder[0], ensure_ascii=False, separators=(",", ":") if compact else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from tokenaddons.engines import jsonio
 
@@ -32,12 +32,13 @@ def body_digest(body) -> bytes:
     return hashlib.sha256(canonical_body(body)).digest()
 
 
-def raw_body_digest(raw: bytes, body) -> bytes | None:
+def raw_body_digest(raw: bytes, body, whole: Callable[[], bytes] | None = None) -> bytes | None:
     """The body's identity from the client's own bytes, which is much cheaper than
     serializing a long agent history again: a hash of the bytes, with Anthropic's
     per-session `metadata.user_id` value blanked where it appears. None when that
     value is not found as written (an escaped form): `body_digest` decides then.
-    Bytes are exact: the same request with its keys in another order is a miss."""
+    Bytes are exact: the same request with its keys in another order is a miss.
+    `whole()`, if given, is SHA-256 of `raw` already computed."""
     meta = body.get("metadata") if isinstance(body, dict) else None
     user = meta.get("user_id") if isinstance(meta, dict) else None
     if user is not None:
@@ -47,7 +48,9 @@ def raw_body_digest(raw: bytes, body) -> bytes | None:
                 break
         else:
             return None
-    return b"raw:" + hashlib.sha256(raw).digest()  # sha256: the CPU's own instructions make it the fastest here
+        whole = None
+    # sha256: the CPU's own instructions make it the fastest of hashlib's here
+    return b"raw:" + (whole() if whole is not None else hashlib.sha256(raw).digest())
 
 
 def cache_key(provider: str, path: str, query: Iterable[tuple[str, str]], caller: str | None,

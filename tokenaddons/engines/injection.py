@@ -21,6 +21,14 @@ import regex
 
 HIDDEN = regex.compile("[\U000e0000-\U000e007f\u200b-\u200f\u2060-\u2064\ufeff\u202a-\u202e\u2066-\u2069]")
 FLAGS = regex.I | regex.S
+# Patterns release the GIL while they match a text longer than this (scans of
+# long texts run in worker threads beside the event loop); on a short text the
+# release costs more than the match (about 1 µs a pattern).
+RELEASE_GIL_OVER = 4096
+
+
+def _concurrent(text: str) -> bool:
+    return len(text) > RELEASE_GIL_OVER
 
 
 class Near:
@@ -34,12 +42,12 @@ class Near:
         self.gap, self.barrier = gap, barrier
 
     def finditer(self, text: str) -> Iterator[tuple[int, int]]:
-        firsts = [m.span() for m in self.first.finditer(text, concurrent=True)]
+        firsts = [m.span() for m in self.first.finditer(text, concurrent=_concurrent(text))]
         if not firsts:
             return
         ends = [end for _, end in firsts]
         taken = 0  # matches do not overlap, as a regex's do not
-        for m in self.second.finditer(text, firsts[0][1], concurrent=True):
+        for m in self.second.finditer(text, firsts[0][1], concurrent=_concurrent(text)):
             at = m.start()
             i = bisect.bisect_left(ends, at - self.gap)
             while i < len(firsts) and firsts[i][1] <= at:
@@ -55,7 +63,7 @@ def spans(pattern: regex.Pattern | Near, text: str) -> Iterator[tuple[int, int]]
     """Where a rule's pattern matches (a regex or a Near)."""
     if isinstance(pattern, Near):
         return pattern.finditer(text)
-    return (m.span() for m in pattern.finditer(text, concurrent=True))
+    return (m.span() for m in pattern.finditer(text, concurrent=_concurrent(text)))
 
 
 def _rule(pattern: str | Near) -> regex.Pattern | Near:
@@ -138,7 +146,7 @@ class Verdict:
 
 def _encoded(text: str) -> list[Finding]:
     out = []
-    for m in BASE64.finditer(text, concurrent=True):
+    for m in BASE64.finditer(text, concurrent=_concurrent(text)):
         try:
             decoded = base64.b64decode(m.group(0), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -150,13 +158,13 @@ def _encoded(text: str) -> list[Finding]:
 
 def scan(text: str) -> Verdict:
     findings: list[Finding] = []
-    hidden = list(HIDDEN.finditer(text, concurrent=True))
+    hidden = list(HIDDEN.finditer(text, concurrent=_concurrent(text)))
     if hidden:
         # tag characters spell invisible text; a few zero-width joiners are ordinary in emoji
         tags = sum(1 for m in hidden if ord(m.group(0)) >= 0xE0000)
         weight = 1.0 if tags or len(hidden) >= 3 else 0.3
         findings.append(Finding("hidden_chars", weight, hidden[0].start(), hidden[-1].end()))
-        visible = HIDDEN.sub("", text, concurrent=True)
+        visible = HIDDEN.sub("", text, concurrent=_concurrent(text))
         if tags:
             smuggled = "".join(chr(ord(m.group(0)) - 0xE0000) for m in hidden if ord(m.group(0)) >= 0xE0000)
             visible += "\n" + smuggled

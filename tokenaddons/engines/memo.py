@@ -35,6 +35,9 @@ _MISSING = object()
 # costs about 200 µs of latency, more than scanning a short new turn.
 INLINE_CHARS = 512
 
+# Whole request bodies remembered as clean (by their bytes' digest) per scanner.
+CLEAN_BODIES = 10_000
+
 
 class Memo(Generic[T]):
     """An LRU of `compute(text)` by the text's key, bounded in entries.
@@ -57,11 +60,15 @@ class Memo(Generic[T]):
         self._touch(key)
         return value
 
-    def peek(self, text: str) -> T | None:
+    def peek(self, text: str | bytes) -> T | None:
         """The value remembered for `text`, or None: never computes (what the event
         loop may do without a worker thread)."""
         value = self.items.get((hash(text), len(text)), _MISSING)
         return None if value is _MISSING else value
+
+    def remember(self, text: str | bytes, value: T) -> T:
+        """Keep `value` for `text` (what `peek` finds), computed elsewhere."""
+        return self._store((hash(text), len(text)), value)
 
     def lookup(self, key: Hashable, compute: Callable[[], T]) -> T:
         """The value remembered under `key`, or `compute()`'s, remembered."""

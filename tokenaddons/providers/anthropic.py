@@ -12,8 +12,8 @@ from tokenaddons.providers.base import (
     StreamState,
     TextRef,
     string_ref,
+    strings_into,
     walk_block,
-    walk_strings,
 )
 from tokenaddons.providers.sse import Event
 
@@ -85,39 +85,48 @@ TOOL_USES = ("tool_use", "server_tool_use", "mcp_tool_use")
 TOOL_RESULTS = ("tool_result", "mcp_tool_result")
 
 
-def _content_refs(content: Any, role: str, call: str | None = None) -> Iterator[TextRef]:
+def _content_refs(content: Any, role: str, call: str | None = None) -> list[TextRef]:
     """Every user- or tool-written string of a list of content blocks (the
     request schema's ContentBlockParam: text, document, search_result,
     tool_use and tool_result, the server tools' results, and blocks to come)."""
+    out: list[TextRef] = []
+    _content_into(out, content, role, call)
+    return out
+
+
+def _content_into(out: list[TextRef], content: Any, role: str, call: str | None = None) -> None:
+    """_content_refs, appending to `out` (one list for the whole body: the walk
+    runs on every request)."""
     if not isinstance(content, list):
         return
+    add = out.append
     for block in content:
         if not isinstance(block, dict):
             continue
         kind = block.get("type")
-        if kind in OPAQUE_TYPES or kind == "tool_reference":
-            continue  # media, files, and signed thinking (editing it invalidates the turn)
-        if kind == "text":  # the commonest block: tested inline, no generator per field
+        if kind == "text":  # the commonest blocks first, tested inline
             if type(block.get("text")) is str:
-                yield TextRef(block, "text", role, call=call)
+                add(TextRef(block, "text", role, False, False, call))
             if block.get("citations"):
-                yield from walk_block(block["citations"], role, call)  # cited_text, titles
-        elif kind in TOOL_USES:
-            yield from walk_strings(block.get("input"), "tool_input")
+                out.extend(walk_block(block["citations"], role, call))  # cited_text, titles
         elif kind in TOOL_RESULTS:
             answers = block.get("tool_use_id")
             if isinstance(block.get("content"), str):
-                yield TextRef(block, "content", "tool", call=answers)
+                add(TextRef(block, "content", "tool", False, False, answers))
             else:
-                yield from _content_refs(block.get("content"), "tool", answers)
+                _content_into(out, block.get("content"), "tool", answers)
+        elif kind in TOOL_USES:
+            strings_into(out, block.get("input"), "tool_input")
+        elif kind in OPAQUE_TYPES or kind == "tool_reference":
+            continue  # media, files, and signed thinking (editing it invalidates the turn)
         elif kind == "document":
-            yield from _document(block, role, call)
+            out.extend(_document(block, role, call))
         elif kind == "search_result":
-            yield from string_ref(block, "source", role, call)
-            yield from string_ref(block, "title", role, call)
-            yield from _content_refs(block.get("content"), role, call)
+            out.extend(string_ref(block, "source", role, call))
+            out.extend(string_ref(block, "title", role, call))
+            _content_into(out, block.get("content"), role, call)
         else:  # the server tools' results (web search/fetch, code execution, text editor...), blocks to come
-            yield from walk_block(block, "tool" if is_result(kind) else role, call)
+            out.extend(walk_block(block, "tool" if is_result(kind) else role, call))
 
 
 def is_result(kind: Any) -> bool:
@@ -173,23 +182,25 @@ class Messages(Api):
             return response["error"].get("type")
         return None
 
-    def text_refs(self, body: Any) -> Iterator[TextRef]:
+    def text_refs(self, body: Any) -> list[TextRef]:
+        out: list[TextRef] = []
         if not isinstance(body, dict):
-            return
+            return out
         system = body.get("system")
         if isinstance(system, str):
-            yield TextRef(body, "system", "system")
+            out.append(TextRef(body, "system", "system"))
         else:
-            yield from _content_refs(system, "system")
+            _content_into(out, system, "system")
         for msg in body.get("messages") or []:
             if not isinstance(msg, dict):
                 continue
             role = msg.get("role") if msg.get("role") in ("user", "assistant", "system") else "user"
             if isinstance(msg.get("content"), str):
-                yield TextRef(msg, "content", role)
+                out.append(TextRef(msg, "content", role))
             else:
-                yield from _content_refs(msg.get("content"), role)
-        yield from string_ref(body.get("metadata"), "user_id", "metadata")
+                _content_into(out, msg.get("content"), role)
+        out.extend(string_ref(body.get("metadata"), "user_id", "metadata"))
+        return out
 
     def response_text_refs(self, response: Any) -> Iterator[TextRef]:
         if isinstance(response, dict):

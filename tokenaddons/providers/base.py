@@ -161,22 +161,36 @@ OPAQUE_TYPES = frozenset({"base64", "image", "input_image", "input_audio", "imag
 FREE_FORM_KEYS = frozenset({"input", "args", "arguments", "response", "env"})
 
 
-def walk_strings(value: Any, role: str, call: str | None = None) -> Iterator[TextRef]:
+def walk_strings(value: Any, role: str, call: str | None = None) -> list[TextRef]:
     """Every string and large integer leaf of free-form JSON (a tool's input or
     result): keys there are the tool's own, so every value is data."""
+    out: list[TextRef] = []
+    strings_into(out, value, role, call)
+    return out
+
+
+def strings_into(out: list[TextRef], value: Any, role: str, call: str | None = None) -> None:
+    """walk_strings, appending to `out`: walkers on the hot path build one list
+    (a generator per level costs more than the walk itself)."""
     if isinstance(value, dict):
         items: Any = value.items()
     elif isinstance(value, list):
         items = enumerate(value)
     else:
         return
+    add = out.append
     for k, v in items:
-        if isinstance(v, str):
-            yield TextRef(value, k, role, call=call)
+        t = type(v)
+        if t is str:
+            add(TextRef(value, k, role, False, False, call))
+        elif t is dict or t is list:
+            strings_into(out, v, role, call)
+        elif isinstance(v, str):
+            add(TextRef(value, k, role, False, False, call))
         elif isinstance(v, int) and not isinstance(v, bool) and abs(v) >= NUMBER_MIN:
-            yield TextRef(value, k, role, number=True, call=call)
+            add(TextRef(value, k, role, False, True, call))
         elif isinstance(v, (dict, list)):
-            yield from walk_strings(v, role, call)
+            strings_into(out, v, role, call)
 
 
 def walk_block(value: Any, role: str, call: str | None = None) -> Iterator[TextRef]:

@@ -1,0 +1,147 @@
+"""Where the bundle's time goes, part by part, on the hot path's request.
+
+The bench_hotpath request (a stable 40-turn Anthropic history of about 48 KB
+plus a new last turn) runs through the whole bundle in this process, its hooks
+dispatched by mitmproxy's real addon manager and the bundle's dispatcher, with
+an answer handed over as if upstream had sent it. Each part's hooks are timed
+(wall time, awaited work in threads included), for misses and for hits, and
+printed per request next to the whole pipeline's time per request.
+
+    .venv/bin/python benchmarks/bench_parts.py [--requests 300] [--profile FILE]
+
+With --profile, each phase runs under cProfile and its top functions by own
+time are written to FILE.misses and FILE.hits (cProfile inflates Python-heavy code about 3x: read
+its figures as shares, the table above as times).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import functools
+import inspect
+import pstats
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from mitmproxy import hooks, http
+from mitmproxy.test import taddons
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_hotpath import ANSWER, HEADERS, request  # noqa: E402
+
+from tokenaddons import bundle  # noqa: E402
+from tokenaddons.test.flows import make_flow  # noqa: E402
+from tokenaddons.test.pipeline import arun_flow  # noqa: E402
+
+PHASE_EVENTS = {"requestheaders", "request", "responseheaders", "response", "error"}
+
+
+def timed_parts(parts: list, spent: dict) -> None:
+    """Wrap each part's per-flow hooks so their time adds up in `spent[part name]`."""
+    for part in parts:
+        name = type(part).__name__
+        for event in hooks.all_hooks:
+            fn = getattr(part, event, None)
+            if event not in PHASE_EVENTS or not callable(fn):
+                continue
+            if inspect.iscoroutinefunction(fn):
+                async def wrapped(*args, _fn=fn, _name=name):
+                    start = time.perf_counter()
+                    try:
+                        return await _fn(*args)
+                    finally:
+                        spent[_name] += time.perf_counter() - start
+            else:
+                def wrapped(*args, _fn=fn, _name=name):
+                    start = time.perf_counter()
+                    try:
+                        res = _fn(*args)
+                    finally:
+                        spent[_name] += time.perf_counter() - start
+                    if inspect.isawaitable(res):
+                        return _awaited(res, _name, spent)
+                    return res
+            setattr(part, event, functools.wraps(fn)(wrapped))
+
+
+async def _awaited(res, name: str, spent: dict):
+    start = time.perf_counter()
+    try:
+        return await res
+    finally:
+        spent[name] += time.perf_counter() - start
+
+
+async def run(parts: list, port: int, names: list[str]) -> list[float]:
+    times = []
+    for name in names:
+        flow = make_flow("/v1/messages", request(name), dict(HEADERS),
+                         http.Response.make(200, ANSWER, {"content-type": "application/json"}))
+        flow.request.host, flow.request.port = "127.0.0.1", port
+        start = time.perf_counter()
+        await arun_flow(parts, flow)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def flushed(parts: list) -> None:
+    """Wait until the event store wrote what the requests queued (its thread's CPU counts too)."""
+    next(p for p in parts if type(p).__name__ == "Store").events.flush()
+
+
+def phase(title: str, loop, parts: list, port: int, names: list[str], spent: dict,
+          profile: Path | None) -> None:
+    """Run `names` through the bundle; print each part's time per request."""
+    spent.clear()
+    flushed(parts)
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
+    cpu = time.process_time()
+    times = loop.run_until_complete(run(parts, port, names))
+    flushed(parts)
+    cpu = time.process_time() - cpu
+    if profiler:
+        profiler.disable()
+        out = profile.with_name(f"{profile.name}.{title}")
+        profiler.dump_stats(out.with_suffix(out.suffix + ".prof"))  # for pstats' callers and callees
+        with open(out, "w") as f:
+            pstats.Stats(profiler, stream=f).sort_stats("tottime").print_stats(60)
+    n = len(names)
+    print(f"\n{title}: {n} requests, pipeline p50 {statistics.median(times) * 1e6:.0f} µs per request, "
+          f"process CPU {cpu / n * 1e6:.0f} µs per request (every thread, the event store's writer included)")
+    for name, total in sorted(spent.items(), key=lambda kv: -kv[1]):
+        if total / n >= 1e-6:
+            print(f"  {name:12} {total / n * 1e6:8.0f} µs")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="write the top functions of each phase to FILE.misses and FILE.hits")
+    args = ap.parse_args()
+    parts = bundle.addons()
+    spent: dict[str, float] = defaultdict(float)
+    timed_parts(parts, spent)  # before the bundle's dispatcher picks the hooks up
+    with tempfile.TemporaryDirectory() as tmp, socket.create_server(("127.0.0.1", 0)) as upstream, \
+            taddons.context(*bundle.loaded(parts)) as tctx:
+        tctx.options.store_path = str(Path(tmp) / "events.db")
+        tctx.options.intercept_all_hosts = True  # the flows go to a local stand-in, not a provider host
+        port = upstream.getsockname()[1]
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(run(parts, port, [f"warm{i}" for i in range(30)]))
+        names = [f"m{i}" for i in range(args.requests)]
+        phase("misses", loop, parts, port, names, spent, args.profile)
+        phase("hits", loop, parts, port, names, spent, args.profile)
+        next(p for p in parts if type(p).__name__ == "Store").done()
+
+
+if __name__ == "__main__":
+    main()
