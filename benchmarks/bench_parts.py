@@ -137,6 +137,7 @@ def main() -> None:
         port = upstream.getsockname()[1]
         loop = asyncio.new_event_loop()
         loop.run_until_complete(run(parts, port, [f"warm{i}" for i in range(30)]))
+        next(p for p in parts if type(p).__name__ == "Heap").running()  # as in a running proxy
         names = [f"m{i}" for i in range(args.requests)]
         phase("misses", loop, parts, port, names, spent, args.profile)
         phase("hits", loop, parts, port, names, spent, args.profile)
