@@ -65,33 +65,36 @@ class Guard:
         body_key = ex.unchanged_digest()
         if body_key is not None and self.clean_bodies.peek(body_key):
             return
-        refs = [ref for ref in ex.text_refs() if ref.role in self.roles and not ref.json_text and not ref.number]
+        roles = self.roles
+        refs = [ref for ref in ex.text_refs() if ref.role in roles and not ref.json_text and not ref.number]
         try:
             # texts seen before are looked up on the event loop, a few new characters scanned
             # there too; a worker thread only for more
-            verdicts = [self.memo.peek(ref.text) for ref in refs]
+            texts = [ref.text for ref in refs]
+            peek = self.memo.peek
+            verdicts = [peek(text) for text in texts]
             new = [i for i, verdict in enumerate(verdicts) if verdict is None]
-            if sum(len(refs[i].text) for i in new) <= INLINE_CHARS:
+            if sum(len(texts[i]) for i in new) <= INLINE_CHARS:
                 for i in new:
-                    verdicts[i] = self.memo(refs[i].text)
+                    verdicts[i] = self.memo(texts[i])
             else:
-                found = await asyncio.to_thread(lambda: [self.memo(refs[i].text) for i in new])
+                found = await asyncio.to_thread(lambda: [self.memo(texts[i]) for i in new])
                 for i, verdict in zip(new, found):
                     verdicts[i] = verdict
-            if not self._guard(flow, ex, list(zip(refs, verdicts))) and body_key is not None:
+            threshold = self.threshold
+            flagged = [(ref, verdict) for ref, verdict in zip(refs, verdicts) if verdict.score >= threshold]
+            if not (flagged and self._guard(flow, ex, flagged)) and body_key is not None:
                 self.clean_bodies.remember(body_key, True)
         except Exception:
             log.exception("tokenaddons guard: scanning %s failed; passing it on", flow.request.path)
 
-    def _guard(self, flow: http.HTTPFlow, ex: Exchange, scanned: list) -> bool:
-        """Act on what was found; True if anything was."""
-        threshold, action = self.threshold, self.action
+    def _guard(self, flow: http.HTTPFlow, ex: Exchange, flagged: list) -> bool:
+        """Act on the texts whose verdict reached the threshold; True if any had a finding."""
+        action = self.action
         rules: dict[str, int] = {}
         where: set[str] = set()
         changed = False
-        for ref, verdict in scanned:
-            if not verdict.flagged(threshold):
-                continue
+        for ref, verdict in flagged:
             for rule, n in verdict.rules.items():
                 rules[rule] = rules.get(rule, 0) + n
             where.add(ref.role)

@@ -253,13 +253,16 @@ class Scrub:
         finding, or more new text, goes to the worker thread (replacing may touch
         the pseudonym store)."""
         new, chars = [], 0
+        known, clean_json = detector.known, self.clean_json.peek
         for ref in ex.text_refs():
             if ref.json_text:
-                if not self.clean_json.peek(ref.text):
+                if not clean_json(ref.text):
                     return False
                 continue
-            text = f"{ref.key}: {ref.text}" if ref.number and isinstance(ref.key, str) else ref.text
-            found = detector.known(text)
+            text = ref.text
+            if ref.number and isinstance(ref.key, str):
+                text = f"{ref.key}: {text}"
+            found = known(text)
             if found is None:
                 chars += len(text)
                 if chars > INLINE_CHARS:
