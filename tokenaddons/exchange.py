@@ -219,6 +219,22 @@ class Exchange:
             cached = self._text_refs = (self.body_version, self.body, refs)
         return cached[2]
 
+    def release(self) -> None:
+        """Let go of what only handling the request and its answer needed (the
+        parsed body and its bytes, the walk of its texts, taps, settlers, the
+        addons' scratch) once the exchange has ended and its summary is kept.
+        mitmproxy's flows are freed only by the cyclic garbage collector, and an
+        exchange lives as long as its flow: without this, a finished agent
+        request's thousands of parsed objects would wait for a collection, and
+        each collection until then would walk them."""
+        self.body = None
+        self.source = None
+        self._text_refs = None
+        self.upstream_body = None
+        self.taps = []
+        self.settlers = []
+        self.state = {}
+
     def decide(self, addon: str, action: str, *, tokens_saved: int = 0,
                usd_saved: float = 0.0, about: tuple[str, str] | None = None, **detail: Any) -> Decision:
         d = Decision(addon, action, detail, tokens_saved, usd_saved, about)

@@ -22,3 +22,29 @@ def test_running_freezes_what_start_up_loaded_out_of_the_collectors_walks():
             assert any(o is later for o in gc.get_objects())  # what requests create still is collected
     finally:
         gc.unfreeze()
+
+
+def test_an_ended_exchange_lets_go_of_its_body_at_once():
+    """mitmproxy's flows are freed only by the cyclic collector: the parsed body
+    an exchange held must not wait for it (and be walked by every collection until then)."""
+    import weakref
+
+    from tokenaddons.exchange import Exchange
+    from tokenaddons.test.flows import make_flow
+
+    class Part:  # something inside the parsed body that can be watched
+        pass
+
+    flow = make_flow("/v1/messages", {"model": "m", "messages": []})
+    part = Part()
+    watched = weakref.ref(part)
+    ex = Exchange(client_api=None, body={"messages": [{"role": "user", "content": [part]}]}, source=b"{}")
+    ex.attach(flow)
+    ex.state["meter"] = ex  # a cycle through the scratch, as a tap that holds its exchange makes
+    del part
+    gc.disable()  # freed without the collector, or not at all
+    try:
+        Heap().response(flow)
+        assert watched() is None and ex.body is None and ex.source is None and not ex.state
+    finally:
+        gc.enable()
