@@ -45,6 +45,13 @@ class Received:
     usage: dict | None = None  # what was billed: input (uncached), read, write_5m, write_1h, output
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: twenty clients connecting at once
+    # overflowed it, and the connections dropped waited a second for their SYN to
+    # be sent again (a proxy's connect check could give up meanwhile)
+    request_queue_size = 128
+
+
 class Simulator:
     """A local provider: `with Simulator() as sim: ... sim.url ... sim.requests`."""
 
@@ -64,7 +71,7 @@ class Simulator:
     # -- lifecycle
     def start(self) -> Simulator:
         handler = type("Handler", (_Handler,), {"sim": self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
+        self._server = _Server((self.host, self.port), handler)
         self._server.daemon_threads = True
         self._server.block_on_close = False  # stop now, not when idle keep-alive clients hang up
         if self.tls:
