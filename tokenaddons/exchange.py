@@ -233,7 +233,9 @@ class Exchange:
         self.upstream_body = None
         self.taps = []
         self.settlers = []
-        self.state = {}
+        # the addons' scratch, but for its flags ("metered", "settled"): a late
+        # error hook must still find the exchange accounted for
+        self.state = {k: v for k, v in self.state.items() if v is True}
 
     def decide(self, addon: str, action: str, *, tokens_saved: int = 0,
                usd_saved: float = 0.0, about: tuple[str, str] | None = None, **detail: Any) -> Decision:

@@ -84,7 +84,8 @@ def test_order_contracts_through_the_real_addon_manager(pipeline):
         first = send(addons, listening.getsockname()[1], answer)
     ex = Exchange.of(first)
     # the exchange has ended: its summary is kept, what handling it needed is let go (heap last)
-    assert ex.body is None and ex.source is None and not ex.state and first.metadata["tokenaddons"]["cost_usd"] > 0
+    assert ex.body is None and ex.source is None and "cache" not in ex.state
+    assert ex.state["metered"] and ex.state["settled"] and first.metadata["tokenaddons"]["cost_usd"] > 0
     # scrub before the cache: what went upstream, and what the cache keyed, carries the placeholder
     assert EMAIL.encode() not in first.request.content and b"<EMAIL_1>" in first.request.content
     assert EMAIL in first.response.text  # restored for the client
