@@ -233,7 +233,9 @@ class Cache:
     def key(self, flow: http.HTTPFlow, ex: Exchange) -> str:
         req = flow.request
         body_hash = None
-        if ex.unchanged_digest() is not None:  # still the client's own bytes: hash them, do not serialize again
+        if ex.body_version == 0 and ex.source is not None:
+            # still the client's own bytes: hashed, not serialized again (the digest guard and
+            # scrub took, taken only if they did not, unless a session id must be blanked first)
             body_hash = raw_body_digest(ex.source, ex.body, ex.source_digest)
         if body_hash is None:
             body_hash = body_digest(ex.body)

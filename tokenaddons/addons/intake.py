@@ -135,7 +135,8 @@ class Intake:
         try:
             content = req.get_content(strict=True)
         except ValueError:
-            return None, f"is compressed in an encoding that cannot be decoded ({req.headers.get('content-encoding')})", None
+            encoding = req.headers.get("content-encoding")
+            return None, f"is compressed in an encoding that cannot be decoded ({encoding})", None
         if len(content) > self.max_body:
             return None, f"is {len(content)} bytes decoded, over intake_max_body ({self.max_body})", None
         try:
