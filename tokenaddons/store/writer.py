@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import json
 import logging
 import queue
@@ -62,6 +63,27 @@ def coerce(value: Any) -> Any:
         except (TypeError, ValueError):  # a circular container
             value = repr(value)
     return value[:MAX_TEXT]
+
+
+_BOUND_AS_IS = frozenset((str, float, type(None)))
+
+
+def bindable(values: Iterable[Any]) -> list:
+    """`coerce` of each value, with the common ones (text, floats, NULL, 64-bit
+    integers) taken as they are without a call: this runs for every column of
+    every row."""
+    return [v if type(v) in _BOUND_AS_IS or (type(v) is int and INT64_MIN <= v <= INT64_MAX) else coerce(v)
+            for v in values]
+
+
+@functools.lru_cache(maxsize=256)
+def insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({','.join(columns)}) VALUES ({','.join('?' * len(columns))})"
+
+
+@functools.lru_cache(maxsize=16)
+def _column_set(columns: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(columns)
 
 
 def _busy(e: Exception) -> bool:
@@ -227,8 +249,7 @@ class EventStore:
         while True:
             try:
                 with conn:
-                    for item in work:
-                        self._apply(conn, item)
+                    self._apply_all(conn, work)
                 self.written += sum(1 for item in work if not callable(item))
                 return
             except Exception as e:
@@ -261,18 +282,48 @@ class EventStore:
             log.warning("tokenaddons store: and %d more items of that batch dropped", named - WARNINGS_PER_BATCH)
 
     @staticmethod
+    def _apply_all(conn: sqlite3.Connection, work: list) -> None:
+        """Every item of a batch, in order, but each table's rows inserted
+        together (one `executemany` per run of rows with the same columns):
+        a table's rows keep their order, and a job sees every row queued
+        before it and none queued after."""
+        pending: dict[str, list[tuple[tuple[str, ...], list]]] = {}
+        for item in work:
+            if callable(item):
+                EventStore._insert_pending(conn, pending)
+                item(conn)
+            else:
+                table, columns, row = item
+                cols, values = EventStore._bind(columns, row)
+                pending.setdefault(table, []).append((cols, values))
+        EventStore._insert_pending(conn, pending)
+
+    @staticmethod
+    def _insert_pending(conn: sqlite3.Connection, pending: dict) -> None:
+        for table, rows in pending.items():
+            start = 0
+            for end in range(1, len(rows) + 1):
+                if end == len(rows) or rows[end][0] != rows[start][0]:
+                    conn.executemany(insert_sql(table, rows[start][0]), [values for _, values in rows[start:end]])
+                    start = end
+        pending.clear()
+
+    @staticmethod
     def _apply(conn: sqlite3.Connection, item) -> None:
         if callable(item):
             item(conn)
         else:
             table, columns, row = item
-            EventStore._insert(conn, table, columns, row)
+            cols, values = EventStore._bind(columns, row)
+            conn.execute(insert_sql(table, cols), values)
 
     @staticmethod
-    def _insert(conn: sqlite3.Connection, table: str, columns: Iterable[str], row: dict) -> None:
-        cols = [c for c in columns if c in row]
-        conn.execute(f"INSERT INTO {table} ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
-                     [coerce(row[c]) for c in cols])
+    def _bind(columns: tuple[str, ...], row: dict) -> tuple[tuple[str, ...], list]:
+        """The row's columns (those of the table it names, in its own order) and their values to bind."""
+        if row.keys() <= _column_set(columns):  # the usual case: nothing to leave out
+            return tuple(row), bindable(row.values())
+        cols = tuple(c for c in row if c in columns)
+        return cols, bindable(row[c] for c in cols)
 
     @staticmethod
     def _name(item) -> str:
