@@ -107,6 +107,7 @@ class Budget:
         self.tz = ZoneInfo("UTC")
         self.expected_output = 0
         self.fail_open = False
+        self._capped: tuple[int, bool] | None = None  # (settings generation, whether any cap is set)
 
     def load(self, loader) -> None:
         for w in WINDOWS:
@@ -134,6 +135,7 @@ class Budget:
             raise exceptions.OptionsError("budget_expected_output_tokens must not be negative")
         self.expected_output = ctx.options.budget_expected_output_tokens
         self.fail_open = ctx.options.budget_fail_open
+        self._capped = None
         self._sync()
 
     def _sync(self) -> None:
@@ -233,7 +235,17 @@ class Budget:
 
         self._reading = loop.create_task(read())
 
+    def _any_cap(self) -> bool:
+        """Whether any cap is set, in the options or the settings file (without
+        one, no request has a window to check or alert on)."""
+        generation = self.settings.generation
+        if self._capped is None or self._capped[0] != generation:
+            self._capped = (generation, any(usd > 0 for _, _, usd in self.limits()))
+        return self._capped[1]
+
     def windows(self, ex: Exchange, now: float) -> list[Window]:
+        if not self._any_cap():
+            return []
         tz = self.tz
         out = []
         for scope in scopes_of(ex.project, ex.provider, ex.model, self._patterns()):

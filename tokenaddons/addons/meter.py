@@ -193,17 +193,20 @@ class Meter:
                 row["request_body"] = flow.request.get_text(strict=False)[:cap]
             if ex.upstream_body is not None:
                 row["response_body"] = ex.upstream_body[:cap].decode("utf-8", "replace")
-        events.put_request(row)
-        for d in ex.decisions:
-            if d.settle is not None:  # a decision priced from what was billed
-                try:
-                    d.settle(ex)
-                except Exception:
-                    log.exception("tokenaddons meter: settling a %s decision failed", d.addon)
-            provider, d_model = d.about or (ex.provider, model)
-            events.put_decision({
-                "exchange_id": flow.id, "ts": start, "addon": d.addon, "action": d.action,
-                "detail": jsonio.dumps_str(d.detail, default=str), "tokens_saved": d.tokens_saved,
-                "usd_saved": d.usd_saved, "project": ex.project, "provider": provider,
-                "model": d_model,
-            })
+        decisions: list[dict] = []
+        try:
+            for d in ex.decisions:
+                if d.settle is not None:  # a decision priced from what was billed
+                    try:
+                        d.settle(ex)
+                    except Exception:
+                        log.exception("tokenaddons meter: settling a %s decision failed", d.addon)
+                provider, d_model = d.about or (ex.provider, model)
+                decisions.append({
+                    "exchange_id": flow.id, "ts": start, "addon": d.addon, "action": d.action,
+                    "detail": jsonio.dumps_str(d.detail, default=str), "tokens_saved": d.tokens_saved,
+                    "usd_saved": d.usd_saved, "project": ex.project, "provider": provider,
+                    "model": d_model,
+                })
+        finally:  # the request's row is kept whatever a decision holds
+            events.put_exchange(row, decisions)

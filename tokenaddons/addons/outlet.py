@@ -5,6 +5,9 @@ from mitmproxy import http
 
 from tokenaddons.engines import jsonio
 from tokenaddons.exchange import Exchange
+from tokenaddons.headers import Names
+
+ENCODINGS = Names("content-encoding", "transfer-encoding")
 
 
 class Outlet:
@@ -14,5 +17,13 @@ class Outlet:
         ex = Exchange.of(flow)
         if ex is None or not ex.dirty or flow.response is not None:
             return
-        flow.request.content = jsonio.dumps(ex.body)
+        body = jsonio.dumps(ex.body)
+        req = flow.request
+        seen = ENCODINGS.read(req.headers)
+        if "content-encoding" in seen:
+            req.content = body  # mitmproxy compresses it again
+        else:  # as `req.content = body` does, with one walk over the headers instead of three
+            req.raw_content = body
+            if "transfer-encoding" not in seen:
+                req.headers["content-length"] = str(len(body))
         ex.dirty = False

@@ -2,16 +2,35 @@
 against, model patterns, and a request's output cap."""
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 WINDOWS = ("hourly", "daily", "monthly")
 
 
 def window_bounds(window: str, now: float, tz: ZoneInfo) -> tuple[float, float]:
-    """Start and end (unix seconds) of the calendar window holding `now`."""
+    """Start and end (unix seconds) of the calendar window holding `now`.
+
+    Every request asks for its windows (reserve, settle, alerts): they are
+    worked out once per second of `now`. Within one second the answer cannot
+    change (time zone transitions fall on whole seconds), unless `now` rounds
+    up to the next second at microseconds, as `datetime` reads it."""
+    second = math.floor(now)
+    if now - second >= 0.9999995:
+        return _window_bounds(window, now, tz)
+    return _window_bounds_of_second(window, second, tz)
+
+
+@lru_cache(maxsize=64)
+def _window_bounds_of_second(window: str, second: int, tz: ZoneInfo) -> tuple[float, float]:
+    return _window_bounds(window, second, tz)
+
+
+def _window_bounds(window: str, now: float, tz: ZoneInfo) -> tuple[float, float]:
     t = datetime.fromtimestamp(now, tz)
     if window == "hourly":
         start = t.replace(minute=0, second=0, microsecond=0)

@@ -165,6 +165,11 @@ class EventStore:
     def put_decision(self, row: dict) -> None:
         self._queue.put(("decisions", DECISION_COLUMNS, row))
 
+    def put_exchange(self, request: dict, decisions: list[dict]) -> None:
+        """An exchange's request row and its decision rows, queued at once."""
+        self._queue.put([("requests", REQUEST_COLUMNS, request),
+                         *[("decisions", DECISION_COLUMNS, row) for row in decisions]])
+
     def submit(self, job: Job) -> None:
         """Run `job(conn)` on the writer thread, inside its current batch. When
         the batch fails, its items run again one at a time: what a job changes
@@ -231,7 +236,12 @@ class EventStore:
                 break
         stop = any(item is None for item in batch)
         waiters = [item for item in batch if isinstance(item, threading.Event)]
-        work = [item for item in batch if item is not None and not isinstance(item, threading.Event)]
+        work = []
+        for item in batch:
+            if type(item) is list:  # an exchange's rows
+                work.extend(item)
+            elif item is not None and not isinstance(item, threading.Event):
+                work.append(item)
         self.busy_since, self.in_batch = time.monotonic(), len(work)
         try:
             if work:
