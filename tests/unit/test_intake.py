@@ -85,7 +85,7 @@ def test_unknown_and_unreadable_bodies_pass_through_byte_for_byte(pipe):
     (b'{"model": "m"}\x00\x00', "has bytes after its JSON"),
     (b'{"model": ', "is not JSON"),
     (b'[{"model": "m"}]', "is not a JSON object"),
-    (b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}", "is nested deeper than 256 levels"),
+    (b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}", "is nested deeper than 254 levels"),
     (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "is nested too deep to parse"),
 ])
 def test_why_a_body_cannot_be_read(pipe, body, why):
@@ -176,7 +176,7 @@ def test_a_broken_tap_does_not_break_the_stream(pipe):
 
 
 def test_depth_is_counted_in_containers_at_the_limit_and_past_it():
-    from tokenaddons.addons.intake import MAX_DEPTH, too_deep
+    from tokenaddons.addons.intake import MAX_DEPTH, WRITE_CHECK_MAX, too_deep
 
     def nested(depth: int, kind: str):
         value: object = "leaf"
@@ -185,7 +185,13 @@ def test_depth_is_counted_in_containers_at_the_limit_and_past_it():
         return value
 
     for kind in ("dict", "list", "mixed"):
-        assert not too_deep(nested(MAX_DEPTH, kind)) and too_deep(nested(MAX_DEPTH + 1, kind))
+        for size in (0, WRITE_CHECK_MAX + 1):  # checked by writing it, and by walking it
+            assert not too_deep(nested(MAX_DEPTH, kind), size=size)
+            assert too_deep(nested(MAX_DEPTH + 1, kind), size=size)
+        # what orjson does not write (an integer past 64 bits, a lone surrogate) is walked
+        for leaf in (1 << 70, "\ud800"):
+            assert not too_deep([nested(MAX_DEPTH - 1, kind), leaf])
+            assert too_deep([nested(MAX_DEPTH, kind), leaf])
     assert not too_deep("text") and not too_deep(3) and not too_deep({}) and not too_deep([[], {}])
 
 
