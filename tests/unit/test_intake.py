@@ -205,3 +205,35 @@ def test_the_encodings_load_as_the_proxy_starts_not_on_the_first_request():
     with taddons.context(intake) as tctx:
         tctx.configure(intake)  # as mitmdump's script loader does, before the proxy listens
         assert tokens.get_encoding.cache_info().currsize == len(tokens.ENCODINGS)
+
+
+def test_bytes_read_before_are_parsed_only_when_an_addon_reads_them(pipe):
+    """A request sent again (a retry, a cache hit) is not parsed to learn its
+    model and stream flag; its body is parsed from its bytes on first use."""
+    addons, _ = pipe
+    intake = addons[1]
+    body = {"model": "claude-haiku-4-5", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    flows = [make_flow("/v1/messages", body) for _ in range(2)]
+    exchanges = []
+    for f in flows:
+        intake.request(f)
+        exchanges.append(Exchange.of(f))
+    first, again = exchanges
+    assert first.body == body and first.known
+    assert again._body is not None and not isinstance(again._body, dict)  # not parsed yet
+    assert again.known and again.model == again.requested_model == "claude-haiku-4-5" and again.stream
+    assert again.source_digest() == first.source_digest()
+    assert again.body == body and again.body is again.body  # parsed once, on use
+    assert again.text_refs()[0].text == "hi"
+    # the same bytes on another path, or other bytes, are read afresh
+    other = make_flow("/v1/messages/count_tokens", body)
+    intake.request(other)
+    assert isinstance(Exchange.of(other)._body, dict)
+    changed = make_flow("/v1/messages", {**body, "stream": False})
+    intake.request(changed)
+    assert isinstance(Exchange.of(changed)._body, dict) and not Exchange.of(changed).stream
+    # bytes that could not be read are never remembered as readable
+    bad = [make_flow("/v1/messages", b'{"model": ') for _ in range(2)]
+    for f in bad:
+        intake.request(f)
+        assert Exchange.of(f).unreadable.startswith("is not JSON") and not Exchange.of(f).known
