@@ -4,8 +4,12 @@ The bench_hotpath request (a stable 40-turn Anthropic history of about 48 KB
 plus a new last turn) runs through the whole bundle in this process, its hooks
 dispatched by mitmproxy's real addon manager and the bundle's dispatcher, with
 an answer handed over as if upstream had sent it. Each part's hooks are timed
-(wall time, awaited work in threads included), for misses and for hits, and
-printed per request next to the whole pipeline's time per request.
+(wall time, awaited work in threads included; and the event loop thread's CPU
+time in them, which leaves out waits for the GIL and for other processes), for
+misses and for hits, and printed per request next to the whole pipeline's time
+per request, the process's CPU time per request, and how it splits between the
+event loop's thread and the event store's writer thread (its own CPU clock:
+rows, rollup triggers, cache fills, commits).
 
     .venv/bin/python benchmarks/bench_parts.py [--requests 300] [--profile FILE]
 
