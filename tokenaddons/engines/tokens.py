@@ -165,6 +165,12 @@ def estimate_input_tokens(api, body: Any, model: str | None = None) -> int:
     return sum(counts(s) for s in strings) + len(strings) - 1 + MESSAGE_OVERHEAD * messages if strings else 0
 
 
+def estimate_text_tokens(text: str, model: str | None = None) -> int:
+    """One string's tokens as estimate_input_tokens counts each (the same
+    count, remembered per process), without walking a body for it."""
+    return _counts(encoding_name(model))(text)
+
+
 # Estimates run on the event loop (rate limits, budgets, cache hints): a string
 # longer than this is counted from three samples and scaled to its length, so
 # no string costs more than a few milliseconds (tiktoken takes a second on a
