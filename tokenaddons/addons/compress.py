@@ -164,10 +164,11 @@ class Compress:
         # this conversation, whatever a later version of the steps would do.
         context = self._context(ex.model)
         blocks = []
+        keys, reads_file = self._keys, compressors.reads_file
         for position, ref in outputs:
             text, call = ref.text, ref.call
-            file = call in calls and compressors.reads_file(*calls[call])
-            key = self._key(context, call, file, text)
+            file = call in calls and reads_file(*calls[call])
+            key = keys.get((context, call, file, hash(text), len(text))) or self._key(context, call, file, text)
             if len(text) >= MIN_CHARS:
                 blocks.append(Block(ref, position, key, bool(call) and parts[call] == 1, file))
             context = key
@@ -187,7 +188,7 @@ class Compress:
         """An output's key (a stable hash of the key before it, its call and its
         text), remembered by the text's process-local digest: history resent
         every turn is hashed once per process, not once per request."""
-        return self._keys.lookup((context, call, file, digest(text)), lambda: stable_digest(
+        return self._keys.lookup((context, call, file, *digest(text)), lambda: stable_digest(
             f"{context.hex()}\0{call}\0{'file' if file else ''}\0{text}"))
 
     def _compute(self, blocks: list[Block], model: str | None) -> None:
@@ -351,7 +352,7 @@ def _anthropic_outputs(body: dict) -> Walk:
                 if block.get("id"):
                     calls[block["id"]] = anthropic.tool_call(block)
             elif kind == "tool_result" and isinstance(inner, str):  # most of them (anthropic.result_refs' own case)
-                outputs.append((i, TextRef(block, "content", "tool", call=block.get("tool_use_id"))))
+                outputs.append((i, TextRef(block, "content", "tool", False, False, block.get("tool_use_id"))))
             elif anthropic.is_result(kind):
                 for ref in anthropic.result_refs(block):
                     if not ref.number and isinstance(ref.text, str):

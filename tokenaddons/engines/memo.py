@@ -70,6 +70,14 @@ class Memo(Generic[T]):
         """Keep `value` for `text` (what `peek` finds), computed elsewhere."""
         return self._store((hash(text), len(text)), value)
 
+    def get(self, key: Hashable) -> T | None:
+        """The value remembered under `key`, or None: never computes."""
+        value = self.items.get(key, _MISSING)
+        if value is _MISSING:
+            return None
+        self._touch(key)
+        return value
+
     def lookup(self, key: Hashable, compute: Callable[[], T]) -> T:
         """The value remembered under `key`, or `compute()`'s, remembered."""
         value = self.items.get(key, _MISSING)
