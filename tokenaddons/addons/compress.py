@@ -330,6 +330,7 @@ def _anthropic_outputs(body: dict) -> Walk:
     calls: dict[str, tuple[str, Any]] = {}
     marks: list[tuple[int, Any]] = []
     marked = False
+    add, is_result, tool_call = outputs.append, anthropic.is_result, anthropic.tool_call  # (looked up once)
     for i, msg in enumerate(body.get("messages") or []):
         content = msg.get("content") if isinstance(msg, dict) else None
         if not isinstance(content, list):
@@ -350,13 +351,13 @@ def _anthropic_outputs(body: dict) -> Walk:
                 continue
             if kind == "tool_use":
                 if block.get("id"):
-                    calls[block["id"]] = anthropic.tool_call(block)
+                    calls[block["id"]] = tool_call(block)
             elif kind == "tool_result" and isinstance(inner, str):  # most of them (anthropic.result_refs' own case)
-                outputs.append((i, TextRef(block, "content", "tool", False, False, block.get("tool_use_id"))))
-            elif anthropic.is_result(kind):
+                add((i, TextRef(block, "content", "tool", False, False, block.get("tool_use_id"))))
+            elif is_result(kind):
                 for ref in anthropic.result_refs(block):
                     if not ref.number and isinstance(ref.text, str):
-                        outputs.append((i if _placed(ref.container, block) else 0, ref))
+                        add((i if _placed(ref.container, block) else 0, ref))
         if ttl:
             marks.append((i, ttl))
     return Walk(outputs, calls, marked, marks)

@@ -93,7 +93,9 @@ def warm() -> None:
 
 
 def encoding_name(model: str | None) -> str:
-    m = (model or "").lower()
+    if not model:  # (the hints' and most estimates' case: no lowering, no prefixes)
+        return "cl100k_base"
+    m = model.lower()
     if m.startswith(("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o", "codex", "gpt-oss")):
         return "o200k_base"
     return "cl100k_base"
