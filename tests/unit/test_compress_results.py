@@ -234,5 +234,11 @@ async def test_bodies_and_decisions_are_those_recorded():
             assert row == want, f"{name}, request {i}"
 
 
+def dump(found: dict[str, list]) -> str:
+    """One line per request."""
+    return "{\n" + ",\n".join(f"{json.dumps(name)}: [\n" + ",\n".join(json.dumps(row, sort_keys=True) for row in rows)
+                            + "\n]" for name, rows in sorted(found.items())) + "\n}\n"
+
+
 if __name__ == "__main__" and "--write" in sys.argv:
-    RESULTS.write_text(json.dumps(asyncio.run(results()), indent=1, sort_keys=True) + "\n")
+    RESULTS.write_text(dump(asyncio.run(results())))
