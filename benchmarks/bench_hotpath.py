@@ -8,8 +8,9 @@ is its own, as in real use.
     .venv/bin/python benchmarks/bench_hotpath.py [--requests 400] [--concurrency 32] [--profile DIR]
 
 Prints p50/p99 of sequential misses (bare mitmdump, the bundle's first and
-second hundreds on a fresh proxy), hits, 32-way throughput on misses, and the
-three ratios the bundle must meet:
+second hundreds on a fresh proxy), hits, 32-way throughput on misses with the
+proxies' CPU time per request in those rounds (on the event loop's thread and
+the others: throughput is CPU-bound), and the three ratios the bundle must meet:
   miss p50 - bare p50          <= 1 ms
   hit p50 / bare p50           <= 0.8
   32-way misses / bare 32-way  >= 0.8
@@ -22,6 +23,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
@@ -185,6 +187,26 @@ async def concurrent(port: int, names: list[str], width: int) -> float:
     return len(names) / (time.perf_counter() - start)
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time (user + system) a process has used: its main thread (mitmproxy's
+    event loop), and its other threads together (the event store's writer,
+    worker threads)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    main = other = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        used = (int(fields[11]) + int(fields[12])) / tick
+        if int(tid) == pid:
+            main += used
+        else:
+            other += used
+    return main, other
+
+
 def p(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q / 100 * len(values)))]
@@ -203,6 +225,7 @@ def main() -> None:
     print(f"request body {len(request(0)) / 1024:.1f} KB; {n} interleaved sequential requests per path; "
           f"{args.rounds} alternating rounds of {10 * width} requests at {width}-way concurrency")
     rates: dict[str, list[float]] = {"bare mitmdump": [], "bundle misses": []}
+    cpu = {name: [0.0, 0.0] for name in rates}  # seconds used in the throughput rounds: event loop, other threads
     try:
         with Mitmdump(url, work / "bare", script=False) as bare, \
                 Mitmdump(url, work / "bundle", profile=args.profile) as proxy:
@@ -212,10 +235,13 @@ def main() -> None:
             first = {k: v[:n] for k, v in results.items()}
             results = {k: v[n:] for k, v in results.items()}
             for r in range(args.rounds):
-                rates["bare mitmdump"].append(asyncio.run(
-                    concurrent(bare.port, [f"bc{r}-{i}" for i in range(10 * width)], width)))
-                rates["bundle misses"].append(asyncio.run(
-                    concurrent(proxy.port, [f"mc{r}-{i}" for i in range(10 * width)], width)))
+                for name, proxy_, tag in (("bare mitmdump", bare, "bc"), ("bundle misses", proxy, "mc")):
+                    before = cpu_seconds(proxy_.proc.pid)
+                    rates[name].append(asyncio.run(
+                        concurrent(proxy_.port, [f"{tag}{r}-{i}" for i in range(10 * width)], width)))
+                    after = cpu_seconds(proxy_.proc.pid)
+                    for k in (0, 1):
+                        cpu[name][k] += after[k] - before[k]
     finally:
         upstream.terminate()
     print(f"{'path':<28}{'p50 ms':>9}{'p99 ms':>9}{'first ' + str(n) + ' p50':>16}")
@@ -225,6 +251,10 @@ def main() -> None:
     for name, rate in rates.items():
         print(f"{name + f' {width}-way':<28}{statistics.median(rate):>9.1f} req/s   rounds: "
               + " ".join(f"{r:.0f}" for r in rate))
+    served = args.rounds * 10 * width
+    for name, (main, other) in cpu.items():
+        print(f"{name + ' CPU':<28}{(main + other) / served * 1000:>9.2f} ms per request   "
+              f"(event loop {main / served * 1000:.2f}, other threads {other / served * 1000:.2f})")
     bare_p50 = statistics.median(results["bare mitmdump"])
     miss_p50 = statistics.median(results["bundle miss"])
     hit_p50 = statistics.median(results["bundle hit"])

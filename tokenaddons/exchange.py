@@ -119,7 +119,7 @@ class Exchange:
     client_api: Api | None
     upstream_api: Api | None = None
     path: str = ""  # the request path as the client sent it (what the row records)
-    body: Any = None  # the request JSON, parsed once; None when not JSON
+    body: Any = None  # the request JSON, parsed once (see `parse_on_use`); None when not JSON
     source: bytes | None = None  # the bytes `body` was parsed from (decoded), as the client sent them
     # why a body on a known API path could not be read (not UTF-8, not JSON, nested
     # too deep, too large): such an exchange is not `known`, but it keeps its API
@@ -164,7 +164,14 @@ class Exchange:
     @property
     def known(self) -> bool:
         """An API we understand (a parsed JSON body on a known path)."""
-        return self.client_api is not None and self.body is not None
+        return self.client_api is not None and self._body is not None
+
+    def parse_on_use(self) -> None:
+        """`body` is parsed from `source` when an addon first reads it: Intake
+        knows these very bytes parse (it parsed them before), and a request
+        answered from what is remembered of its bytes (a cache hit, a body
+        found clean before) needs no parse at all."""
+        self._body = _UNPARSED
 
     @property
     def provider(self) -> str:
@@ -208,7 +215,7 @@ class Exchange:
     def unchanged_digest(self) -> bytes | None:
         """`source_digest()` while the body is still the client's own (no addon
         changed it), else None."""
-        return self.source_digest() if self.body_version == 0 and self.body is not None else None
+        return self.source_digest() if self.body_version == 0 and self._body is not None else None
 
     def text_refs(self) -> list[TextRef]:
         """The client's texts in the body (`client_api.text_refs`), walked once per
@@ -265,6 +272,26 @@ class Exchange:
             "decisions": [{"addon": d.addon, "action": d.action, "tokens_saved": d.tokens_saved,
                            "usd_saved": d.usd_saved} for d in self.decisions],
         }
+
+
+_UNPARSED = object()
+
+
+def _get_body(ex: Exchange) -> Any:
+    body = ex._body
+    if body is _UNPARSED:
+        from tokenaddons.engines import jsonio
+
+        body = ex._body = jsonio.loads(ex.source)
+    return body
+
+
+def _set_body(ex: Exchange, value: Any) -> None:
+    ex._body = value
+
+
+# after the dataclass is made: its __init__ and every `ex.body = ...` go through the setter
+Exchange.body = property(_get_body, _set_body, doc="The request JSON (parsed on first use after `parse_on_use`).")
 
 
 def handled(flow: http.HTTPFlow) -> bool:

@@ -79,6 +79,25 @@ async def test_second_identical_request_is_a_hit_metered_at_zero_with_the_saving
     assert tokens == 120 and usd == pytest.approx(r1["cost_usd"]) and usd > 0
 
 
+async def test_a_hit_on_bytes_seen_before_never_parses_them(pipe, monkeypatch):
+    """The same bytes again (with the session id that must be blanked from
+    the key) are looked up by their digest: the hit needs no parse at all."""
+    addons, store, *_ = pipe
+    body = {**BODY, "metadata": {"user_id": "session-1"}}
+    first = await send(addons, body)
+    from tokenaddons.engines import jsonio
+    parsed = []
+    real = jsonio.loads
+    monkeypatch.setattr(jsonio, "loads", lambda data: parsed.append(data) or real(data))
+    second = await send(addons, body)
+    assert second.response.headers["x-tokenaddons-cache"] == "HIT"
+    assert second.response.content == first.response.content
+    assert parsed == []
+    # the session id still does not change the key
+    third = await send(addons, {**BODY, "metadata": {"user_id": "session-2"}})
+    assert third.response.headers["x-tokenaddons-cache"] == "HIT"
+
+
 async def test_key_ignores_user_id_and_stream_flag_but_not_any_parameter(pipe):
     addons, store, cache, clock, tctx = pipe
 

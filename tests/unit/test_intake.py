@@ -85,7 +85,7 @@ def test_unknown_and_unreadable_bodies_pass_through_byte_for_byte(pipe):
     (b'{"model": "m"}\x00\x00', "has bytes after its JSON"),
     (b'{"model": ', "is not JSON"),
     (b'[{"model": "m"}]', "is not a JSON object"),
-    (b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}", "is nested deeper than 256 levels"),
+    (b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}", "is nested deeper than 254 levels"),
     (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "is nested too deep to parse"),
 ])
 def test_why_a_body_cannot_be_read(pipe, body, why):
@@ -176,7 +176,7 @@ def test_a_broken_tap_does_not_break_the_stream(pipe):
 
 
 def test_depth_is_counted_in_containers_at_the_limit_and_past_it():
-    from tokenaddons.addons.intake import MAX_DEPTH, too_deep
+    from tokenaddons.addons.intake import MAX_DEPTH, WRITE_CHECK_MAX, too_deep
 
     def nested(depth: int, kind: str):
         value: object = "leaf"
@@ -185,7 +185,13 @@ def test_depth_is_counted_in_containers_at_the_limit_and_past_it():
         return value
 
     for kind in ("dict", "list", "mixed"):
-        assert not too_deep(nested(MAX_DEPTH, kind)) and too_deep(nested(MAX_DEPTH + 1, kind))
+        for size in (0, WRITE_CHECK_MAX + 1):  # checked by writing it, and by walking it
+            assert not too_deep(nested(MAX_DEPTH, kind), size=size)
+            assert too_deep(nested(MAX_DEPTH + 1, kind), size=size)
+        # what orjson does not write (an integer past 64 bits, a lone surrogate) is walked
+        for leaf in (1 << 70, "\ud800"):
+            assert not too_deep([nested(MAX_DEPTH - 1, kind), leaf])
+            assert too_deep([nested(MAX_DEPTH, kind), leaf])
     assert not too_deep("text") and not too_deep(3) and not too_deep({}) and not too_deep([[], {}])
 
 
@@ -199,3 +205,35 @@ def test_the_encodings_load_as_the_proxy_starts_not_on_the_first_request():
     with taddons.context(intake) as tctx:
         tctx.configure(intake)  # as mitmdump's script loader does, before the proxy listens
         assert tokens.get_encoding.cache_info().currsize == len(tokens.ENCODINGS)
+
+
+def test_bytes_read_before_are_parsed_only_when_an_addon_reads_them(pipe):
+    """A request sent again (a retry, a cache hit) is not parsed to learn its
+    model and stream flag; its body is parsed from its bytes on first use."""
+    addons, _ = pipe
+    intake = addons[1]
+    body = {"model": "claude-haiku-4-5", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    flows = [make_flow("/v1/messages", body) for _ in range(2)]
+    exchanges = []
+    for f in flows:
+        intake.request(f)
+        exchanges.append(Exchange.of(f))
+    first, again = exchanges
+    assert first.body == body and first.known
+    assert again._body is not None and not isinstance(again._body, dict)  # not parsed yet
+    assert again.known and again.model == again.requested_model == "claude-haiku-4-5" and again.stream
+    assert again.source_digest() == first.source_digest()
+    assert again.body == body and again.body is again.body  # parsed once, on use
+    assert again.text_refs()[0].text == "hi"
+    # the same bytes on another path, or other bytes, are read afresh
+    other = make_flow("/v1/messages/count_tokens", body)
+    intake.request(other)
+    assert isinstance(Exchange.of(other)._body, dict)
+    changed = make_flow("/v1/messages", {**body, "stream": False})
+    intake.request(changed)
+    assert isinstance(Exchange.of(changed)._body, dict) and not Exchange.of(changed).stream
+    # bytes that could not be read are never remembered as readable
+    bad = [make_flow("/v1/messages", b'{"model": ') for _ in range(2)]
+    for f in bad:
+        intake.request(f)
+        assert Exchange.of(f).unreadable.startswith("is not JSON") and not Exchange.of(f).known

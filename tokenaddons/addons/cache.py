@@ -20,6 +20,7 @@ from mitmproxy import ctx, http
 from tokenaddons.addons.store import Store
 from tokenaddons.engines.cache_keys import VARY, body_digest, cache_key, raw_body_digest
 from tokenaddons.engines.fanout import Broadcast, FanoutServer
+from tokenaddons.engines.memo import CLEAN_BODIES, Memo
 from tokenaddons.engines.usage import Usage
 from tokenaddons.exchange import RECORD, BoundedCopy, Exchange, handled
 from tokenaddons.headers import Names
@@ -91,6 +92,7 @@ class Cache:
         store.add_schema("cache_schema", MIGRATIONS)
         self.clock = clock
         self.tiers = Tiers(clock)
+        self.body_hashes: Memo[bytes] = Memo(size=CLEAN_BODIES)  # the client's bytes' digest -> the body's key part
         self.inflight: dict[str, asyncio.Future] = {}
         self.broadcasts: dict[str, Broadcast] = {}  # streams in flight, by key
         self.fanout = FanoutServer()
@@ -235,8 +237,14 @@ class Cache:
         body_hash = None
         if ex.body_version == 0 and ex.source is not None:
             # still the client's own bytes: hashed, not serialized again (the digest guard and
-            # scrub took, taken only if they did not, unless a session id must be blanked first)
-            body_hash = raw_body_digest(ex.source, ex.body, ex.source_digest)
+            # scrub took, taken only if they did not, unless a session id must be blanked first);
+            # remembered by that digest, so the same bytes again need not be parsed to find the id
+            digest = ex.source_digest()
+            body_hash = self.body_hashes.peek(digest)
+            if body_hash is None:
+                body_hash = raw_body_digest(ex.source, ex.body, ex.source_digest)
+                if body_hash is not None:
+                    self.body_hashes.remember(digest, body_hash)
         if body_hash is None:
             body_hash = body_digest(ex.body)
         query = req.query.items(multi=True) if "?" in req.path else ()

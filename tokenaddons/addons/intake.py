@@ -12,11 +12,14 @@ import hashlib
 import logging
 from typing import Any
 
+import orjson
 from mitmproxy import ctx, http
 
 from tokenaddons import providers
 from tokenaddons.engines import jsonio, tokens
 from tokenaddons.engines.credentials import AUTH_HEADERS, QUERY_KEY
+from tokenaddons.engines.memo import CLEAN_BODIES as SEEN_BODIES
+from tokenaddons.engines.memo import Memo
 from tokenaddons.exchange import OBSERVE, Exchange, passed_through
 from tokenaddons.headers import Names
 from tokenaddons.providers.base import model_name
@@ -28,12 +31,31 @@ log = logging.getLogger(__name__)
 PROJECT_HEADER = "x-tokenaddons-project"
 # Deeper JSON than any request schema needs; the addons' walkers recurse, and
 # Python's stack (the standard library's parser and writer too) stops near 1000.
-MAX_DEPTH = 256
+# orjson's writer refuses values nested deeper than this itself.
+MAX_DEPTH = 254
+# Bodies up to this size are checked by writing them with orjson (a few times
+# faster than walking an agent's history in Python, and never slower than
+# about parsing them again); larger ones, mostly long strings, by a walk whose
+# cost does not grow with the strings.
+WRITE_CHECK_MAX = 128 * 1024
 
 
-def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Is a parsed JSON value nested deeper than `limit`? Level by level, no
-    recursion; it runs on every request, so only containers are kept and the
+def too_deep(value: Any, limit: int = MAX_DEPTH, size: int = 0) -> bool:
+    """Is a parsed JSON value nested deeper than `limit`? `size`: its bytes, if
+    known (see WRITE_CHECK_MAX)."""
+    if limit == MAX_DEPTH and size <= WRITE_CHECK_MAX:
+        try:
+            orjson.dumps(value)
+            return False
+        except orjson.JSONEncodeError as e:
+            if "ecursion" in str(e):
+                return True
+            # a value orjson does not write (an integer past 64 bits, a lone surrogate): walked
+    return _walk_too_deep(value, limit)
+
+
+def _walk_too_deep(value: Any, limit: int) -> bool:
+    """too_deep, level by level, no recursion; only containers are kept and the
     type tests are exact (JSON gives dicts and lists, never subclasses)."""
     level = [value] if type(value) is dict or type(value) is list else []
     depth = 1
@@ -75,6 +97,9 @@ def auth_identity(flow: http.HTTPFlow, headers: dict[str, list[str]] | None = No
 class Intake:
     def __init__(self) -> None:
         self.max_body = 64 * 1024 * 1024
+        # (model, stream) of bodies read before, by their bytes' digest and path:
+        # a request sent again (a retry, a cache hit) is not parsed to learn them
+        self.facts: Memo[tuple[str | None, bool]] = Memo(size=SEEN_BODIES)
         self._warm = False
 
     def load(self, loader) -> None:
@@ -104,58 +129,73 @@ class Intake:
             return
         req = flow.request
         api = providers.detect(req.method, req.path)
-        body, unreadable, source = self._parse(req) if api is not None else (None, None, None)
-        if body is None and unreadable is None:
+        body, unreadable, source, digest = self._parse(req) if api is not None else (None, None, None, None)
+        facts = self.facts.peek(digest + req.path.encode()) if body is None and digest is not None else None
+        if body is None and unreadable is None and facts is None:
             api = None  # no body: passes through byte for byte, metered as other
-        ex = Exchange(client_api=api, path=req.path, body=body, unreadable=unreadable, source=source)
+        ex = Exchange(client_api=api, path=req.path, body=body, unreadable=unreadable, source=source,
+                      _source_digest=digest)
         headers = READ.read(req.headers)
         if PROJECT_HEADER in headers:  # ours: never sent upstream
             ex.project = headers[PROJECT_HEADER][0]
             del req.headers[PROJECT_HEADER]
         ex.client = headers.get("user-agent", [None])[0]
         ex.auth_hash = auth_identity(flow, headers)
-        if api is not None:
+        if facts is not None:  # these bytes parsed before: parsed again only if an addon reads them
+            ex.parse_on_use()
+            ex.requested_model, ex.stream = facts
+            ex.model = ex.requested_model
+        elif api is not None:
             ex.requested_model = ex.model = model_name(api.model(body, req.path))
             ex.stream = api.is_stream(body, req.path)
+            if body is not None:
+                self.facts.remember(digest + req.path.encode(), (ex.model, ex.stream))
+        if api is not None:
             if ex.stream:  # the taps read the events as they pass: ask for them uncompressed
                 req.headers["accept-encoding"] = "identity"
         if unreadable is not None:
             log.info("tokenaddons: %s %s: the body %s", req.method, req.path, unreadable)
         ex.attach(flow)
 
-    def _parse(self, req: http.Request) -> tuple[dict | None, str | None, bytes | None]:
-        """The body as a JSON object and the bytes it was parsed from, or why it cannot be read."""
+    def _parse(self, req: http.Request) -> tuple[dict | None, str | None, bytes | None, bytes | None]:
+        """The body as a JSON object, why it cannot be read, the bytes it was
+        parsed from and their SHA-256. Bytes that parsed before on this path are
+        not parsed again here (the body is None; see `Exchange.parse_on_use`)."""
         if req.stream:
-            return None, "is streamed (stream_large_bodies), not read", None
+            return None, "is streamed (stream_large_bodies), not read", None, None
         raw = req.raw_content
         if not raw:
-            return None, None, None
+            return None, None, None, None
         if len(raw) > self.max_body:
-            return None, f"is {len(raw)} bytes, over intake_max_body ({self.max_body})", None
+            return None, f"is {len(raw)} bytes, over intake_max_body ({self.max_body})", None, None
         try:
             content = req.get_content(strict=True)
         except ValueError:
             encoding = req.headers.get("content-encoding")
-            return None, f"is compressed in an encoding that cannot be decoded ({encoding})", None
+            return None, f"is compressed in an encoding that cannot be decoded ({encoding})", None, None
         if len(content) > self.max_body:
-            return None, f"is {len(content)} bytes decoded, over intake_max_body ({self.max_body})", None
+            return None, f"is {len(content)} bytes decoded, over intake_max_body ({self.max_body})", None, None
+        # the cache key and the memos of bodies found clean (guard, scrub) take the same digest
+        digest = hashlib.sha256(content).digest()
+        if self.facts.peek(digest + req.path.encode()) is not None:
+            return None, None, content, digest
         try:
             text = content.decode("utf-8")
         except UnicodeDecodeError as e:
-            return None, f"is not UTF-8 (byte {e.start})", None
+            return None, f"is not UTF-8 (byte {e.start})", None, None
         try:
             body = jsonio.loads(text)
         except RecursionError:
-            return None, "is nested too deep to parse", None
+            return None, "is nested too deep to parse", None, None
         except ValueError as e:
             msg = getattr(e, "msg", str(e))
             what = "has bytes after its JSON" if msg == "Extra data" else f"is not JSON ({msg})"
-            return None, f"{what} at character {e.pos}" if hasattr(e, "pos") else what, None
+            return None, f"{what} at character {e.pos}" if hasattr(e, "pos") else what, None, None
         if not isinstance(body, dict):
-            return None, "is not a JSON object", None
-        if too_deep(body):
-            return None, f"is nested deeper than {MAX_DEPTH} levels", None
-        return body, None, content
+            return None, "is not a JSON object", None, None
+        if too_deep(body, size=len(content)):
+            return None, f"is nested deeper than {MAX_DEPTH} levels", None, None
+        return body, None, content, digest
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
