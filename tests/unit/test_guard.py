@@ -23,6 +23,7 @@ from tokenaddons.exchange import Exchange
 from tokenaddons.test.flows import make_flow
 from tokenaddons.test.corpus import scanner_texts
 from tokenaddons.test.pipeline import arun_flow, thread_hops
+from tokenaddons.test.shortcuts import shortcuts_off
 from tokenaddons.test.timing import MB, deadline, ratio, repeat, timed
 
 DOC = "Quarterly numbers are attached. Revenue grew 4% and churn fell.\n"
@@ -244,13 +245,10 @@ def test_no_hidden_character_is_ascii():
     assert HIDDEN.search("".join(map(chr, range(128)))) is None
 
 
-def test_the_shortcuts_give_the_verdicts_of_running_every_rule(corpus, monkeypatch):
+def test_the_shortcuts_give_the_verdicts_of_running_every_rule(corpus):
     fast = [scan(text) for text in corpus]
-    # every rule on every text: a hint every text holds, and base64 looked for in any length
-    monkeypatch.setattr(injection, "RULES", tuple((*rule[:3], ("",)) for rule in RULES))
-    monkeypatch.setattr(injection, "HINTS", ("",))
-    monkeypatch.setattr(injection, "BASE64_MIN", 0)
-    full = [scan(text) for text in corpus]
+    with shortcuts_off():
+        full = [scan(text) for text in corpus]
     assert sum(bool(v.findings) for v in full) > 1000  # the corpus does hold injections
     for text, a, b in zip(corpus, fast, full):
         assert a == b, text

@@ -12,6 +12,7 @@ from tests.conftest import SHARED
 from tokenaddons.engines import pii
 from tokenaddons.engines.pii import Detector, iban_score, ssn_score
 from tokenaddons.test.corpus import scanner_texts
+from tokenaddons.test.shortcuts import shortcuts_off
 
 
 @pytest.fixture(scope="module")
@@ -230,17 +231,15 @@ def corpus() -> list[str]:
 
 
 @pytest.mark.parametrize("options", [{}, {"threshold": 0.0, "private_ips": True}], ids=["default", "everything"])
-def test_the_shortcuts_give_the_findings_of_running_every_recognizer(corpus, monkeypatch, options):
+def test_the_shortcuts_give_the_findings_of_running_every_recognizer(corpus, options):
     """Each recognizer runs only on text holding as many digits as it needs (in
     ASCII text), the separators of an IP address, a secret's hint: on the
     corpus the findings are those of running each recognizer on every text
     with a digit (any text, for secrets and IP addresses)."""
     detector = Detector(**options)
     fast = [detector._scan(text) for text in corpus]
-    monkeypatch.setattr(pii, "_digits", lambda text: sys.maxsize if any(c in text for c in string.digits) else 0)
-    monkeypatch.setattr(pii, "IP_PATTERNS", tuple((pattern, mark, 0) for pattern, mark, _ in pii.IP_PATTERNS))
-    detector.secret_hints = ("",)
-    full = [detector._scan(text) for text in corpus]
+    with shortcuts_off(detector):
+        full = [detector._scan(text) for text in corpus]
     assert {f.entity for found in full for f in found} == set(pii.ALL_ENTITIES)  # the corpus holds each
     for text, a, b in zip(corpus, fast, full):
         assert a == b, text
