@@ -196,3 +196,18 @@ def test_a_usage_row_names_every_field():
     from tokenaddons.engines.usage import Usage
 
     assert list(Usage().as_row()) == [f.name for f in fields(Usage)]
+
+
+def test_the_price_table_loads_as_the_proxy_starts_not_on_the_first_request():
+    """genai-prices' model table is some 5,000 objects: loaded before start-up
+    is frozen out of the garbage collector's reach, not by the first request."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mitmproxy.test import taddons; from tokenaddons.addons.meter import Meter; "
+            "from tokenaddons.addons.store import Store; s = Store(); m = Meter(s); "
+            "before = 'genai_prices.data' in sys.modules\n"
+            "with taddons.context(s, m) as tctx: tctx.configure(m)\n"
+            "print(before, 'genai_prices.data' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]

@@ -72,12 +72,16 @@ class Meter:
         self.store = store
         self.stream_usage = True
         self.bodies_max: int | None = None  # bytes of each body stored; None: bodies are not stored
+        self._warm = False
 
     def load(self, loader) -> None:
         loader.add_option("meter_stream_usage", bool, True,
                           "Ask upstream for usage in streams whose client did not (hidden from that client).")
 
     def configure(self, updated) -> None:
+        if not self._warm:  # as the proxy starts, not on the first request
+            self._warm = True
+            pricing.warm()
         self.stream_usage = ctx.options.meter_stream_usage
         self.bodies_max = ctx.options.store_body_max if ctx.options.store_bodies else None
 

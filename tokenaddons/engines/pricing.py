@@ -56,6 +56,13 @@ class UnitPrices:
     cache_write_1h: float
 
 
+def warm() -> None:
+    """Load genai-prices' model table now, as the proxy starts: thousands of
+    objects that, loaded by the first request, would stay within the garbage
+    collector's reach for good (what start-up loads is frozen out of it)."""
+    data_snapshot.get_snapshot()
+
+
 def _normalize(model: str) -> str:
     return model.removeprefix("models/")
 
