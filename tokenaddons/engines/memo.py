@@ -66,6 +66,11 @@ class Memo(Generic[T]):
         value = self.items.get((hash(text), len(text)), _MISSING)
         return None if value is _MISSING else value
 
+    def peek_many(self, texts: list[str]) -> list[T | None]:
+        """`peek` of each text, in one call: a request holds dozens of texts."""
+        get = self.items.get
+        return [get((hash(text), len(text))) for text in texts]
+
     def remember(self, text: str | bytes, value: T) -> T:
         """Keep `value` for `text` (what `peek` finds), computed elsewhere."""
         return self._store((hash(text), len(text)), value)
