@@ -23,7 +23,7 @@ from tokenaddons.addons.settings import Settings
 from tokenaddons.addons.settle import Settle
 from tokenaddons.addons.store import Store
 from tokenaddons.engines import compressors, pricing
-from tokenaddons.engines.cache_hints import anthropic_breakpoints, has_cache_control
+from tokenaddons.engines.cache_hints import anthropic_breakpoints, has_cache_control, messages_marked
 from tokenaddons.engines.memo import stable_digest
 from tokenaddons.engines.usage import Usage
 from tokenaddons.exchange import Exchange
@@ -498,10 +498,11 @@ SERVER_RESULTS = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [
     json.loads(body_bytes(interactions(p)[i]["request"])) for p, i in RECORDED
     if api_of(interactions(p)[i]["request"]).name == "anthropic.messages"])
 def test_one_walk_finds_the_outputs_their_messages_and_the_calls_the_provider_walks_do(body):
-    outputs, calls = _anthropic_outputs(body)
+    walk = _anthropic_outputs(body)
     expected_outputs, expected_calls = anthropic_walks(body)
-    assert [(i, id(r.container), r.key, r.call) for i, r in outputs] == expected_outputs
-    assert calls == expected_calls
+    assert [(i, id(r.container), r.key, r.call) for i, r in walk.outputs] == expected_outputs
+    assert walk.calls == expected_calls
+    assert walk.marked == messages_marked(body)
     # the breakpoints each output's price looks at: the hints' own, or the client's
     placed = anthropic_breakpoints(body, "claude-sonnet-4-5", Compress._size)
     messages = body.get("messages") or []
@@ -513,3 +514,4 @@ def test_one_walk_finds_the_outputs_their_messages_and_the_calls_the_provider_wa
                     for i, msg in enumerate(messages) if isinstance(msg, dict) and isinstance(msg.get("content"), list)
                     and any(isinstance(b, dict) and isinstance(b.get("cache_control"), dict) for b in msg["content"])]
     assert _breakpoints_by_message(body, placed) == expected
+    assert _breakpoints_by_message(body, placed, walk.marks) == expected  # the client's, as the walk found them

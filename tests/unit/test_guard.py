@@ -6,19 +6,24 @@ import base64
 import json
 import random
 import re
+import string
 import sysconfig
 from pathlib import Path
 
 import pytest
 from mitmproxy.test import taddons
 
+from tests.conftest import SHARED
 from tokenaddons.addons.guard import Guard
 from tokenaddons.addons.intake import Intake
 from tokenaddons.addons.outlet import Outlet
-from tokenaddons.engines.injection import RULES, scan, spans
+from tokenaddons.engines import injection
+from tokenaddons.engines.injection import HIDDEN, HINTS, RULES, folded, scan, spans
 from tokenaddons.exchange import Exchange
 from tokenaddons.test.flows import make_flow
+from tokenaddons.test.corpus import scanner_texts
 from tokenaddons.test.pipeline import arun_flow, thread_hops
+from tokenaddons.test.shortcuts import shortcuts_off
 from tokenaddons.test.timing import MB, deadline, ratio, repeat, timed
 
 DOC = "Quarterly numbers are attached. Revenue grew 4% and churn fell.\n"
@@ -198,3 +203,52 @@ def test_hidden_characters_and_base64_are_linear(plain_scan):
         worst = max(ratio(lambda text=text: scan(text), plain_scan, LIMIT)
                     for text in (hidden, encoded, "A" * MB + "==="))
     assert worst < LIMIT
+
+
+def test_looking_up_the_hints_is_linear(plain_scan):
+    """Text made of every hint but its last character: each lookup fails as late as it can."""
+    near_misses = repeat(" ".join(hint[:-1] for hint in HINTS) + " ")
+    with deadline(LIMIT * plain_scan * 4):
+        worst = ratio(lambda: list(injection.matches(near_misses)), plain_scan, LIMIT)
+    assert worst < LIMIT
+
+
+# -------------------------------------------------------------- shortcuts skip only what cannot match
+
+@pytest.fixture(scope="module")
+def corpus() -> list[str]:
+    return scanner_texts(SHARED)
+
+
+def test_every_match_of_a_rule_holds_one_of_its_hints(corpus):
+    """What lets a rule be skipped on text without its hints, checked match by
+    match on the corpus (and the rules' own adversarial inputs, cut to 20 KB)."""
+    for rule, _, pattern, hints in RULES:
+        texts = corpus + [text[:20_000] for text in adversarial(pattern).values()]
+        for text in texts:
+            for start, end in spans(pattern, text):
+                assert any(hint in folded(text[start:end]) for hint in hints), (rule, text[start:end])
+
+
+def test_hints_are_looked_up_in_text_folded_as_the_rules_match_case():
+    """Every character a rule's pattern matches for an ASCII letter (regex.I:
+    the Kelvin sign for k, the long s for s, the dotted capital I for i) folds
+    to that letter, so a hint written in ASCII is found in the folded text."""
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
+    for c in injection.regex.findall("[a-z]", every, flags=injection.FLAGS):
+        assert len(folded(c)) == 1 and folded(c) in string.ascii_lowercase, hex(ord(c))
+        assert injection.regex.fullmatch(folded(c), c, flags=injection.FLAGS), hex(ord(c))
+
+
+def test_no_hidden_character_is_ascii():
+    """What lets an ASCII text skip the look for hidden characters."""
+    assert HIDDEN.search("".join(map(chr, range(128)))) is None
+
+
+def test_the_shortcuts_give_the_verdicts_of_running_every_rule(corpus):
+    fast = [scan(text) for text in corpus]
+    with shortcuts_off():
+        full = [scan(text) for text in corpus]
+    assert sum(bool(v.findings) for v in full) > 1000  # the corpus does hold injections
+    for text, a, b in zip(corpus, fast, full):
+        assert a == b, text

@@ -8,8 +8,11 @@ import sys
 
 import pytest
 
+from tests.conftest import SHARED
 from tokenaddons.engines import pii
 from tokenaddons.engines.pii import Detector, iban_score, ssn_score
+from tokenaddons.test.corpus import scanner_texts
+from tokenaddons.test.shortcuts import shortcuts_off
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +221,31 @@ def test_warm_loads_what_loads_on_first_use_and_remembers_nothing():
 def test_the_warm_up_text_has_one_of_each_entity():
     kinds = {f.entity for f in Detector()._scan(pii.WARM_UP)}
     assert kinds == set(pii.PII_ENTITIES)
+
+
+# -- shortcuts skip only recognizers that would find nothing
+
+@pytest.fixture(scope="module")
+def corpus() -> list[str]:
+    return scanner_texts(SHARED)
+
+
+@pytest.mark.parametrize("options", [{}, {"threshold": 0.0, "private_ips": True}], ids=["default", "everything"])
+def test_the_shortcuts_give_the_findings_of_running_every_recognizer(corpus, options):
+    """Each recognizer runs only on text holding as many digits as it needs (in
+    ASCII text), the separators of an IP address, a secret's hint: on the
+    corpus the findings are those of running each recognizer on every text
+    with a digit (any text, for secrets and IP addresses)."""
+    detector = Detector(**options)
+    fast = [detector._scan(text) for text in corpus]
+    with shortcuts_off(detector):
+        full = [detector._scan(text) for text in corpus]
+    assert {f.entity for found in full for f in found} == set(pii.ALL_ENTITIES)  # the corpus holds each
+    for text, a, b in zip(corpus, fast, full):
+        assert a == b, text
+
+
+def test_digits_are_counted_in_ascii_text_and_any_in_other_text():
+    assert pii._digits("run 12: 3 passed") == 3 and pii._digits("no digits") == 0
+    assert pii._digits("٣٤٥٦٧٨٩ 1") == sys.maxsize  # \d matches these too: no bound
+    assert pii._digits("٣٤٥٦٧٨٩") == 0  # as ever, digits of other scripts alone are not looked at

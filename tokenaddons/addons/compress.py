@@ -28,16 +28,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
-from tokenaddons.engines import cache_hints, compressors, pricing, tokens
+from tokenaddons.engines import cache_hints, compressors, jsonio, pricing, tokens
 from tokenaddons.engines.memo import Memo, digest, stable_digest
 from tokenaddons.exchange import Decision, Exchange, handled
 from tokenaddons.providers import anthropic
@@ -54,7 +54,7 @@ KEYS = 50_000  # outputs whose keys are remembered in memory (a few hundred byte
 INPUT, CACHE_WRITE, CACHE_READ = "input", "cache_write", "cache_read"
 
 
-@dataclass
+@dataclass(slots=True)
 class Block:
     """One tool output string of the request, and what it becomes."""
 
@@ -131,10 +131,10 @@ class Compress:
         if ex.upstream_api is None or ex.upstream_api.name not in APIS or not isinstance(ex.body, dict):
             return
         try:
-            blocks = self._blocks(ex) if self.enabled else []
+            blocks, walk = self._blocks(ex) if self.enabled else ([], None)
             if any(b.entry is None for b in blocks):  # something new: compressing it is work for a thread
                 await asyncio.to_thread(self._compute, blocks, ex.model)
-            self._apply(ex, blocks)
+            self._apply(ex, blocks, walk)
         except Exception:
             log.exception("tokenaddons compress: %s is sent as the client sent it", flow.request.path)
 
@@ -145,31 +145,36 @@ class Compress:
         steps = f"cap:{self.max_tokens}" if self.lossy else "lossless"
         return f"{tokens.encoding_name(model)}|{steps}"
 
-    def _blocks(self, ex: Exchange) -> list[Block]:
+    def _blocks(self, ex: Exchange) -> tuple[list[Block], Walk | None]:
+        """The request's tool outputs, with what is known of each (and, for
+        Anthropic, the walk of the messages that found them)."""
         api, body = ex.upstream_api, ex.body
+        walk = None
         if api.name == "anthropic.messages":  # which message each output sits in: a breakpoint covers it or not
-            outputs, calls = _anthropic_outputs(body)
+            walk = _anthropic_outputs(body)
+            outputs, calls = walk.outputs, walk.calls
         else:
             outputs = [(0, ref) for ref in api.tool_refs(body) if not ref.number and isinstance(ref.text, str)]
             calls = api.tool_calls(body)
-        parts: dict[str | None, int] = defaultdict(int)
+        parts: dict[str | None, int] = {}
         for _, ref in outputs:
-            parts[ref.call] += 1
+            parts[ref.call] = parts.get(ref.call, 0) + 1
         # A result is keyed by its text and the tool outputs before it (which
         # the client resends unchanged): found again on every later turn of
         # this conversation, whatever a later version of the steps would do.
         context = self._context(ex.model)
         blocks = []
+        keys, reads_file = self._keys, compressors.reads_file
         for position, ref in outputs:
             text, call = ref.text, ref.call
-            file = call in calls and compressors.reads_file(*calls[call])
-            key = self._key(context, call, file, text)
+            file = call in calls and reads_file(*calls[call])
+            key = keys.get((context, call, file, hash(text), len(text))) or self._key(context, call, file, text)
             if len(text) >= MIN_CHARS:
-                entry = self.memo.get(key)
-                blocks.append(Block(ref, position, key, bool(call) and parts[call] == 1, file, entry,
-                                    entry is not None))
+                blocks.append(Block(ref, position, key, bool(call) and parts[call] == 1, file))
             context = key
-        return blocks
+        for b, entry in zip(blocks, self.memo.get_many([b.key for b in blocks])):
+            b.entry, b.seen = entry, entry is not None
+        return blocks, walk
 
     def _context(self, model: str | None) -> bytes:
         """The first output's context: what besides the texts decides a result."""
@@ -183,7 +188,7 @@ class Compress:
         """An output's key (a stable hash of the key before it, its call and its
         text), remembered by the text's process-local digest: history resent
         every turn is hashed once per process, not once per request."""
-        return self._keys.lookup((context, call, file, digest(text)), lambda: stable_digest(
+        return self._keys.lookup((context, call, file, *digest(text)), lambda: stable_digest(
             f"{context.hex()}\0{call}\0{'file' if file else ''}\0{text}"))
 
     def _compute(self, blocks: list[Block], model: str | None) -> None:
@@ -223,26 +228,29 @@ class Compress:
 
     # -- what is sent, and what it saved
 
-    def _apply(self, ex: Exchange, blocks: list[Block]) -> None:
+    def _apply(self, ex: Exchange, blocks: list[Block], walk: Walk | None) -> None:
         body, api = ex.body, ex.upstream_api
         placed: list[cache_hints.Breakpoint] = []
         key = None
         if self.hints and api.name == "anthropic.messages":
-            placed = cache_hints.anthropic_breakpoints(body, ex.model, self._size, self.hints_ttl)
+            placed = cache_hints.anthropic_breakpoints(body, ex.model, self._size, self.hints_ttl,
+                                                       None if walk is None else walk.marked)
         elif self.hints and ex.provider == "openai":  # OpenAI itself: compatible servers may refuse the field
             key = cache_hints.openai_cache_key(api.name, body, ex.auth_hash, ex.project)
         # step -> tokens, usd, blocks, tokens by how they would have been billed
-        saved: dict[str, list] = defaultdict(lambda: [0, 0.0, 0, Counter()])
+        saved: dict[str, list] = {}
         changed = [b for b in blocks if b.entry is not None and b.entry.output is not None]
-        price = self._pricer(ex, placed) if changed else None
+        price = self._pricer(ex, placed, walk) if changed else None
         for b in changed:
             billed_as, unit = price(b)
             for step, n in b.entry.saved.items():
-                acc = saved[step]
+                acc = saved.get(step)
+                if acc is None:
+                    acc = saved[step] = [0, 0.0, 0, {}]
                 acc[0] += n
                 acc[1] += n * unit
                 acc[2] += 1
-                acc[3][billed_as] += n
+                acc[3][billed_as] = acc[3].get(billed_as, 0) + n
         # everything decided: now change the body (plain assignments)
         for b in changed:
             b.ref.text = b.entry.output
@@ -255,7 +263,7 @@ class Compress:
         for step in compressors.STEPS:
             if step in saved:
                 n, usd, count, billed_as = saved[step]
-                ex.decide("compress", step, tokens_saved=n, usd_saved=usd, blocks=count, billed_as=dict(billed_as))
+                ex.decide("compress", step, tokens_saved=n, usd_saved=usd, blocks=count, billed_as=billed_as)
         if placed:
             d = ex.decide("compress", "hints", breakpoints=[p.where for p in placed], ttl=self.hints_ttl)
             d.settle = partial(_settle_breakpoints, d)
@@ -266,11 +274,19 @@ class Compress:
     @staticmethod
     def _size(value: Any) -> int:
         """A block's tokens, for the hints' minimum (each string counted once per
-        process; `{"tools": [...]}` as JSON)."""
-        return tokens.estimate_input_tokens(None, value if isinstance(value, dict) else [value])
+        process; `{"tools": [...]}` as JSON): what `estimate_input_tokens` says
+        of `[value]`, the common cases without its walk."""
+        if isinstance(value, str):
+            return tokens.estimate_text_tokens(value)
+        if isinstance(value, dict):
+            if len(value) == 1 and "tools" in value:
+                return tokens.estimate_text_tokens(jsonio.dumps_str(value["tools"]))
+            return tokens.estimate_input_tokens(None, value)
+        return tokens.estimate_input_tokens(None, [value])
 
     @staticmethod
-    def _pricer(ex: Exchange, placed: list[cache_hints.Breakpoint]) -> Callable[[Block], tuple[str, float]]:
+    def _pricer(ex: Exchange, placed: list[cache_hints.Breakpoint],
+                walk: Walk | None = None) -> Callable[[Block], tuple[str, float]]:
         """How a token removed from a block would have been billed, and its USD:
         as uncached input (as a cache write where a breakpoint covers it) the
         turn it first appears, as a cache read each later turn that resends it."""
@@ -279,11 +295,16 @@ class Compress:
             return lambda b: (INPUT, 0.0)
         if ex.upstream_api.name != "anthropic.messages":
             return lambda b: (CACHE_READ, prices.cache_read) if b.seen else (INPUT, prices.input)
-        covers = _breakpoints_by_message(ex.body, placed)  # message index -> ttl of its breakpoint
+        # message index -> ttl of its breakpoint
+        covers = _breakpoints_by_message(ex.body, placed, None if walk is None else walk.marks)
         auto = isinstance(ex.body.get("cache_control"), dict)
 
         def price(b: Block) -> tuple[str, float]:
-            ttl = next((t for i, t in covers if i >= b.position), None)
+            ttl = None
+            for i, t in covers:  # the first breakpoint at or after its message
+                if i >= b.position:
+                    ttl = t
+                    break
             if ttl is None and not auto:
                 return INPUT, prices.input  # no breakpoint after it: billed in full, every turn
             if b.seen:
@@ -293,27 +314,53 @@ class Compress:
         return price
 
 
-def _anthropic_outputs(body: dict) -> tuple[list[tuple[int, TextRef]], dict[str, tuple[str, Any]]]:
-    """The tool outputs (Messages.tool_refs), each with its message's index, and
-    the tool calls (Messages.tool_calls), in one walk of the messages."""
+class Walk(NamedTuple):
+    """What one walk of an Anthropic request's messages finds."""
+
+    outputs: list[tuple[int, TextRef]]  # the tool outputs (Messages.tool_refs), each with its message's index
+    calls: dict[str, tuple[str, Any]]  # the tool calls (Messages.tool_calls)
+    marked: bool  # a cache_control in the messages (cache_hints.messages_marked)
+    marks: list[tuple[int, Any]]  # (message index, ttl) of each message whose blocks carry a breakpoint
+
+
+def _anthropic_outputs(body: dict) -> Walk:
+    """The tool outputs, the tool calls and the client's breakpoints of the
+    messages, in one walk of them (every request resends the whole history)."""
     outputs: list[tuple[int, TextRef]] = []
     calls: dict[str, tuple[str, Any]] = {}
+    marks: list[tuple[int, Any]] = []
+    marked = False
+    add, is_result, tool_call = outputs.append, anthropic.is_result, anthropic.tool_call  # (looked up once)
     for i, msg in enumerate(body.get("messages") or []):
         content = msg.get("content") if isinstance(msg, dict) else None
         if not isinstance(content, list):
             continue
+        ttl = None
         for block in content:
             if not isinstance(block, dict):
                 continue
+            if "cache_control" in block:
+                marked = True
+                if isinstance(cc := block["cache_control"], dict):
+                    ttl = cc.get("ttl") or "5m"
+            inner = block.get("content")
+            if not marked and isinstance(inner, list) and cache_hints.marked(inner):
+                marked = True
             kind = block.get("type")
+            if kind == "text":
+                continue
             if kind == "tool_use":
                 if block.get("id"):
-                    calls[block["id"]] = anthropic.tool_call(block)
-            elif anthropic.is_result(kind):
+                    calls[block["id"]] = tool_call(block)
+            elif kind == "tool_result" and isinstance(inner, str):  # most of them (anthropic.result_refs' own case)
+                add((i, TextRef(block, "content", "tool", False, False, block.get("tool_use_id"))))
+            elif is_result(kind):
                 for ref in anthropic.result_refs(block):
                     if not ref.number and isinstance(ref.text, str):
-                        outputs.append((i if _placed(ref.container, block) else 0, ref))
-    return outputs, calls
+                        add((i if _placed(ref.container, block) else 0, ref))
+        if ttl:
+            marks.append((i, ttl))
+    return Walk(outputs, calls, marked, marks)
 
 
 def _placed(container: Any, block: dict) -> bool:
@@ -330,9 +377,11 @@ def _placed(container: Any, block: dict) -> bool:
     return False
 
 
-def _breakpoints_by_message(body: dict, placed: list[cache_hints.Breakpoint]) -> list[tuple[int, str]]:
+def _breakpoints_by_message(body: dict, placed: list[cache_hints.Breakpoint],
+                            marks: list[tuple[int, Any]] | None = None) -> list[tuple[int, str]]:
     """(message index, ttl) of every breakpoint in the messages, the client's
-    and those about to be placed, in order."""
+    and those about to be placed, in order. `marks`: the client's, as a walk
+    of the messages found them (Walk.marks)."""
     marked = {id(p.container): p.ttl for p in placed}
     messages = body.get("messages") or []
     if placed:  # hints are placed only where the client marked nothing: just find theirs, from the end
@@ -346,6 +395,8 @@ def _breakpoints_by_message(body: dict, placed: list[cache_hints.Breakpoint]) ->
                 out.append((i, ttl))
                 left -= 1
         return out[::-1]
+    if marks is not None:
+        return marks
     out = []
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):

@@ -71,8 +71,7 @@ class Guard:
             # texts seen before are looked up on the event loop, a few new characters scanned
             # there too; a worker thread only for more
             texts = [ref.text for ref in refs]
-            peek = self.memo.peek
-            verdicts = [peek(text) for text in texts]
+            verdicts = self.memo.peek_many(texts)
             new = [i for i, verdict in enumerate(verdicts) if verdict is None]
             if sum(len(texts[i]) for i in new) <= INLINE_CHARS:
                 for i in new:

@@ -252,8 +252,8 @@ class Scrub:
         turn), and the few new characters, if any, scanned here and clean too. A
         finding, or more new text, goes to the worker thread (replacing may touch
         the pseudonym store)."""
-        new, chars = [], 0
-        known, clean_json = detector.known, self.clean_json.peek
+        texts = []
+        clean_json = self.clean_json.peek
         for ref in ex.text_refs():
             if ref.json_text:
                 if not clean_json(ref.text):
@@ -262,7 +262,9 @@ class Scrub:
             text = ref.text
             if ref.number and isinstance(ref.key, str):
                 text = f"{ref.key}: {text}"
-            found = known(text)
+            texts.append(text)
+        new, chars = [], 0
+        for text, found in zip(texts, detector.memo.peek_many(texts)):
             if found is None:
                 chars += len(text)
                 if chars > INLINE_CHARS:

@@ -48,12 +48,18 @@ def has_cache_control(body: Any) -> bool:
     """Any `cache_control` in a request: at the top level, on a tool, a system
     block, a message's block or a block inside a tool result (the places the
     API accepts one)."""
-    if not isinstance(body, dict):
-        return False
+    return isinstance(body, dict) and (prefix_marked(body) or messages_marked(body))
+
+
+def prefix_marked(body: dict) -> bool:
+    """A `cache_control` at the top level, on a tool or on a system block."""
     if "cache_control" in body:
         return True
-    if _marked(body.get("tools") or []) or (isinstance(body.get("system"), list) and _marked(body["system"])):
-        return True
+    return marked(body.get("tools") or []) or (isinstance(body.get("system"), list) and marked(body["system"]))
+
+
+def messages_marked(body: dict) -> bool:
+    """A `cache_control` on a message's block or on a block inside one (a tool result's)."""
     for msg in body.get("messages") or []:
         content = msg.get("content") if isinstance(msg, dict) else None
         for block in content if isinstance(content, list) else []:
@@ -61,12 +67,13 @@ def has_cache_control(body: Any) -> bool:
                 if "cache_control" in block:
                     return True
                 inner = block.get("content")
-                if isinstance(inner, list) and _marked(inner):
+                if isinstance(inner, list) and marked(inner):
                     return True
     return False
 
 
-def _marked(blocks: Any) -> bool:
+def marked(blocks: Any) -> bool:
+    """Whether any of `blocks` carries a `cache_control`."""
     return any(isinstance(b, dict) and "cache_control" in b for b in blocks)
 
 
@@ -108,12 +115,16 @@ def _last_markable(holder: Any, key: Any) -> tuple[Any, Any] | None:
 
 
 def anthropic_breakpoints(body: dict, model: str | None, count: Callable[[Any], int],
-                          ttl: str = "5m") -> list[Breakpoint]:
+                          ttl: str = "5m", in_messages: bool | None = None) -> list[Breakpoint]:
     """Where breakpoints earn reads in a request that has none (empty if it has
     any). `count(value)` estimates a block's tokens; `ttl` is the stable
     prefix's (turn breakpoints are 5-minute ones: the next turn renews them,
-    and 1-hour breakpoints must come before 5-minute ones)."""
-    if not isinstance(body, dict) or has_cache_control(body):
+    and 1-hour breakpoints must come before 5-minute ones). `in_messages`:
+    whether the messages carry a breakpoint, when the caller's own walk of
+    them found out (None: looked for here)."""
+    if not isinstance(body, dict) or prefix_marked(body):
+        return []
+    if messages_marked(body) if in_messages is None else in_messages:
         return []
     # Counts are estimates (tiktoken; Anthropic's tokenizer counts more), and a
     # breakpoint on a prefix under the minimum costs nothing (it is just not

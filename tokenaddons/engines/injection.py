@@ -19,16 +19,11 @@ from dataclasses import dataclass
 
 import regex
 
+from tokenaddons.engines.gil import release_gil
+
+# every hidden character is outside ASCII: an ASCII text has none
 HIDDEN = regex.compile("[\U000e0000-\U000e007f\u200b-\u200f\u2060-\u2064\ufeff\u202a-\u202e\u2066-\u2069]")
 FLAGS = regex.I | regex.S
-# Patterns release the GIL while they match a text longer than this (scans of
-# long texts run in worker threads beside the event loop); on a short text the
-# release costs more than the match (about 1 µs a pattern).
-RELEASE_GIL_OVER = 4096
-
-
-def _concurrent(text: str) -> bool:
-    return len(text) > RELEASE_GIL_OVER
 
 
 class Near:
@@ -42,12 +37,12 @@ class Near:
         self.gap, self.barrier = gap, barrier
 
     def finditer(self, text: str) -> Iterator[tuple[int, int]]:
-        firsts = [m.span() for m in self.first.finditer(text, concurrent=_concurrent(text))]
+        firsts = [m.span() for m in self.first.finditer(text, concurrent=release_gil(text))]
         if not firsts:
             return
         ends = [end for _, end in firsts]
         taken = 0  # matches do not overlap, as a regex's do not
-        for m in self.second.finditer(text, firsts[0][1], concurrent=_concurrent(text)):
+        for m in self.second.finditer(text, firsts[0][1], concurrent=release_gil(text)):
             at = m.start()
             i = bisect.bisect_left(ends, at - self.gap)
             while i < len(firsts) and firsts[i][1] <= at:
@@ -63,7 +58,7 @@ def spans(pattern: regex.Pattern | Near, text: str) -> Iterator[tuple[int, int]]
     """Where a rule's pattern matches (a regex or a Near)."""
     if isinstance(pattern, Near):
         return pattern.finditer(text)
-    return (m.span() for m in pattern.finditer(text, concurrent=_concurrent(text)))
+    return (m.span() for m in pattern.finditer(text, concurrent=release_gil(text)))
 
 
 def _rule(pattern: str | Near) -> regex.Pattern | Near:
@@ -73,49 +68,77 @@ def _rule(pattern: str | Near) -> regex.Pattern | Near:
 # Every pattern is linear in its input: gaps are bounded, and a gap between two
 # parts that each match often is a Near (tests/unit/test_guard.py times each rule
 # on 1 MB of input made to hurt it against 1 MB of ordinary text).
-RULES: tuple[tuple[str, float, regex.Pattern | Near], ...] = tuple((rule, weight, _rule(pattern)) for
-                                                                 rule, weight, pattern in (
-    ("override", 1.0,
-     r"\b(?:ignore|disregard|forget|override|skip|bypass)\b.{0,40}?\b(?:previous|prior|above|earlier|preceding|"
-     r"all|any|your|the system|original)\b.{0,30}?\b(?:instructions?|prompts?|rules|directions|guidelines|"
-     r"messages?|context|task)\b"),
-    ("override", 1.0, r"\b(?:new|updated|real|actual|revised)\s+(?:instructions?|task|system prompt)\s*[:\-]"),
-    ("override", 0.6, r"\b(?:from now on|henceforth|instead),?\s+(?:you|your|respond|answer|reply)\b"),
-    ("override", 0.8,
-     r"\byou are (?:now|no longer)\b|\bact as (?:a|an|if)\b.{0,40}\b(?:unrestricted|jailbroken|DAN)\b"),
-    ("steer_answer", 1.0, Near(
-        r"\b(?:add|include|insert|append|embed|integrate|incorporate|mention|feature|put|prepend|weave)\w{0,20}",
-        r"\b(?:in|into|to|within|at the (?:end|start|beginning) of)\s+(?:your|the)\s+(?:response|answer|reply|"
-        r"output|code|solution|summary|codebase|program|script)\b", 80)),
-    ("steer_answer", 1.0,
-     r"\b(?:translate|encode|encrypt|reverse|rewrite|format|write|express|convert|spell|present|respond|answer|reply)"
-     r"\b[^.\n]{0,40}?\b(?:your|the)\s+(?:response|answer|reply|output)\b"),
-    ("steer_answer", 0.7, r"\b(?:your|the)\s+(?:response|answer|reply|output)\s+(?:must|should|has to|needs to)\b"),
-    ("steer_answer", 1.0, r"\b(?:in|into|within|throughout|of|from)\s+your\s+(?:response|answer|reply|output)s?\b"),
-    ("steer_answer", 0.5, r"\bto\s+your\s+(?:response|answer|output)\b"),
-    ("steer_code", 0.6, r"\b(?:in|into|within|to)\s+(?:your|the)\s+(?:code|codebase|solution|program|script|"
-                        r"implementation|project)\b"),
-    ("steer_code", 0.6, r"\b(?:the\s+)?(?:following|below|above|this)\s+(?:code\s+)?(?:snippet|excerpt|code|lines?)\b"),
-    ("steer_answer", 0.6, Near(
-        r"\b(?:following|below|this)\s+(?:code\s+)?(?:snippet|excerpt|code|line|sentence|link)\b",
-        r"\b(?:in|into)\s+(?:your|the)\b", 60)),
-    ("role_spoof", 1.0, r"<\|im_start\|>|<\|im_end\|>|<\|(?:system|assistant|user)\|>|\[/?INST\]|<<SYS>>"),
-    ("role_spoof", 0.8, r"(?m)^[ \t]*(?:#{1,3}[ \t]*)?(?:system|assistant|developer)[ \t]*(?:message|prompt)?[ \t]*:"
-                        r"[ \t]*\S"),
-    ("role_spoof", 0.8, r"</?(?:system|assistant|user|instructions?|admin)>"),
-    ("exfiltrate", 1.0, Near(
-        r"\b(?:send|post|upload|forward|email|e-mail|transmit|leak|exfiltrate|submit|share)\b",
-        r"\b(?:to|at|via)\s+(?:https?://|www\.|[\w.+-]{1,64}@[\w-]{1,63}\.)", 80)),
-    ("exfiltrate", 1.0, r"!\[[^\]\n]{0,300}\]\(https?://[^)\s?]{1,500}\?[^)\s]{0,500}="),
-    ("exfiltrate", 0.8, r"\b(?:requests\.post|curl\s{1,5}-[a-z]{0,10}\s{0,5}[^\n]{0,300}?https?://|"
-                        r"fetch\(\s{0,5}['\"]https?://|urllib\.request\.urlopen)"),
-    ("exfiltrate", 0.6, Near(r"\b(?:api keys?|passwords?|credentials|secrets?|tokens?|conversation|chat history|"
-                             r"system prompt)\b", r"\b(?:to|at)\s+(?:https?://|[\w.+-]{1,64}@)", 40)),
-    ("malicious_code", 0.8, r"\b(?:subprocess\.(?:Popen|run|call|check_output)|os\.system|pyautogui|"
-                            r"keyboard\.on_press|pynput|shutil\.rmtree|rm\s+-rf|mkfs|:\(\)\s*\{|socket\.socket\(|"
-                            r"iptables|netsh|Fernet|cryptography\.fernet|os\.remove|os\.kill|while True:)"),
-))
-BASE64 = regex.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{40,}={0,2}(?![A-Za-z0-9+/=])")
+# A rule runs only on text holding one of its hints: words every match of it
+# contains (for a Near, of either part), looked up in the text folded as the
+# rules match case (`folded`). A substring test costs a fraction of a regex
+# pass, and most text holds no hint of most rules.
+RULES: tuple[tuple[str, float, regex.Pattern | Near, tuple[str, ...]], ...] = tuple(
+    (rule, weight, _rule(pattern), hints) for rule, weight, pattern, hints in (
+        ("override", 1.0,
+         r"\b(?:ignore|disregard|forget|override|skip|bypass)\b.{0,40}?\b(?:previous|prior|above|earlier|preceding|"
+         r"all|any|your|the system|original)\b.{0,30}?\b(?:instructions?|prompts?|rules|directions|guidelines|"
+         r"messages?|context|task)\b",
+         ("ignore", "disregard", "forget", "override", "skip", "bypass")),
+        ("override", 1.0, r"\b(?:new|updated|real|actual|revised)\s+(?:instructions?|task|system prompt)\s*[:\-]",
+         ("instruction", "task", "system prompt")),
+        ("override", 0.6, r"\b(?:from now on|henceforth|instead),?\s+(?:you|your|respond|answer|reply)\b",
+         ("from now on", "henceforth", "instead")),
+        ("override", 0.8,
+         r"\byou are (?:now|no longer)\b|\bact as (?:a|an|if)\b.{0,40}\b(?:unrestricted|jailbroken|DAN)\b",
+         ("you are now", "you are no longer", "act as a", "act as if")),
+        ("steer_answer", 1.0, Near(
+            r"\b(?:add|include|insert|append|embed|integrate|incorporate|mention|feature|put|prepend|weave)\w{0,20}",
+            r"\b(?:in|into|to|within|at the (?:end|start|beginning) of)\s+(?:your|the)\s+(?:response|answer|reply|"
+            r"output|code|solution|summary|codebase|program|script)\b", 80),
+         ("response", "answer", "reply", "output", "code", "solution", "summary", "program", "script")),
+        ("steer_answer", 1.0,
+         r"\b(?:translate|encode|encrypt|reverse|rewrite|format|write|express|convert|spell|present|respond|answer|"
+         r"reply)\b[^.\n]{0,40}?\b(?:your|the)\s+(?:response|answer|reply|output)\b",
+         ("response", "answer", "reply", "output")),
+        ("steer_answer", 0.7,
+         r"\b(?:your|the)\s+(?:response|answer|reply|output)\s+(?:must|should|has to|needs to)\b",
+         ("response", "answer", "reply", "output")),
+        ("steer_answer", 1.0,
+         r"\b(?:in|into|within|throughout|of|from)\s+your\s+(?:response|answer|reply|output)s?\b",
+         ("response", "answer", "reply", "output")),
+        ("steer_answer", 0.5, r"\bto\s+your\s+(?:response|answer|output)\b", ("response", "answer", "output")),
+        ("steer_code", 0.6, r"\b(?:in|into|within|to)\s+(?:your|the)\s+(?:code|codebase|solution|program|script|"
+                            r"implementation|project)\b",
+         ("code", "solution", "program", "script", "implementation", "project")),
+        ("steer_code", 0.6,
+         r"\b(?:the\s+)?(?:following|below|above|this)\s+(?:code\s+)?(?:snippet|excerpt|code|lines?)\b",
+         ("snippet", "excerpt", "code", "line")),
+        ("steer_answer", 0.6, Near(
+            r"\b(?:following|below|this)\s+(?:code\s+)?(?:snippet|excerpt|code|line|sentence|link)\b",
+            r"\b(?:in|into)\s+(?:your|the)\b", 60),
+         ("snippet", "excerpt", "code", "line", "sentence", "link")),
+        ("role_spoof", 1.0, r"<\|im_start\|>|<\|im_end\|>|<\|(?:system|assistant|user)\|>|\[/?INST\]|<<SYS>>",
+         ("<|", "inst]", "<<sys>>")),
+        ("role_spoof", 0.8,
+         r"(?m)^[ \t]*(?:#{1,3}[ \t]*)?(?:system|assistant|developer)[ \t]*(?:message|prompt)?[ \t]*:[ \t]*\S",
+         ("system", "assistant", "developer")),
+        ("role_spoof", 0.8, r"</?(?:system|assistant|user|instructions?|admin)>",
+         ("system>", "assistant>", "user>", "instruction>", "instructions>", "admin>")),
+        ("exfiltrate", 1.0, Near(
+            r"\b(?:send|post|upload|forward|email|e-mail|transmit|leak|exfiltrate|submit|share)\b",
+            r"\b(?:to|at|via)\s+(?:https?://|www\.|[\w.+-]{1,64}@[\w-]{1,63}\.)", 80),
+         ("http", "www.", "@")),
+        ("exfiltrate", 1.0, r"!\[[^\]\n]{0,300}\]\(https?://[^)\s?]{1,500}\?[^)\s]{0,500}=", ("](http",)),
+        ("exfiltrate", 0.8, r"\b(?:requests\.post|curl\s{1,5}-[a-z]{0,10}\s{0,5}[^\n]{0,300}?https?://|"
+                            r"fetch\(\s{0,5}['\"]https?://|urllib\.request\.urlopen)",
+         ("requests.post", "curl", "fetch(", "urllib.request.urlopen")),
+        ("exfiltrate", 0.6, Near(r"\b(?:api keys?|passwords?|credentials|secrets?|tokens?|conversation|chat history|"
+                                 r"system prompt)\b", r"\b(?:to|at)\s+(?:https?://|[\w.+-]{1,64}@)", 40),
+         ("http", "@")),
+        ("malicious_code", 0.8, r"\b(?:subprocess\.(?:Popen|run|call|check_output)|os\.system|pyautogui|"
+                                r"keyboard\.on_press|pynput|shutil\.rmtree|rm\s+-rf|mkfs|:\(\)\s*\{|socket\.socket\(|"
+                                r"iptables|netsh|Fernet|cryptography\.fernet|os\.remove|os\.kill|while True:)",
+         ("subprocess.", "os.system", "pyautogui", "keyboard.on_press", "pynput", "shutil.rmtree", "-rf", "mkfs",
+          ":()", "socket.socket(", "iptables", "netsh", "fernet", "os.remove", "os.kill", "while true:")),
+    ))
+HINTS = tuple(dict.fromkeys(hint for *_, hints in RULES for hint in hints))  # each looked up once a text
+BASE64_MIN = 40  # characters: shorter text holds no encoded payload
+BASE64 = regex.compile(rf"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{{{BASE64_MIN},}}={{0,2}}(?![A-Za-z0-9+/=])")
 INSTRUCTION_WORDS = regex.compile(r"\b(?:ignore|instruction|system|prompt|send|password|respond|answer|assistant)\b",
                                regex.I)
 
@@ -144,35 +167,55 @@ class Verdict:
         return out
 
 
+def folded(text: str) -> str:
+    """`text` case-folded as the rules match case (regex.I): every character
+    that matches an ASCII letter of a hint folds to that letter (the Kelvin
+    sign to k, the long s to s; the dotted capital I, which matches i but
+    casefolds to i and a combining dot, is made an i first)."""
+    return text.lower() if text.isascii() else text.replace("\u0130", "i").casefold()
+
+
+def matches(text: str) -> Iterator[tuple[str, float, int, int]]:
+    """Every rule's matches in `text`: (rule, weight, start, end)."""
+    lowered = folded(text)
+    present = {hint for hint in HINTS if hint in lowered}
+    if not present:
+        return
+    for rule, weight, pattern, hints in RULES:
+        if not present.isdisjoint(hints):
+            for start, end in spans(pattern, text):
+                yield rule, weight, start, end
+
+
 def _encoded(text: str) -> list[Finding]:
-    out = []
-    for m in BASE64.finditer(text, concurrent=_concurrent(text)):
+    out: list[Finding] = []
+    if len(text) < BASE64_MIN:
+        return out
+    for m in BASE64.finditer(text, concurrent=release_gil(text)):
         try:
             decoded = base64.b64decode(m.group(0), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
             continue
-        if INSTRUCTION_WORDS.search(decoded) or any(next(spans(p, decoded), None) for _, _, p in RULES):
+        if INSTRUCTION_WORDS.search(decoded) or next(matches(decoded), None):
             out.append(Finding("encoded_payload", 1.0, m.start(), m.end()))
     return out
 
 
 def scan(text: str) -> Verdict:
     findings: list[Finding] = []
-    hidden = list(HIDDEN.finditer(text, concurrent=_concurrent(text)))
+    hidden = [] if text.isascii() else list(HIDDEN.finditer(text, concurrent=release_gil(text)))
     if hidden:
         # tag characters spell invisible text; a few zero-width joiners are ordinary in emoji
         tags = sum(1 for m in hidden if ord(m.group(0)) >= 0xE0000)
         weight = 1.0 if tags or len(hidden) >= 3 else 0.3
         findings.append(Finding("hidden_chars", weight, hidden[0].start(), hidden[-1].end()))
-        visible = HIDDEN.sub("", text, concurrent=_concurrent(text))
+        visible = HIDDEN.sub("", text, concurrent=release_gil(text))
         if tags:
             smuggled = "".join(chr(ord(m.group(0)) - 0xE0000) for m in hidden if ord(m.group(0)) >= 0xE0000)
             visible += "\n" + smuggled
         if visible != text:
             findings += [Finding(f.rule, f.weight, 0, 0) for f in scan(visible).findings if f.rule != "hidden_chars"]
-    for rule, weight, pattern in RULES:
-        for start, end in spans(pattern, text):
-            findings.append(Finding(rule, weight, start, end))
+    findings += [Finding(rule, weight, start, end) for rule, weight, start, end in matches(text)]
     findings += _encoded(text)
     # one rule counts once, at its strongest: repetition is not more evidence
     best: dict[str, float] = {}

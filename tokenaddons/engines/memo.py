@@ -66,9 +66,22 @@ class Memo(Generic[T]):
         value = self.items.get((hash(text), len(text)), _MISSING)
         return None if value is _MISSING else value
 
+    def peek_many(self, texts: list[str]) -> list[T | None]:
+        """`peek` of each text, in one call: a request holds dozens of texts."""
+        get = self.items.get
+        return [get((hash(text), len(text))) for text in texts]
+
     def remember(self, text: str | bytes, value: T) -> T:
         """Keep `value` for `text` (what `peek` finds), computed elsewhere."""
         return self._store((hash(text), len(text)), value)
+
+    def get(self, key: Hashable) -> T | None:
+        """The value remembered under `key`, or None: never computes."""
+        value = self.items.get(key, _MISSING)
+        if value is _MISSING:
+            return None
+        self._touch(key)
+        return value
 
     def lookup(self, key: Hashable, compute: Callable[[], T]) -> T:
         """The value remembered under `key`, or `compute()`'s, remembered."""

@@ -40,11 +40,13 @@ import functools
 import ipaddress
 import logging
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import regex
 
+from tokenaddons.engines.gil import release_gil
 from tokenaddons.engines.memo import Memo
 
 log = logging.getLogger(__name__)
@@ -136,16 +138,20 @@ NANP = regex.compile(r"\(?\d{3}\)?[ .\-]?\d{3}[.\-]\d{4}")
 DATE = regex.compile(r"(?:19|20)\d\d[./\-](?:0?[1-9]|1[0-2])[./\-](?:0?[1-9]|[12]\d|3[01])"
                   r"|(?:0?[1-9]|[12]\d|3[01])[./\-](?:0?[1-9]|[12]\d|3[01])[./\-](?:19|20)\d\d")
 PHONE_REGIONS = ("US", "GB", "DE", "FR")
+PHONE_MIN_DIGITS = 7
 
 # -- IP addresses (validated by ipaddress)
 IPV4 = regex.compile(r"(?<![\w.\-#])(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?(?![\w]|\.\d)")
 IPV6 = regex.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?"
                   r"(?:%\w{1,16})?(?:/\d{1,3})?(?![\w:.])")
 
+IP_PATTERNS = ((IPV4, ".", 3), (IPV6, ":", 2))  # each with the separator it holds at least so many of
+
 # -- card numbers: issuer prefixes and the lengths each issues
 CARD = regex.compile(r"(?<![\w.\-+/])(?<!\d[ ,])(?:\d{4}[ \-]){2,4}\d{1,4}(?![\w]|[.\-/]\d|[ ,]\d)"
                   r"|(?<![\w.\-+/])(?<!\d[ ,])\d{4}[ \-]\d{6}[ \-]\d{4,5}(?![\w]|[.\-/]\d|[ ,]\d)"
                   r"|(?<![\w.\-+/])\d{12,19}(?![\w]|[.\-/]\d)")
+CARD_MIN_DIGITS = 12
 CARD_PREFIXES = (  # (first digits, lengths)
     (("4",), (13, 16, 19)),
     (tuple(str(n) for n in range(51, 56)) + tuple(str(n) for n in range(2221, 2721)), (16,)),
@@ -177,6 +183,7 @@ LOCAL_MAX, DOMAIN_MAX = 64, 255  # RFC 5321's limits
 # look-behind tried at every character)
 SSN = regex.compile(r"[0-9](?<![\w+/].)"
                     r"(?:[0-9]{2}[- .][0-9]{2}[- .][0-9]{4}|[0-9]{4}-[0-9]{4}|[0-9]{2}-[0-9]{6}|[0-9]{8})(?![\w+/])")
+SSN_DIGITS = 9  # in every format the pattern finds
 SSN_CONTEXT = ("social", "security", "ssn", "ssns", "ssid")
 SSN_SAMPLES = {"123456789", "987654320", "078051120"}  # published as examples (078-05-1120: a wallet insert's)
 # ITINs are 9xx-70-xxxx and the like: taxpayer numbers written as SSNs are, and as private
@@ -190,6 +197,7 @@ ITIN_GROUPS = {*range(50, 66), *range(70, 89), *range(90, 93), *range(94, 100)}
 # some 50 times faster than one for two letters, which prose is full of)
 IBAN = regex.compile(r"[0-9]{2}(?<=(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2})((?:[ -]?[A-Za-z0-9]{4}){2,6})"
                      r"((?:[ -]?[A-Za-z0-9]{4})?)((?:[ -]?[A-Za-z0-9]{1,3})?)(?![A-Za-z0-9])")
+IBAN_DIGITS_MIN = 2  # its check digits (a BBAN may be letters only)
 IBAN_CONTEXT = ("iban", "bank", "transaction")
 IBAN_BBAN = {
     "AD": "8n12c", "AE": "19n", "AL": "8n16c", "AT": "16n", "AZ": "4a20c", "BA": "16n", "BE": "12n", "BG": "4a6n8c",
@@ -294,7 +302,7 @@ def luhn(digits: str) -> bool:
 
 def card_number(value: str) -> bool:
     digits = re.sub(r"[ \-]", "", value)
-    if not 12 <= len(digits) <= 19 or not luhn(digits):
+    if not CARD_MIN_DIGITS <= len(digits) <= 19 or not luhn(digits):
         return False
     groups = re.split(r"[ \-]", value)
     if len(groups) > 1:
@@ -335,11 +343,11 @@ def _phone_context(text: str, start: int, end: int) -> bool:
 
 def phone_numbers(text: str) -> list[Finding]:
     out = []
-    for m in PHONE.finditer(text, concurrent=True):
+    for m in PHONE.finditer(text, concurrent=release_gil(text)):
         value = m.group()
         number = re.split(r"[ ]?(?:x|ext\.?|#)[ ]?(?=\d+$)", value)[0]
         digits = re.sub(r"\D", "", number)
-        if not 7 <= len(digits) <= 15 or len(set(digits)) < 3 or DATE.fullmatch(number):
+        if not PHONE_MIN_DIGITS <= len(digits) <= 15 or len(set(digits)) < 3 or DATE.fullmatch(number):
             continue
         body = re.sub(r"^\+\d{1,3}[ .\-]?|\(\d{1,5}\)[ .\-]?", "", number)  # without country and area codes
         groups = [g for g in re.split(r"[ .\-]+", body) if g]
@@ -364,8 +372,8 @@ def phone_numbers(text: str) -> list[Finding]:
 
 
 def card_numbers(text: str) -> list[Finding]:
-    return [Finding(m.start(), m.end(), "CREDIT_CARD", 1.0) for m in CARD.finditer(text, concurrent=True)
-            if card_number(m.group())]
+    return [Finding(m.start(), m.end(), "CREDIT_CARD", 1.0)
+            for m in CARD.finditer(text, concurrent=release_gil(text)) if card_number(m.group())]
 
 
 def _context(text: str, start: int, end: int, words: tuple[str, ...]) -> bool:
@@ -385,7 +393,7 @@ def email_addresses(text: str) -> list[Finding]:
     domain ends in a public suffix."""
     out = []
     floor = 0  # a local part never reaches back into the domain of the address before
-    for m in EMAIL_AT.finditer(text, concurrent=True):
+    for m in EMAIL_AT.finditer(text, concurrent=release_gil(text)):
         at = m.start()
         run = EMAIL_RUN.match(text, floor, at)
         if run is None:
@@ -422,7 +430,7 @@ def ssn_score(value: str) -> float:
 
 def us_ssns(text: str) -> list[Finding]:
     out = []
-    for m in SSN.finditer(text, concurrent=True):
+    for m in SSN.finditer(text, concurrent=release_gil(text)):
         score = ssn_score(m.group())
         if score:
             out.append(Finding(m.start(), m.end(), "US_SSN",
@@ -445,7 +453,7 @@ def iban_score(value: str) -> float:
 
 def ibans(text: str) -> list[Finding]:
     out = []
-    for m in IBAN.finditer(text, concurrent=True):
+    for m in IBAN.finditer(text, concurrent=release_gil(text)):
         start = m.start() - 2  # its country code
         for end in dict.fromkeys((m.end(3), m.end(2), m.end(1))):  # whole, then a group shorter, then another
             score = iban_score(text[start:end])
@@ -458,10 +466,10 @@ def ibans(text: str) -> list[Finding]:
 def private_keys(text: str) -> list[Finding]:
     out = []
     pos = 0
-    while (begin := PEM_BEGIN.search(text, pos, concurrent=True)) is not None:
-        end = PEM_END.search(text, begin.end(), concurrent=True)
+    while (begin := PEM_BEGIN.search(text, pos, concurrent=release_gil(text))) is not None:
+        end = PEM_END.search(text, begin.end(), concurrent=release_gil(text))
         if end is None:  # cut short (a truncated tool output): its key material still goes
-            body = PEM_BODY.match(text, begin.end(), concurrent=True)
+            body = PEM_BODY.match(text, begin.end(), concurrent=release_gil(text))
             out.append(Finding(begin.start(), body.end() if body else begin.end(), "PRIVATE_KEY", 1.0))
             break
         out.append(Finding(begin.start(), end.end(), "PRIVATE_KEY", 1.0))
@@ -470,14 +478,17 @@ def private_keys(text: str) -> list[Finding]:
 
 
 def aws_secret_keys(text: str, lowered: str) -> list[Finding]:
-    return [Finding(m.start(), m.end(), "AWS_SECRET_KEY", 0.9) for m in AWS_SECRET.finditer(text, concurrent=True)
+    return [Finding(m.start(), m.end(), "AWS_SECRET_KEY", 0.9)
+            for m in AWS_SECRET.finditer(text, concurrent=release_gil(text))
             if "aws" in lowered[max(0, m.start() - 48):m.start()] and _aws_secret(m.group())]
 
 
 def ip_addresses(text: str, private: bool) -> list[Finding]:
     out = []
-    for pattern in (IPV4, IPV6) if ":" in text else (IPV4,):
-        for m in pattern.finditer(text, concurrent=True):
+    for pattern, mark, least in IP_PATTERNS:
+        if text.count(mark) < least:
+            continue
+        for m in pattern.finditer(text, concurrent=release_gil(text)):
             value = m.group()
             try:
                 ipaddress.ip_interface(value)
@@ -493,7 +504,7 @@ def ip_addresses(text: str, private: bool) -> list[Finding]:
 def passwords(text: str) -> list[Finding]:
     out = []
     for pattern, bare in ((PASSWORD_QUOTED, False), (PASSWORD_BARE, True)):
-        for m in pattern.finditer(text, concurrent=True):
+        for m in pattern.finditer(text, concurrent=release_gil(text)):
             group = next(g for g in range(1, (m.re.groups or 0) + 1) if m.group(g) is not None)
             if _literal(m.group(group), bare):
                 out.append(Finding(m.start(group), m.end(group), "PASSWORD", 0.8))
@@ -510,7 +521,12 @@ class Detector:
             raise ValueError(f"unknown entity types: {', '.join(sorted(unknown))} "
                              f"(known: {', '.join(ALL_ENTITIES)})")
         self.entities = tuple(entities)
+        self.wants = frozenset(entities)
         self.secrets = [(n, regex.compile(p), s, hints, check) for n, p, s, hints, check in SECRETS if n in entities]
+        # a text holding none of these (lowercased) holds no secret this detector looks for
+        self.secret_hints = tuple(dict.fromkeys(
+            [h for *_, hints, _ in self.secrets for h in hints] + ["aws"] * ("AWS_SECRET_KEY" in entities)
+            + ["private key"] * ("PRIVATE_KEY" in entities) + list(PASSWORD_HINTS) * ("PASSWORD" in entities)))
         self.threshold = threshold
         self.private_ips = private_ips
         self.memo: Memo[tuple[Finding, ...]] = Memo(self._scan, memo_size)
@@ -529,41 +545,64 @@ class Detector:
         return self.memo.peek(text) if text else ()
 
     def _scan(self, text: str) -> tuple[Finding, ...]:
+        # Each recognizer runs only on text that can hold what it finds (a hint, an @,
+        # as many digits as its entity has at least): most short texts hold none.
         results: list[Finding] = []
+        wants = self.wants
         lowered = text.lower()
+        for hint in self.secret_hints:
+            if hint in lowered:
+                results += self._secrets(text, lowered)
+                break
+        digits = _digits(text)
+        if "PHONE_NUMBER" in wants and digits >= PHONE_MIN_DIGITS:
+            results += phone_numbers(text)
+        if "CREDIT_CARD" in wants and digits >= CARD_MIN_DIGITS:
+            results += card_numbers(text)
+        if "IP_ADDRESS" in wants and (digits or ":" in text):
+            results += ip_addresses(text, self.private_ips)
+        if "EMAIL_ADDRESS" in wants and "@" in text:
+            results += [f for f in email_addresses(text) if self._plausible(text, f)]
+        if "US_SSN" in wants and digits >= SSN_DIGITS:
+            results += [f for f in us_ssns(text) if self._plausible(text, f)]
+        if "IBAN_CODE" in wants and digits >= IBAN_DIGITS_MIN:
+            results += [f for f in ibans(text) if self._plausible(text, f)]
+        if not results:
+            return ()
+        return _resolve([r for r in results if r.score >= self.threshold])
+
+    def _secrets(self, text: str, lowered: str) -> list[Finding]:
+        results = []
         for name, pattern, score, hints, check in self.secrets:
             if not any(h in lowered for h in hints):
                 continue
-            for m in pattern.finditer(text, concurrent=True):
+            for m in pattern.finditer(text, concurrent=release_gil(text)):
                 start, end = (m.start(1), m.end(1)) if m.groups() and m.group(1) else (m.start(), m.end())
                 if check is None or check(text[start:end]):
                     results.append(Finding(start, end, name, score))
-        if "AWS_SECRET_KEY" in self.entities and "aws" in lowered:
+        if "AWS_SECRET_KEY" in self.wants and "aws" in lowered:
             results += aws_secret_keys(text, lowered)
-        if "PRIVATE_KEY" in self.entities and "private key" in lowered:
+        if "PRIVATE_KEY" in self.wants and "private key" in lowered:
             results += private_keys(text)
-        if "PASSWORD" in self.entities and any(h in lowered for h in PASSWORD_HINTS):
+        if "PASSWORD" in self.wants and any(h in lowered for h in PASSWORD_HINTS):
             results += passwords(text)
-        has_digit = any(c in text for c in "0123456789")
-        if "PHONE_NUMBER" in self.entities and has_digit:
-            results += phone_numbers(text)
-        if "CREDIT_CARD" in self.entities and has_digit:
-            results += card_numbers(text)
-        if "IP_ADDRESS" in self.entities and (has_digit or ":" in text):
-            results += ip_addresses(text, self.private_ips)
-        if "EMAIL_ADDRESS" in self.entities and "@" in text:
-            results += [f for f in email_addresses(text) if self._plausible(text, f)]
-        if "US_SSN" in self.entities and has_digit:
-            results += [f for f in us_ssns(text) if self._plausible(text, f)]
-        if "IBAN_CODE" in self.entities and has_digit:
-            results += [f for f in ibans(text) if self._plausible(text, f)]
-        return _resolve([r for r in results if r.score >= self.threshold])
+        return results
 
     @staticmethod
     def _plausible(text: str, f: Finding) -> bool:
         if f.entity == "EMAIL_ADDRESS":
             return email_address(text[f.start:f.end])
         return f.entity not in NUMERIC or standalone(text, f.start, f.end)
+
+
+def _digits(text: str) -> int:
+    """The digits in `text`, as the recognizers that need some are gated on
+    them: in ASCII text their count; in other text (where `\\d` matches the
+    digits of every script) unbounded if it holds an ASCII digit, else none
+    (digits of other scripts alone are not looked at)."""
+    if text.isascii():
+        return len(text) - len(text.encode().translate(None, b"0123456789"))
+    return sys.maxsize if any(c in text for c in "0123456789") else 0
 
 
 def _resolve(findings: list[Finding]) -> tuple[Finding, ...]:

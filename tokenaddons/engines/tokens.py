@@ -93,7 +93,9 @@ def warm() -> None:
 
 
 def encoding_name(model: str | None) -> str:
-    m = (model or "").lower()
+    if not model:  # (the hints' and most estimates' case: no lowering, no prefixes)
+        return "cl100k_base"
+    m = model.lower()
     if m.startswith(("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o", "codex", "gpt-oss")):
         return "o200k_base"
     return "cl100k_base"
@@ -163,6 +165,12 @@ def estimate_input_tokens(api, body: Any, model: str | None = None) -> int:
     counts = _counts(encoding_name(model))
     # each string counted once per process: an agent resends its whole history every turn
     return sum(counts(s) for s in strings) + len(strings) - 1 + MESSAGE_OVERHEAD * messages if strings else 0
+
+
+def estimate_text_tokens(text: str, model: str | None = None) -> int:
+    """One string's tokens as estimate_input_tokens counts each (the same
+    count, remembered per process), without walking a body for it."""
+    return _counts(encoding_name(model))(text)
 
 
 # Estimates run on the event loop (rate limits, budgets, cache hints): a string

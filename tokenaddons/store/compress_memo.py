@@ -129,17 +129,28 @@ class CompressMemo:
                 self.bytes -= gone.size
 
     def get(self, key: bytes) -> Entry | None:
+        return self.get_many([key])[0]
+
+    def get_many(self, keys: list[bytes]) -> list[Entry | None]:
+        """The entries of `keys` (None where none is kept), in one hold of the
+        lock: a request looks up all its outputs at once."""
         with self._lock:
-            entry = self.items.get(key)
-            if entry is None:
-                return None
-            self.items.move_to_end(key)
-        now = self.clock()
-        if now - entry.last_used > TOUCH_S and self.events is not None:
-            entry.last_used = now
-            self.events.submit(lambda conn: conn.execute(
-                "UPDATE compress_memo SET last_used = ? WHERE key = ?", (now, key)))
-        return entry
+            found = [self.items.get(key) for key in keys]
+            for key, entry in zip(keys, found):
+                if entry is not None:
+                    self.items.move_to_end(key)
+        now = None
+        for key, entry in zip(keys, found):
+            if entry is not None and self.events is not None:
+                now = self.clock() if now is None else now
+                if now - entry.last_used > TOUCH_S:
+                    entry.last_used = now
+                    self._touch(key, now)
+        return found
+
+    def _touch(self, key: bytes, now: float) -> None:
+        self.events.submit(lambda conn: conn.execute(
+            "UPDATE compress_memo SET last_used = ? WHERE key = ?", (now, key)))
 
     def put(self, key: bytes, entry: Entry) -> Entry:
         """Keep `entry` unless one is already kept for `key` (a twin computed at
