@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import cProfile
 import functools
+import gc
 import inspect
 import pstats
 import socket
@@ -110,6 +111,27 @@ def writer_cpu(parts: list) -> float:
     return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
 
 
+class Collections:
+    """Time the garbage collector takes, whichever hook's allocation set it off
+    (that part's figures include it)."""
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+        self.count = 0
+        self._start = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.spent += time.perf_counter() - self._start
+            self.count += 1
+
+
+COLLECTIONS = Collections()
+
+
 def phase(title: str, loop, parts: list, port: int, names: list[str], spent: dict, spent_cpu: dict,
           profile: Path | None) -> None:
     """Run `names` through the bundle; print each part's time per request."""
@@ -120,10 +142,12 @@ def phase(title: str, loop, parts: list, port: int, names: list[str], spent: dic
     if profiler:
         profiler.enable()
     cpu, loop_cpu, writer = time.process_time(), time.thread_time(), writer_cpu(parts)
+    collected, collections = COLLECTIONS.spent, COLLECTIONS.count
     times = loop.run_until_complete(run(parts, port, names))
     flushed(parts)
     cpu, loop_cpu, writer = (time.process_time() - cpu, time.thread_time() - loop_cpu,
                              writer_cpu(parts) - writer)
+    collected, collections = COLLECTIONS.spent - collected, COLLECTIONS.count - collections
     if profiler:
         profiler.disable()
         out = profile.with_name(f"{profile.name}.{title}")
@@ -135,6 +159,8 @@ def phase(title: str, loop, parts: list, port: int, names: list[str], spent: dic
           f"process CPU {cpu / n * 1e6:.0f} µs per request (every thread, the event store's writer included)")
     print(f"  CPU per request: event loop's thread {loop_cpu / n * 1e6:.0f} µs, "
           f"the event store's writer thread {writer / n * 1e6:.0f} µs")
+    print(f"  garbage collection: {collected / n * 1e6:.0f} µs per request ({collections / n:.2f} collections; "
+          f"counted below in the part whose allocation set it off)")
     print(f"  {'':12} {'wall':>8}    {'CPU':>8}")
     for name, total in sorted(spent.items(), key=lambda kv: -kv[1]):
         if total / n >= 1e-6:
