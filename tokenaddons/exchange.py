@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mitmproxy import http
 
+from tokenaddons.engines import jsonio
 from tokenaddons.engines.usage import Usage
 
 if TYPE_CHECKING:
@@ -280,8 +281,6 @@ _UNPARSED = object()
 def _get_body(ex: Exchange) -> Any:
     body = ex._body
     if body is _UNPARSED:
-        from tokenaddons.engines import jsonio
-
         body = ex._body = jsonio.loads(ex.source)
     return body
 

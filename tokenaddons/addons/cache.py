@@ -20,7 +20,7 @@ from mitmproxy import ctx, http
 from tokenaddons.addons.store import Store
 from tokenaddons.engines.cache_keys import VARY, body_digest, cache_key, raw_body_digest
 from tokenaddons.engines.fanout import Broadcast, FanoutServer
-from tokenaddons.engines.memo import CLEAN_BODIES, Memo
+from tokenaddons.engines.memo import SEEN_BODIES, Memo
 from tokenaddons.engines.usage import Usage
 from tokenaddons.exchange import RECORD, BoundedCopy, Exchange, handled
 from tokenaddons.headers import Names
@@ -92,7 +92,7 @@ class Cache:
         store.add_schema("cache_schema", MIGRATIONS)
         self.clock = clock
         self.tiers = Tiers(clock)
-        self.body_hashes: Memo[bytes] = Memo(size=CLEAN_BODIES)  # the client's bytes' digest -> the body's key part
+        self.body_hashes: Memo[bytes] = Memo(size=SEEN_BODIES)  # the client's bytes' digest -> the body's key part
         self.inflight: dict[str, asyncio.Future] = {}
         self.broadcasts: dict[str, Broadcast] = {}  # streams in flight, by key
         self.fanout = FanoutServer()

@@ -18,7 +18,7 @@ import logging
 from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.engines.injection import sanitize, scan
-from tokenaddons.engines.memo import CLEAN_BODIES, INLINE_CHARS, Memo
+from tokenaddons.engines.memo import INLINE_CHARS, SEEN_BODIES, Memo
 from tokenaddons.errors import refuse
 from tokenaddons.exchange import Exchange, handled
 from tokenaddons.options import number
@@ -35,7 +35,7 @@ class Guard:
         self.memo = Memo(scan)
         # bodies (by source digest) found clean under the current options: an
         # identical request again (a retry, a cache hit) is not walked again
-        self.clean_bodies: Memo[bool] = Memo(size=CLEAN_BODIES)
+        self.clean_bodies: Memo[bool] = Memo(size=SEEN_BODIES)
         # options, parsed in configure
         self.enabled = True
         self.action = "log"
@@ -56,7 +56,7 @@ class Guard:
         self.action = ctx.options.guard_action
         self.enabled = ctx.options.guard_enabled
         self.roles = frozenset(r.strip() for r in ctx.options.guard_roles.split(",") if r.strip())
-        self.clean_bodies = Memo(size=CLEAN_BODIES)
+        self.clean_bodies = Memo(size=SEEN_BODIES)
 
     async def request(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)

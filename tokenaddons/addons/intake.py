@@ -18,8 +18,7 @@ from mitmproxy import ctx, http
 from tokenaddons import providers
 from tokenaddons.engines import jsonio, tokens
 from tokenaddons.engines.credentials import AUTH_HEADERS, QUERY_KEY
-from tokenaddons.engines.memo import CLEAN_BODIES as SEEN_BODIES
-from tokenaddons.engines.memo import Memo
+from tokenaddons.engines.memo import SEEN_BODIES, Memo
 from tokenaddons.exchange import OBSERVE, Exchange, passed_through
 from tokenaddons.headers import Names
 from tokenaddons.providers.base import model_name
@@ -129,8 +128,16 @@ class Intake:
             return
         req = flow.request
         api = providers.detect(req.method, req.path)
-        body, unreadable, source, digest = self._parse(req) if api is not None else (None, None, None, None)
-        facts = self.facts.peek(digest + req.path.encode()) if body is None and digest is not None else None
+        body = unreadable = source = digest = facts = None
+        if api is not None:
+            source, digest, unreadable = self._read(req)
+        if digest is not None:
+            seen = digest + req.path.encode()  # the model and stream flag can come from the path too
+            facts = self.facts.peek(seen)
+            if facts is None:
+                body, unreadable = self._parse(source)
+                if body is None:
+                    source = digest = None
         if body is None and unreadable is None and facts is None:
             api = None  # no body: passes through byte for byte, metered as other
         ex = Exchange(client_api=api, path=req.path, body=body, unreadable=unreadable, source=source,
@@ -149,53 +156,52 @@ class Intake:
             ex.requested_model = ex.model = model_name(api.model(body, req.path))
             ex.stream = api.is_stream(body, req.path)
             if body is not None:
-                self.facts.remember(digest + req.path.encode(), (ex.model, ex.stream))
-        if api is not None:
-            if ex.stream:  # the taps read the events as they pass: ask for them uncompressed
-                req.headers["accept-encoding"] = "identity"
+                self.facts.remember(seen, (ex.model, ex.stream))
+        if api is not None and ex.stream:  # the taps read the events as they pass: ask for them uncompressed
+            req.headers["accept-encoding"] = "identity"
         if unreadable is not None:
             log.info("tokenaddons: %s %s: the body %s", req.method, req.path, unreadable)
         ex.attach(flow)
 
-    def _parse(self, req: http.Request) -> tuple[dict | None, str | None, bytes | None, bytes | None]:
-        """The body as a JSON object, why it cannot be read, the bytes it was
-        parsed from and their SHA-256. Bytes that parsed before on this path are
-        not parsed again here (the body is None; see `Exchange.parse_on_use`)."""
+    def _read(self, req: http.Request) -> tuple[bytes | None, bytes | None, str | None]:
+        """The body's bytes (decoded) and their SHA-256, or why they cannot be read."""
         if req.stream:
-            return None, "is streamed (stream_large_bodies), not read", None, None
+            return None, None, "is streamed (stream_large_bodies), not read"
         raw = req.raw_content
         if not raw:
-            return None, None, None, None
+            return None, None, None
         if len(raw) > self.max_body:
-            return None, f"is {len(raw)} bytes, over intake_max_body ({self.max_body})", None, None
+            return None, None, f"is {len(raw)} bytes, over intake_max_body ({self.max_body})"
         try:
             content = req.get_content(strict=True)
         except ValueError:
             encoding = req.headers.get("content-encoding")
-            return None, f"is compressed in an encoding that cannot be decoded ({encoding})", None, None
+            return None, None, f"is compressed in an encoding that cannot be decoded ({encoding})"
         if len(content) > self.max_body:
-            return None, f"is {len(content)} bytes decoded, over intake_max_body ({self.max_body})", None, None
+            return None, None, f"is {len(content)} bytes decoded, over intake_max_body ({self.max_body})"
         # the cache key and the memos of bodies found clean (guard, scrub) take the same digest
-        digest = hashlib.sha256(content).digest()
-        if self.facts.peek(digest + req.path.encode()) is not None:
-            return None, None, content, digest
+        return content, hashlib.sha256(content).digest(), None
+
+    @staticmethod
+    def _parse(content: bytes) -> tuple[dict | None, str | None]:
+        """The body as a JSON object, or why it cannot be read."""
         try:
             text = content.decode("utf-8")
         except UnicodeDecodeError as e:
-            return None, f"is not UTF-8 (byte {e.start})", None, None
+            return None, f"is not UTF-8 (byte {e.start})"
         try:
             body = jsonio.loads(text)
         except RecursionError:
-            return None, "is nested too deep to parse", None, None
+            return None, "is nested too deep to parse"
         except ValueError as e:
             msg = getattr(e, "msg", str(e))
             what = "has bytes after its JSON" if msg == "Extra data" else f"is not JSON ({msg})"
-            return None, f"{what} at character {e.pos}" if hasattr(e, "pos") else what, None, None
+            return None, f"{what} at character {e.pos}" if hasattr(e, "pos") else what
         if not isinstance(body, dict):
-            return None, "is not a JSON object", None, None
+            return None, "is not a JSON object"
         if too_deep(body, size=len(content)):
-            return None, f"is nested deeper than {MAX_DEPTH} levels", None, None
-        return body, None, content, digest
+            return None, f"is nested deeper than {MAX_DEPTH} levels"
+        return body, None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)

@@ -33,7 +33,7 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
-from tokenaddons.engines.memo import CLEAN_BODIES, INLINE_CHARS, Memo
+from tokenaddons.engines.memo import INLINE_CHARS, SEEN_BODIES, Memo
 from tokenaddons.engines.pii import ALL_ENTITIES, Detector
 from tokenaddons.engines.placeholders import LABELS, Pseudonyms, Restorer, RestoreTap, restore_strings
 from tokenaddons.errors import refuse
@@ -96,7 +96,7 @@ class Scrub:
         self.clean_json: Memo[bool] = Memo()  # tool-call arguments this detector found nothing in
         # bodies (by source digest) this detector found nothing in: an identical
         # request again (a retry, a cache hit) is not walked again
-        self.clean_bodies: Memo[bool] = Memo(size=CLEAN_BODIES)
+        self.clean_bodies: Memo[bool] = Memo(size=SEEN_BODIES)
         self.pseudonyms = Pseudonyms()
         self.actions: dict[str, str] = {}
         self._pseudonyms_for: str | None = None
@@ -131,7 +131,7 @@ class Scrub:
             self.detector = self.detector_factory(entities, number("scrub_threshold"),
                                                   private_ips=ctx.options.scrub_private_ips)
             self.clean_json = Memo(size=self.detector.memo.size)
-            self.clean_bodies = Memo(size=CLEAN_BODIES)
+            self.clean_bodies = Memo(size=SEEN_BODIES)
         except ValueError as e:
             raise exceptions.OptionsError(f"scrub_entities: {e}") from None
         actions = {e: ctx.options.scrub_action for e in entities}

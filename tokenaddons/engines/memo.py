@@ -35,8 +35,9 @@ _MISSING = object()
 # costs about 200 µs of latency, more than scanning a short new turn.
 INLINE_CHARS = 512
 
-# Whole request bodies remembered as clean (by their bytes' digest) per scanner.
-CLEAN_BODIES = 10_000
+# Whole request bodies remembered by their bytes' digest, per memo (those guard
+# and scrub found clean, what intake read of them, their cache key part).
+SEEN_BODIES = 10_000
 
 
 class Memo(Generic[T]):
