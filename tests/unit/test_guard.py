@@ -20,8 +20,8 @@ from tokenaddons.addons.outlet import Outlet
 from tokenaddons.engines import injection
 from tokenaddons.engines.injection import HIDDEN, HINTS, RULES, folded, scan, spans
 from tokenaddons.exchange import Exchange
-from tokenaddons.test.flows import make_flow
 from tokenaddons.test.corpus import scanner_texts
+from tokenaddons.test.flows import make_flow
 from tokenaddons.test.pipeline import arun_flow, thread_hops
 from tokenaddons.test.shortcuts import shortcuts_off
 from tokenaddons.test.timing import MB, deadline, ratio, repeat, timed
