@@ -26,6 +26,7 @@ from tokenaddons.engines import jsonio
 from tokenaddons.engines.usage import Usage
 
 if TYPE_CHECKING:
+    from tokenaddons.engines.history import Continued, History
     from tokenaddons.providers.base import Api, TextRef
     from tokenaddons.providers.sse import Event
 
@@ -155,8 +156,10 @@ class Exchange:
     settlers: list[tuple[str, Settler]] = field(default_factory=list)
     state: dict = field(default_factory=dict)  # per-addon scratch, keyed by addon name
     _input_tokens: tuple[int, int] | None = None  # (body_version, count)
-    _text_refs: tuple[int, Any, list[TextRef]] | None = None  # (body_version, body, refs)
+    _text_refs: tuple[int, Any, int, list[TextRef]] | None = None  # (body_version, body, start, refs)
     _source_digest: bytes | None = None
+    history: History | None = None  # the turns of recent requests (Intake's), for `continued`
+    _continued: Continued | None | bool = False  # False: not matched yet
 
     def __post_init__(self) -> None:
         if self.upstream_api is None:
@@ -218,14 +221,31 @@ class Exchange:
         changed it), else None."""
         return self.source_digest() if self.body_version == 0 and self._body is not None else None
 
-    def text_refs(self) -> list[TextRef]:
-        """The client's texts in the body (`client_api.text_refs`), walked once per
-        body version: guard and scrub read the same list."""
+    def text_refs(self, start: int = 0) -> list[TextRef]:
+        """The client's texts in the body (`client_api.text_refs`), but for its
+        first `start` turns, walked once per body version: guard and scrub read
+        the same list."""
         cached = self._text_refs
-        if cached is None or cached[0] != self.body_version or cached[1] is not self.body:
-            refs = list(self.client_api.text_refs(self.body)) if self.known else []
-            cached = self._text_refs = (self.body_version, self.body, refs)
-        return cached[2]
+        if cached is None or cached[0] != self.body_version or cached[1] is not self.body or cached[2] != start:
+            refs = list(self.client_api.text_refs(self.body, start)) if self.known else []
+            cached = self._text_refs = (self.body_version, self.body, start, refs)
+        return cached[3]
+
+    def turns(self) -> list | None:
+        """The body's turns (`client_api.turns`), or None."""
+        return self.client_api.turns(self.body) if self.known else None
+
+    def continued(self) -> Continued | None:
+        """Which earlier request this one continues, and for how many leading
+        turns (`History.match`), matched once, on the client's own body: None
+        once an addon changed it (what an addon learnt of the earlier request's
+        turns is of them as the client sent them), or without turns."""
+        found = self._continued
+        if found is False:
+            if self.body_version != 0 or self.history is None or (turns := self.turns()) is None:
+                return None
+            found = self._continued = self.history.match(turns)
+        return found if self.body_version == 0 else None
 
     def release(self) -> None:
         """Let go of what only handling the request and its answer needed (the

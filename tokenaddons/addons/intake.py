@@ -18,6 +18,7 @@ from mitmproxy import ctx, http
 from tokenaddons import providers
 from tokenaddons.engines import jsonio, tokens
 from tokenaddons.engines.credentials import AUTH_HEADERS, QUERY_KEY
+from tokenaddons.engines.history import History
 from tokenaddons.engines.memo import SEEN_BODIES, Memo
 from tokenaddons.exchange import OBSERVE, Exchange, passed_through
 from tokenaddons.headers import Names
@@ -99,6 +100,8 @@ class Intake:
         # (model, stream) of bodies read before, by their bytes' digest and path:
         # a request sent again (a retry, a cache hit) is not parsed to learn them
         self.facts: Memo[tuple[str | None, bool]] = Memo(size=SEEN_BODIES)
+        # the turns of recent requests: which one a new request continues (Exchange.continued)
+        self.history = History()
         self._warm = False
 
     def load(self, loader) -> None:
@@ -141,7 +144,7 @@ class Intake:
         if body is None and unreadable is None and facts is None:
             api = None  # no body: passes through byte for byte, metered as other
         ex = Exchange(client_api=api, path=req.path, body=body, unreadable=unreadable, source=source,
-                      _source_digest=digest)
+                      _source_digest=digest, history=self.history)
         headers = READ.read(req.headers)
         if PROJECT_HEADER in headers:  # ours: never sent upstream
             ex.project = headers[PROJECT_HEADER][0]

@@ -33,6 +33,7 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
+from tokenaddons.engines.history import CleanTurns, first_turn
 from tokenaddons.engines.memo import INLINE_CHARS, SEEN_BODIES, Memo
 from tokenaddons.engines.pii import ALL_ENTITIES, Detector
 from tokenaddons.engines.placeholders import LABELS, Pseudonyms, Restorer, RestoreTap, restore_strings
@@ -86,6 +87,7 @@ class Outcome:
     blocked: set[str] = field(default_factory=set)
     changed: bool = False
     restorer: Restorer = field(default_factory=Restorer)
+    found_in: list = field(default_factory=list)  # the containers of the texts with a finding
 
 
 class Scrub:
@@ -97,6 +99,9 @@ class Scrub:
         # bodies (by source digest) this detector found nothing in: an identical
         # request again (a retry, a cache hit) is not walked again
         self.clean_bodies: Memo[bool] = Memo(size=SEEN_BODIES)
+        # and the leading turns of requests found clean: the next turn of the
+        # conversation scans only what it adds (and the texts outside the turns)
+        self.clean_turns = CleanTurns()
         self.pseudonyms = Pseudonyms()
         self.actions: dict[str, str] = {}
         self._pseudonyms_for: str | None = None
@@ -132,6 +137,7 @@ class Scrub:
                                                   private_ips=ctx.options.scrub_private_ips)
             self.clean_json = Memo(size=self.detector.memo.size)
             self.clean_bodies = Memo(size=SEEN_BODIES)
+            self.clean_turns = CleanTurns()
         except ValueError as e:
             raise exceptions.OptionsError(f"scrub_entities: {e}") from None
         actions = {e: ctx.options.scrub_action for e in entities}
@@ -212,11 +218,19 @@ class Scrub:
         body_key = ex.unchanged_digest()
         if body_key is not None and self.clean_bodies.peek(body_key):
             return
+        continued = ex.continued()
+        start = self.clean_turns.start(continued)
         try:
-            clean = self._seen_clean(ex, self.detector)
-            outcome = None if clean else await asyncio.to_thread(self._scan, ex, self.detector)
-            if (clean or not outcome.counts) and body_key is not None:
-                self.clean_bodies.remember(body_key, True)
+            clean = self._seen_clean(ex, self.detector, start)
+            outcome = None if clean else await asyncio.to_thread(self._scan, ex, self.detector, start)
+            turns = ex.turns() or []
+            if clean or not outcome.counts:
+                self.clean_turns.record(continued, len(turns))
+                if body_key is not None:
+                    self.clean_bodies.remember(body_key, True)
+            else:
+                found = first_turn(turns, outcome.found_in, start)
+                self.clean_turns.record(continued, len(turns) if found is None else found)
             if clean:
                 return
         except Exception:
@@ -246,15 +260,15 @@ class Scrub:
                f"the request body {ex.unreadable}, so it could not be scanned for PII and secrets and was not "
                "sent (scrub_fail_open=true sends such requests unscanned)", status=400)
 
-    def _seen_clean(self, ex: Exchange, detector: Detector) -> bool:
+    def _seen_clean(self, ex: Exchange, detector: Detector, start: int = 0) -> bool:
         """True if the request is clean, decided on the event loop: every text
         scanned before and found clean (an agent resends its whole history every
         turn), and the few new characters, if any, scanned here and clean too. A
         finding, or more new text, goes to the worker thread (replacing may touch
-        the pseudonym store)."""
+        the pseudonym store). `start`: the leading turns known to hold nothing."""
         texts = []
         clean_json = self.clean_json.peek
-        for ref in ex.text_refs():
+        for ref in ex.text_refs(start):
             if ref.json_text:
                 if not clean_json(ref.text):
                     return False
@@ -274,16 +288,20 @@ class Scrub:
                 return False
         return not any(detector.find(text) for text in new)
 
-    def _scan(self, ex: Exchange, detector: Detector) -> Outcome:
+    def _scan(self, ex: Exchange, detector: Detector, start: int = 0) -> Outcome:
         """Runs in a worker thread: finds and replaces, in the body itself (no
-        other hook touches this flow meanwhile)."""
+        other hook touches this flow meanwhile), but for the first `start` turns
+        (known to hold nothing)."""
         out = Outcome()
         caller = ex.auth_hash or ""
-        for ref in list(ex.text_refs()):
+        for ref in list(ex.text_refs(start)):
+            found = out.counts.total()
             if ref.json_text:
                 self._json_text(ref, detector, caller, out)
             else:
                 out.changed |= self._text(ref, detector, caller, out)
+            if out.counts.total() != found:
+                out.found_in.append(ref.container)
         return out
 
     def _json_text(self, ref: TextRef, detector: Detector, caller: str, out: Outcome) -> None:

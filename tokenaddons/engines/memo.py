@@ -76,6 +76,10 @@ class Memo(Generic[T]):
         """Keep `value` for `text` (what `peek` finds), computed elsewhere."""
         return self._store((hash(text), len(text)), value)
 
+    def put(self, key: Hashable, value: T) -> T:
+        """Keep `value` under `key` (what `get` finds)."""
+        return self._store(key, value)
+
     def get(self, key: Hashable) -> T | None:
         """The value remembered under `key`, or None: never computes."""
         value = self.items.get(key, _MISSING)

@@ -182,7 +182,11 @@ class Messages(Api):
             return response["error"].get("type")
         return None
 
-    def text_refs(self, body: Any) -> list[TextRef]:
+    def turns(self, body: Any) -> list | None:
+        messages = body.get("messages") if isinstance(body, dict) else None
+        return messages if isinstance(messages, list) else None
+
+    def text_refs(self, body: Any, start: int = 0) -> list[TextRef]:
         out: list[TextRef] = []
         if not isinstance(body, dict):
             return out
@@ -191,7 +195,8 @@ class Messages(Api):
             out.append(TextRef(body, "system", "system"))
         else:
             _content_into(out, system, "system")
-        for msg in body.get("messages") or []:
+        messages = body.get("messages") or []
+        for msg in messages[start:] if start else messages:
             if not isinstance(msg, dict):
                 continue
             role = msg.get("role") if msg.get("role") in ("user", "assistant", "system") else "user"

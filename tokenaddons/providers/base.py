@@ -114,9 +114,15 @@ class Api:
         """The error's type from an error answer of this API."""
         return None
 
-    def text_refs(self, body: Any) -> Iterator[TextRef]:
+    def turns(self, body: Any) -> list | None:
+        """The conversation's turns (messages, input items, contents), which an
+        agent resends on every request; None if the body has no list of them."""
+        return None
+
+    def text_refs(self, body: Any, start: int = 0) -> Iterator[TextRef]:
         """Every user/tool-authored string in a request, in order; never JSON
-        structure, ids, or base64 media."""
+        structure, ids, or base64 media. `start`: leave out the first `start`
+        turns (`turns`), only them."""
         return iter(())
 
     def response_text_refs(self, response: Any) -> Iterator[TextRef]:

@@ -131,11 +131,16 @@ class Generate(Api):
             return response["error"].get("status")
         return None
 
-    def text_refs(self, body: Any) -> Iterator[TextRef]:
+    def turns(self, body: Any) -> list | None:
+        contents = body.get("contents") if isinstance(body, dict) else None
+        return contents if isinstance(contents, list) else None
+
+    def text_refs(self, body: Any, start: int = 0) -> Iterator[TextRef]:
         if not isinstance(body, dict):
             return
         yield from _parts(_field(body, "systemInstruction"), "system")
-        for content in body.get("contents") or []:
+        contents = body.get("contents") or []
+        for content in contents[start:] if start else contents:
             if isinstance(content, dict):
                 yield from _parts(content, "assistant" if content.get("role") == "model" else "user")
 

@@ -138,10 +138,15 @@ class ChatCompletions(OpenAIApi):
     def hide_usage_event(self, event: Event) -> bool:
         return is_usage_only_chunk(event.json())
 
-    def text_refs(self, body: Any) -> Iterator[TextRef]:
+    def turns(self, body: Any) -> list | None:
+        messages = body.get("messages") if isinstance(body, dict) else None
+        return messages if isinstance(messages, list) else None
+
+    def text_refs(self, body: Any, start: int = 0) -> Iterator[TextRef]:
         if not isinstance(body, dict):
             return
-        for msg in body.get("messages") or []:
+        messages = body.get("messages") or []
+        for msg in messages[start:] if start else messages:
             if not isinstance(msg, dict):
                 continue
             role = ROLES.get(msg.get("role"), "user")

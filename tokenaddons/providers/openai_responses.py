@@ -83,14 +83,18 @@ class Responses(OpenAIApi):
     def stream_state(self) -> StreamState:
         return ResponsesStream()
 
-    def text_refs(self, body: Any) -> Iterator[TextRef]:
+    def turns(self, body: Any) -> list | None:
+        items = body.get("input") if isinstance(body, dict) else None
+        return items if isinstance(items, list) else None
+
+    def text_refs(self, body: Any, start: int = 0) -> Iterator[TextRef]:
         if not isinstance(body, dict):
             return
         yield from string_ref(body, "instructions", "system")
         items = body.get("input")
         if isinstance(items, str):
             yield TextRef(body, "input", "user")
-        for item in items if isinstance(items, list) else []:
+        for item in items[start:] if isinstance(items, list) else []:
             if isinstance(item, dict):
                 yield from _item_refs(item)
         prompt = body.get("prompt")  # a stored prompt's variables

@@ -1,0 +1,152 @@
+"""Which earlier request a new one continues, and for how many turns.
+
+An agent resends its whole conversation on every turn: the turns (messages,
+input items, contents) of one request are those of the request before it,
+plus a few. Work already done on those turns (a scan that found nothing) need
+not be looked up text by text again: an addon remembers what it learnt of a
+request under that request's number, and the next request that shares its
+leading turns starts where that knowledge ends.
+
+A turn is known by Python's hash of its compact JSON (`memo.digest`'s
+reasoning: SipHash, keyed per process so nobody can aim for a collision; a
+chance of about 2**-64 that two different turns share a key). A request's record is its turns'
+keys, a tuple; a request continuing another shares the key objects it has in
+common with it, so a long conversation costs a few bytes per turn and request.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import NamedTuple
+
+import orjson
+
+from tokenaddons.engines.memo import Memo
+
+# Requests remembered, the most recent first out last: enough for every
+# conversation live at once on a busy proxy (a record is 8 bytes per turn).
+REQUESTS = 2_000
+# Requests remembered per first turn: conversations that begin alike (one
+# prompt run by several agents, a retry with a different last turn).
+BRANCHES = 4
+
+
+class Continued(NamedTuple):
+    """What `History.match` found for one request."""
+
+    number: int  # this request's own: what an addon remembers its findings under
+    earlier: int | None  # the earlier request with the most leading turns in common
+    shared: int  # how many: turns[:shared] equal that request's turns[:shared]
+
+
+class History:
+    """Recent requests' turns, to find the one a new request continues.
+
+    Runs on the event loop only (no lock): each request is matched once, as
+    the first addon that could use it asks (`Exchange.continued`)."""
+
+    def __init__(self, size: int = REQUESTS) -> None:
+        self.size = size
+        self._records: OrderedDict[int, tuple[int, ...]] = OrderedDict()
+        self._by_first: dict[int, list[int]] = {}
+        self._next = 0
+
+    def match(self, turns: list) -> Continued | None:
+        """Remember `turns` (a request's, before any addon changed them) and
+        say which earlier request shares the most of its leading ones. None
+        for turns that cannot be written as JSON (nothing is remembered)."""
+        try:
+            keys = tuple(map(hash, map(orjson.dumps, turns)))
+        except (TypeError, orjson.JSONEncodeError):  # a value orjson will not write: no sharing, never wrong
+            return None
+        self._next += 1
+        number = self._next
+        if not keys:
+            return Continued(number, None, 0)
+        earlier, shared = None, 0
+        branches = self._by_first.get(keys[0], [])
+        for candidate in reversed(branches):
+            record = self._records.get(candidate)
+            if record is None:
+                continue
+            n = _common(keys, record)
+            if n > shared:
+                earlier, shared = candidate, n
+                if n >= len(keys) - 1:  # all but the newest turn: no branch can share much more
+                    break
+        if earlier is not None:  # share the earlier record's key objects: a few bytes per turn
+            keys = self._records[earlier][:shared] + keys[shared:]
+            self._records.move_to_end(earlier)
+        self._remember(number, keys, [b for b in branches if b in self._records])
+        return Continued(number, earlier, shared)
+
+    def _remember(self, number: int, keys: tuple[int, ...], branches: list[int]) -> None:
+        self._records[number] = keys
+        branches.append(number)
+        self._by_first[keys[0]] = branches[-BRANCHES:]
+        while len(self._records) > self.size:
+            _, old = self._records.popitem(last=False)
+            left = [b for b in self._by_first.get(old[0], ()) if b in self._records]
+            if left:
+                self._by_first[old[0]] = left
+            else:
+                self._by_first.pop(old[0], None)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """How many leading items `a` and `b` share: a bisection over slices, each
+    compared in C (all of the shorter, or all but its last turn, are the common cases)."""
+    short = min(len(a), len(b))
+    if a[:short] == b[:short]:
+        return short
+    if a[:short - 1] == b[:short - 1]:  # the last turn edited (a retry, a breakpoint moved)
+        return short - 1
+    low, high = 0, short - 2  # a[:low] == b[:low]; a[:high + 1] != b[:high + 1]
+    while low < high:
+        mid = (low + high + 1) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+class CleanTurns:
+    """How many leading turns of recent requests an addon found nothing in, by
+    request number (`Continued.number`): a request continuing one starts its
+    work after those it shares with it. Cleared when the addon's options change
+    what it would find."""
+
+    def __init__(self, size: int = REQUESTS) -> None:
+        self.memo: Memo[int] = Memo(size=size)
+
+    def start(self, continued: Continued | None) -> int:
+        """How many leading turns of this request are known to hold nothing."""
+        if continued is None or continued.earlier is None:
+            return 0
+        return min(continued.shared, self.memo.get(continued.earlier) or 0)
+
+    def record(self, continued: Continued | None, clean: int) -> None:
+        """This request's first `clean` turns hold nothing (as the client sent them)."""
+        if continued is not None:
+            self.memo.put(continued.number, clean)
+
+
+def first_turn(turns: list, containers: list, start: int = 0) -> int | None:
+    """The index of the first turn from `start` that holds one of `containers`
+    (itself, or anywhere inside it), or None: where the first finding of a
+    request sits. A walk of the turns, for the rare request with a finding."""
+    wanted = {id(c) for c in containers}
+    for i in range(start, len(turns)):
+        stack = [turns[i]]
+        while stack:
+            value = stack.pop()
+            if id(value) in wanted:
+                return i
+            if type(value) is dict:
+                stack.extend(v for v in value.values() if type(v) is dict or type(v) is list)
+            elif type(value) is list:
+                stack.extend(v for v in value if type(v) is dict or type(v) is list)
+    return None
