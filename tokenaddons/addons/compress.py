@@ -28,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from bisect import bisect_left
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -38,6 +39,7 @@ from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
 from tokenaddons.engines import cache_hints, compressors, jsonio, pricing, tokens
+from tokenaddons.engines.history import TurnRecords
 from tokenaddons.engines.memo import Memo, digest, stable_digest
 from tokenaddons.exchange import Decision, Exchange, handled
 from tokenaddons.providers import anthropic
@@ -76,6 +78,29 @@ class Block:
         return self.entry is not None and not set(self.entry.saved) & set(compressors.CONVERSATION)
 
 
+class Output(NamedTuple):
+    """One tool output of a request, as `_blocks` keyed it: what a later
+    request resending the same messages takes instead of walking and hashing
+    them again."""
+
+    place: tuple[int, int, int | None] | None  # where it sits (Walk.places); None outside Anthropic messages
+    position: int  # Block.position
+    call: Any  # the id of the tool call it answers
+    file: bool  # Block.file
+    key: bytes  # Block.key
+    long: bool  # at least MIN_CHARS: a Block
+
+
+class Seen(NamedTuple):
+    """What `_blocks` found in one request's Anthropic messages, as the client sent them."""
+
+    context: bytes  # the first output's context (the model's encoding, the steps): the keys hold under it only
+    outputs: list[Output]  # in order
+    calls: list[tuple[int, Any, int]]  # (message, id, block) of each tool call (Walk.called)
+    marks: list[tuple[int, Any]]  # Walk.marks
+    marked: int | None  # Walk.first_marked
+
+
 class Compress:
     def __init__(self, store: Store, clock: Callable[[], float] = time.time):
         self.store = store
@@ -83,6 +108,9 @@ class Compress:
         self._keys: Memo[bytes] = Memo(size=KEYS)
         self._contexts: dict[str, bytes] = {}
         self._memo_for: str | None = None
+        # what the messages of recent requests held, by request number: the next
+        # turn of a conversation walks and keys only the messages it adds
+        self.seen: TurnRecords[Seen] = TurnRecords()
         # options, parsed in configure
         self.enabled = True
         self.lossy = False
@@ -116,6 +144,8 @@ class Compress:
         self.max_tokens = ctx.options.compress_max_tokens
         self.hints = ctx.options.cache_hints
         self.hints_ttl = ctx.options.cache_hints_ttl
+        if updated & {"compress", "compress_lossy", "compress_max_tokens"}:  # other keys from now on
+            self.seen = TurnRecords()
         events = self.store.events
         if events is not None and self._memo_for != str(events.path):
             self._memo_for = str(events.path)
@@ -149,32 +179,69 @@ class Compress:
         """The request's tool outputs, with what is known of each (and, for
         Anthropic, the walk of the messages that found them)."""
         api, body = ex.upstream_api, ex.body
-        walk = None
-        if api.name == "anthropic.messages":  # which message each output sits in: a breakpoint covers it or not
-            walk = _anthropic_outputs(body)
-            outputs, calls = walk.outputs, walk.calls
-        else:
-            outputs = [(0, ref) for ref in api.tool_refs(body) if not ref.number and isinstance(ref.text, str)]
-            calls = api.tool_calls(body)
-        parts: dict[str | None, int] = {}
-        for _, ref in outputs:
-            parts[ref.call] = parts.get(ref.call, 0) + 1
-        # A result is keyed by its text and the tool outputs before it (which
-        # the client resends unchanged): found again on every later turn of
-        # this conversation, whatever a later version of the steps would do.
         context = self._context(ex.model)
-        blocks = []
-        keys, reads_file = self._keys, compressors.reads_file
-        for position, ref in outputs:
-            text, call = ref.text, ref.call
-            file = call in calls and reads_file(*calls[call])
-            key = keys.get((context, call, file, hash(text), len(text))) or self._key(context, call, file, text)
-            if len(text) >= MIN_CHARS:
-                blocks.append(Block(ref, position, key, bool(call) and parts[call] == 1, file))
-            context = key
+        if api.name == "anthropic.messages":  # which message each output sits in: a breakpoint covers it or not
+            outputs, walk = self._anthropic(ex, context)
+        else:
+            refs = [ref for ref in api.tool_refs(body) if not ref.number and isinstance(ref.text, str)]
+            outputs, walk = self._keyed([(0, ref) for ref in refs], [None] * len(refs), api.tool_calls(body).get,
+                                        context), None
+        parts = Counter(o.call for o, _ in outputs)
+        blocks = [Block(ref, o.position, o.key, bool(o.call) and parts[o.call] == 1, o.file)
+                  for o, ref in outputs if o.long]
         for b, entry in zip(blocks, self.memo.get_many([b.key for b in blocks])):
             b.entry, b.seen = entry, entry is not None
         return blocks, walk
+
+    def _keyed(self, outputs: list[tuple[int, TextRef]], places: list, call_of: Callable[[Any], Any],
+               context: bytes) -> list[tuple[Output, TextRef]]:
+        """Each output's key, chained from `context`. A result is keyed by its
+        text and the tool outputs before it (which the client resends
+        unchanged): found again on every later turn of this conversation,
+        whatever a later version of the steps would do. `call_of(id)`: the
+        tool call (name, input) of that id, or None."""
+        keys, reads_file = self._keys, compressors.reads_file
+        out = []
+        for (position, ref), place in zip(outputs, places):
+            text, call = ref.text, ref.call
+            found = call_of(call)
+            file = found is not None and reads_file(*found)
+            key = keys.get((context, call, file, hash(text), len(text))) or self._key(context, call, file, text)
+            out.append((Output(place, position, call, file, key, len(text) >= MIN_CHARS), ref))
+            context = key
+        return out
+
+    def _anthropic(self, ex: Exchange, context: bytes) -> tuple[list[tuple[Output, TextRef | None]], Walk]:
+        """The outputs of the messages, keyed, and the walk that found them:
+        those of the messages a request shares with the one it continues as
+        that request's were found (`Seen`), only the messages it adds walked.
+        What is found is kept for the next request."""
+        body = ex.body
+        continued = ex.continued() if ex.upstream_api is ex.client_api else None  # (the client's own messages)
+        seen = self.seen.earlier(continued)
+        start = continued.shared if seen is not None and seen.context == context else 0
+        walk = _anthropic_outputs(body, start)
+        kept = _kept(seen, start) if start else Seen(context, [], [], [], None)
+        if walk.calls and any(o.call in walk.calls for o in kept.outputs):
+            # a new call with the id of an earlier output's: what it reads (Block.file) changes, and every key after it
+            walk, kept = _anthropic_outputs(body), Seen(context, [], [], [], None)
+        messages = body.get("messages")
+        earlier_calls = {call: (m, b) for m, call, b in kept.calls}
+
+        def call_of(call: Any) -> Any:  # the last call of that id: a new one, else the one the messages kept
+            found = walk.calls.get(call)
+            if found is None and call in earlier_calls:
+                m, b = earlier_calls[call]
+                found = anthropic.tool_call(messages[m]["content"][b])
+            return found
+
+        outputs = [(o, _located(messages, o) if o.long else None) for o in kept.outputs]
+        outputs += self._keyed(walk.outputs, walk.places, call_of, kept.outputs[-1].key if kept.outputs else context)
+        marked = kept.marked if kept.marked is not None else walk.first_marked
+        if continued is not None:
+            self.seen.record(continued, Seen(context, [o for o, _ in outputs], kept.calls + walk.called,
+                                             kept.marks + walk.marks, marked))
+        return outputs, walk._replace(marks=kept.marks + walk.marks, first_marked=marked)
 
     def _context(self, model: str | None) -> bytes:
         """The first output's context: what besides the texts decides a result."""
@@ -319,48 +386,86 @@ class Walk(NamedTuple):
 
     outputs: list[tuple[int, TextRef]]  # the tool outputs (Messages.tool_refs), each with its message's index
     calls: dict[str, tuple[str, Any]]  # the tool calls (Messages.tool_calls)
-    marked: bool  # a cache_control in the messages (cache_hints.messages_marked)
     marks: list[tuple[int, Any]]  # (message index, ttl) of each message whose blocks carry a breakpoint
+    # where each output sits, to be found again in a body resending its message:
+    # (message, block, None) for a tool_result's own string, else (message,
+    # block, its index among the block's texts (_result_texts))
+    places: list[tuple[int, int, int | None]]
+    called: list[tuple[int, Any, int]]  # (message, id, block) of each tool call, in order
+    first_marked: int | None  # the first message with a cache_control in it
+
+    @property
+    def marked(self) -> bool:
+        """A cache_control in the messages (cache_hints.messages_marked)."""
+        return self.first_marked is not None
 
 
-def _anthropic_outputs(body: dict) -> Walk:
+def _anthropic_outputs(body: dict, start: int = 0) -> Walk:
     """The tool outputs, the tool calls and the client's breakpoints of the
-    messages, in one walk of them (every request resends the whole history)."""
+    messages, from message `start` on, in one walk of them (every request
+    resends the whole history)."""
     outputs: list[tuple[int, TextRef]] = []
+    places: list[tuple[int, int, int | None]] = []
     calls: dict[str, tuple[str, Any]] = {}
+    called: list[tuple[int, Any, int]] = []
     marks: list[tuple[int, Any]] = []
-    marked = False
-    add, is_result, tool_call = outputs.append, anthropic.is_result, anthropic.tool_call  # (looked up once)
-    for i, msg in enumerate(body.get("messages") or []):
+    marked = None
+    add, place, is_result, tool_call = outputs.append, places.append, anthropic.is_result, anthropic.tool_call
+    messages = body.get("messages") or []
+    for i, msg in enumerate(messages[start:] if start else messages, start):
         content = msg.get("content") if isinstance(msg, dict) else None
         if not isinstance(content, list):
             continue
         ttl = None
-        for block in content:
+        for j, block in enumerate(content):
             if not isinstance(block, dict):
                 continue
             if "cache_control" in block:
-                marked = True
+                marked = i if marked is None else marked
                 if isinstance(cc := block["cache_control"], dict):
                     ttl = cc.get("ttl") or "5m"
             inner = block.get("content")
-            if not marked and isinstance(inner, list) and cache_hints.marked(inner):
-                marked = True
+            if marked is None and isinstance(inner, list) and cache_hints.marked(inner):
+                marked = i
             kind = block.get("type")
             if kind == "text":
                 continue
             if kind == "tool_use":
                 if block.get("id"):
                     calls[block["id"]] = tool_call(block)
+                    called.append((i, block["id"], j))
             elif kind == "tool_result" and isinstance(inner, str):  # most of them (anthropic.result_refs' own case)
                 add((i, TextRef(block, "content", "tool", False, False, block.get("tool_use_id"))))
+                place((i, j, None))
             elif is_result(kind):
-                for ref in anthropic.result_refs(block):
-                    if not ref.number and isinstance(ref.text, str):
-                        add((i if _placed(ref.container, block) else 0, ref))
+                for k, ref in enumerate(_result_texts(block)):
+                    add((i if _placed(ref.container, block) else 0, ref))
+                    place((i, j, k))
         if ttl:
             marks.append((i, ttl))
-    return Walk(outputs, calls, marked, marks)
+    return Walk(outputs, calls, marks, places, called, marked)
+
+
+def _result_texts(block: dict) -> list[TextRef]:
+    """The strings of a result block compress works on (not numbers)."""
+    return [ref for ref in anthropic.result_refs(block) if not ref.number and isinstance(ref.text, str)]
+
+
+def _kept(seen: Seen, start: int) -> Seen:
+    """What `seen` holds of its first `start` messages."""
+    return Seen(seen.context, seen.outputs[:bisect_left(seen.outputs, start, key=lambda o: o.place[0])],
+                seen.calls[:bisect_left(seen.calls, start, key=lambda c: c[0])],
+                seen.marks[:bisect_left(seen.marks, start, key=lambda m: m[0])],
+                seen.marked if seen.marked is not None and seen.marked < start else None)
+
+
+def _located(messages: list, output: Output) -> TextRef:
+    """`output`'s string in `messages`, which resend the message it was found in."""
+    m, b, part = output.place
+    block = messages[m]["content"][b]
+    if part is None:
+        return TextRef(block, "content", "tool", False, False, output.call)
+    return _result_texts(block)[part]
 
 
 def _placed(container: Any, block: dict) -> bool:

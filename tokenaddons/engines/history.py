@@ -16,11 +16,13 @@ common with it, so a long conversation costs a few bytes per turn and request.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 import orjson
 
 from tokenaddons.engines.memo import Memo
+
+T = TypeVar("T")
 
 # Requests remembered, the most recent first out last: enough for every
 # conversation live at once on a busy proxy (a record is 8 bytes per turn).
@@ -113,25 +115,39 @@ def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     return low
 
 
-class CleanTurns:
-    """How many leading turns of recent requests an addon found nothing in, by
-    request number (`Continued.number`): a request continuing one starts its
-    work after those it shares with it. Cleared when the addon's options change
-    what it would find."""
+class TurnRecords(Generic[T]):
+    """What an addon learnt of recent requests' turns, by request number
+    (`Continued.number`): a request continuing one takes what was learnt of
+    the turns they share instead of working on them again. Replaced by a new
+    one when the addon's options change what it would learn."""
 
     def __init__(self, size: int = REQUESTS) -> None:
-        self.memo: Memo[int] = Memo(size=size)
+        self.memo: Memo[T] = Memo(size=size)
+
+    def earlier(self, continued: Continued | None) -> T | None:
+        """What was learnt of the request this one continues, if anything."""
+        if continued is None or continued.earlier is None:
+            return None
+        return self.memo.get(continued.earlier)
+
+    def record(self, continued: Continued | None, learnt: T) -> None:
+        """What was learnt of this request's turns (as the client sent them)."""
+        if continued is not None:
+            self.memo.put(continued.number, learnt)
+
+    def __len__(self) -> int:
+        return len(self.memo)
+
+
+class CleanTurns(TurnRecords[int]):
+    """How many leading turns of recent requests an addon found nothing in: a
+    request continuing one starts its work after those it shares with it.
+    Cleared when the addon's options change what it would find."""
 
     def start(self, continued: Continued | None) -> int:
         """How many leading turns of this request are known to hold nothing."""
-        if continued is None or continued.earlier is None:
-            return 0
-        return min(continued.shared, self.memo.get(continued.earlier) or 0)
-
-    def record(self, continued: Continued | None, clean: int) -> None:
-        """This request's first `clean` turns hold nothing (as the client sent them)."""
-        if continued is not None:
-            self.memo.put(continued.number, clean)
+        clean = self.earlier(continued)
+        return 0 if clean is None else min(continued.shared, clean)
 
 
 def first_turn(turns: list, containers: list, start: int = 0) -> int | None:
