@@ -244,7 +244,7 @@ class Exchange:
         if found is False:
             if self.body_version != 0 or self.history is None or (turns := self.turns()) is None:
                 return None
-            found = self._continued = self.history.match(turns)
+            found = self._continued = self.history.match(turns, self.client_api.name)
         return found if self.body_version == 0 else None
 
     def release(self) -> None:

@@ -50,6 +50,7 @@ def test_a_request_continues_the_one_it_extends_or_branches_from():
     rewritten[2]["content"][0]["content"] = "changed"  # history rewritten in the middle
     assert h.match(rewritten).shared == 2
     assert h.match([{"role": "user", "content": "another conversation"}]).earlier is None
+    assert h.match(conversation(6), kind="openai.chat").earlier is None  # the same JSON in another API
 
 
 def test_turns_it_cannot_write_are_never_matched_and_nothing_is_kept():

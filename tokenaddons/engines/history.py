@@ -48,14 +48,16 @@ class History:
 
     def __init__(self, size: int = REQUESTS) -> None:
         self.size = size
-        self._records: OrderedDict[int, tuple[int, ...]] = OrderedDict()
-        self._by_first: dict[int, list[int]] = {}
+        # request number -> ((kind, its first turn's key), its turns' keys)
+        self._records: OrderedDict[int, tuple[tuple[str, int], tuple[int, ...]]] = OrderedDict()
+        self._by_first: dict[tuple[str, int], list[int]] = {}
         self._next = 0
 
-    def match(self, turns: list) -> Continued | None:
+    def match(self, turns: list, kind: str = "") -> Continued | None:
         """Remember `turns` (a request's, before any addon changed them) and
-        say which earlier request shares the most of its leading ones. None
-        for turns that cannot be written as JSON (nothing is remembered)."""
+        say which earlier request of the same `kind` (its API: the same JSON
+        reads differently in another) shares the most of its leading ones.
+        None for turns that cannot be written as JSON (nothing is remembered)."""
         try:
             keys = tuple(map(hash, map(orjson.dumps, turns)))
         except (TypeError, orjson.JSONEncodeError):  # a value orjson will not write: no sharing, never wrong
@@ -65,33 +67,34 @@ class History:
         if not keys:
             return Continued(number, None, 0)
         earlier, shared = None, 0
-        branches = self._by_first.get(keys[0], [])
+        first = (kind, keys[0])
+        branches = self._by_first.get(first, [])
         for candidate in reversed(branches):
             record = self._records.get(candidate)
             if record is None:
                 continue
-            n = _common(keys, record)
+            n = _common(keys, record[1])
             if n > shared:
                 earlier, shared = candidate, n
                 if n >= len(keys) - 1:  # all but the newest turn: no branch can share much more
                     break
         if earlier is not None:  # share the earlier record's key objects: a few bytes per turn
-            keys = self._records[earlier][:shared] + keys[shared:]
+            keys = self._records[earlier][1][:shared] + keys[shared:]
             self._records.move_to_end(earlier)
-        self._remember(number, keys, [b for b in branches if b in self._records])
+        self._remember(number, first, keys, [b for b in branches if b in self._records])
         return Continued(number, earlier, shared)
 
-    def _remember(self, number: int, keys: tuple[int, ...], branches: list[int]) -> None:
-        self._records[number] = keys
+    def _remember(self, number: int, first: tuple[str, int], keys: tuple[int, ...], branches: list[int]) -> None:
+        self._records[number] = (first, keys)
         branches.append(number)
-        self._by_first[keys[0]] = branches[-BRANCHES:]
+        self._by_first[first] = branches[-BRANCHES:]
         while len(self._records) > self.size:
-            _, old = self._records.popitem(last=False)
-            left = [b for b in self._by_first.get(old[0], ()) if b in self._records]
+            _, (old, _) = self._records.popitem(last=False)
+            left = [b for b in self._by_first.get(old, ()) if b in self._records]
             if left:
-                self._by_first[old[0]] = left
+                self._by_first[old] = left
             else:
-                self._by_first.pop(old[0], None)
+                self._by_first.pop(old, None)
 
     def __len__(self) -> int:
         return len(self._records)
