@@ -73,6 +73,21 @@ def test_it_keeps_a_bounded_number_of_requests_and_branches():
     assert h.match([{"role": "user", "content": "conversation 1"}]).earlier is None  # forgotten
 
 
+def test_a_growing_conversation_is_held_once_and_the_bytes_are_bounded():
+    h = History()
+    for n in range(2, 40, 2):  # each request continues all of the one before: it replaces it
+        h.match(conversation(n))
+    assert len(h) == 1
+    record = h._records[next(iter(h._records))][1]
+    branch = h.match(conversation(37) + [{"role": "user", "content": "another last turn"}])  # a retry
+    assert branch.shared == 37 and len(h) == 2
+    assert all(a is b for a, b in zip(h._records[branch.number][1][:37], record))  # held once
+    small = History(max_bytes=2_000)
+    for i in range(20):
+        small.match([{"role": "user", "content": f"conversation {i} " + "x" * 300}])
+    assert small.bytes <= 2_000 and 1 <= len(small) < 20
+
+
 def test_clean_turns_start_at_the_shorter_of_what_is_shared_and_what_was_clean():
     h, clean = History(), CleanTurns()
     a = h.match(conversation(6))

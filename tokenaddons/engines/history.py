@@ -7,11 +7,13 @@ not be looked up text by text again: an addon remembers what it learnt of a
 request under that request's number, and the next request that shares its
 leading turns starts where that knowledge ends.
 
-A turn is known by Python's hash of its compact JSON (`memo.digest`'s
-reasoning: SipHash, keyed per process so nobody can aim for a collision; a
-chance of about 2**-64 that two different turns share a key). A request's record is its turns'
-keys, a tuple; a request continuing another shares the key objects it has in
-common with it, so a long conversation costs a few bytes per turn and request.
+A turn is known by its compact JSON, compared byte for byte with the earlier
+request's (no hash anyone could aim a collision at). A request's record is
+its turns' JSON, a tuple; a request continuing another shares the objects it
+has in common with it, so a conversation's turns are held once however many
+of its requests are remembered. The records are bounded in number and in
+bytes (each counted whole, shared or not), and a request that continues all
+of an earlier one's turns replaces it.
 """
 from __future__ import annotations
 
@@ -25,8 +27,13 @@ from tokenaddons.engines.memo import Memo
 T = TypeVar("T")
 
 # Requests remembered, the most recent first out last: enough for every
-# conversation live at once on a busy proxy (a record is 8 bytes per turn).
+# conversation live at once on a busy proxy.
 REQUESTS = 2_000
+# And the bytes of their turns' JSON, each record counted whole (the turns it
+# shares with another are held once: the memory used is less).
+MAX_BYTES = 64 * 1024 * 1024
+# A request is found by the start of its first turn's JSON.
+FIRST_BYTES = 512
 # Requests remembered per first turn: conversations that begin alike (one
 # prompt run by several agents, a retry with a different last turn).
 BRANCHES = 4
@@ -46,11 +53,13 @@ class History:
     Runs on the event loop only (no lock): each request is matched once, as
     the first addon that could use it asks (`Exchange.continued`)."""
 
-    def __init__(self, size: int = REQUESTS) -> None:
+    def __init__(self, size: int = REQUESTS, max_bytes: int = MAX_BYTES) -> None:
         self.size = size
-        # request number -> ((kind, its first turn's key), its turns' keys)
-        self._records: OrderedDict[int, tuple[tuple[str, int], tuple[int, ...]]] = OrderedDict()
-        self._by_first: dict[tuple[str, int], list[int]] = {}
+        self.max_bytes = max_bytes
+        self.bytes = 0  # of the records, each counted whole
+        # request number -> (kind and its first turn's start, its turns' JSON, its size)
+        self._records: OrderedDict[int, tuple[tuple[str, bytes], tuple[bytes, ...], int]] = OrderedDict()
+        self._by_first: dict[tuple[str, bytes], list[int]] = {}
         self._next = 0
 
     def match(self, turns: list, kind: str = "") -> Continued | None:
@@ -59,48 +68,59 @@ class History:
         reads differently in another) shares the most of its leading ones.
         None for turns that cannot be written as JSON (nothing is remembered)."""
         try:
-            keys = tuple(map(hash, map(orjson.dumps, turns)))
+            written = tuple(map(orjson.dumps, turns))
         except (TypeError, orjson.JSONEncodeError):  # a value orjson will not write: no sharing, never wrong
             return None
         self._next += 1
         number = self._next
-        if not keys:
+        if not written:
             return Continued(number, None, 0)
         earlier, shared = None, 0
-        first = (kind, keys[0])
+        first = (kind, written[0][:FIRST_BYTES])
         branches = self._by_first.get(first, [])
         for candidate in reversed(branches):
             record = self._records.get(candidate)
             if record is None:
                 continue
-            n = _common(keys, record[1])
+            n = _common(written, record[1])
             if n > shared:
                 earlier, shared = candidate, n
-                if n >= len(keys) - 1:  # all but the newest turn: no branch can share much more
+                if n >= len(written) - 1:  # all but the newest turn: no branch can share much more
                     break
-        if earlier is not None:  # share the earlier record's key objects: a few bytes per turn
-            keys = self._records[earlier][1][:shared] + keys[shared:]
-            self._records.move_to_end(earlier)
-        self._remember(number, first, keys, [b for b in branches if b in self._records])
+        if earlier is not None:  # hold the turns it shares with the earlier request once
+            old = self._records[earlier][1]
+            written = old[:shared] + written[shared:]
+            if shared == len(old):  # all of it: this request replaces it
+                self._forget(earlier)
+            else:
+                self._records.move_to_end(earlier)
+        self._remember(number, first, written, [b for b in branches if b in self._records])
         return Continued(number, earlier, shared)
 
-    def _remember(self, number: int, first: tuple[str, int], keys: tuple[int, ...], branches: list[int]) -> None:
-        self._records[number] = (first, keys)
+    def _remember(self, number: int, first: tuple[str, bytes], written: tuple[bytes, ...],
+                  branches: list[int]) -> None:
+        size = sum(map(len, written))
+        self._records[number] = (first, written, size)
+        self.bytes += size
         branches.append(number)
         self._by_first[first] = branches[-BRANCHES:]
-        while len(self._records) > self.size:
-            _, (old, _) = self._records.popitem(last=False)
-            left = [b for b in self._by_first.get(old, ()) if b in self._records]
-            if left:
-                self._by_first[old] = left
-            else:
-                self._by_first.pop(old, None)
+        while len(self._records) > self.size or (self.bytes > self.max_bytes and len(self._records) > 1):
+            self._forget(next(iter(self._records)))
+
+    def _forget(self, number: int) -> None:
+        first, _, size = self._records.pop(number)
+        self.bytes -= size
+        left = [b for b in self._by_first.get(first, ()) if b in self._records]
+        if left:
+            self._by_first[first] = left
+        else:
+            self._by_first.pop(first, None)
 
     def __len__(self) -> int:
         return len(self._records)
 
 
-def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+def _common(a: tuple, b: tuple) -> int:
     """How many leading items `a` and `b` share: a bisection over slices, each
     compared in C (all of the shorter, or all but its last turn, are the common cases)."""
     short = min(len(a), len(b))
