@@ -244,7 +244,12 @@ class Exchange:
         if found is False:
             if self.body_version != 0 or self.history is None or (turns := self.turns()) is None:
                 return None
-            found = self._continued = self.history.match(turns, self.client_api.name)
+            try:
+                found = self.history.match(turns, self.client_api.name)
+            except Exception:  # never a reason to scan less: the addons walk every turn
+                log.exception("tokenaddons: matching %s with earlier requests failed", self.path)
+                found = None
+            self._continued = found
         return found if self.body_version == 0 else None
 
     def release(self) -> None:

@@ -196,3 +196,18 @@ def test_what_is_sent_is_the_same_with_and_without_history(pipeline):
         assert json.loads(with_history.request.content) == json.loads(by_itself.request.content), n
         assert ([(d.addon, d.action, d.detail) for d in Exchange.of(with_history).decisions]
                 == [(d.addon, d.action, d.detail) for d in Exchange.of(by_itself).decisions]), n
+
+
+def test_a_failing_match_means_every_turn_is_scanned(pipeline, monkeypatch):
+    parts, _, starts = pipeline
+    send(parts, conversation(5))
+
+    def broken(self, turns, kind=""):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(History, "match", broken)
+    starts.clear()
+    flow = send(parts, conversation(7, t2=f"mail {EMAIL}"))
+    assert set(starts) == {0}
+    assert EMAIL not in flow.request.get_text()
+    assert [d.addon for d in Exchange.of(flow).decisions] == ["scrub"]
