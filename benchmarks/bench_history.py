@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from mitmproxy.test import taddons
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_hotpath import concurrent, cpu_seconds, start_upstream  # noqa: E402
-from bench_parts import run  # noqa: E402
+from bench_parts import run, running  # noqa: E402
 
 from tokenaddons import bundle  # noqa: E402
 from tokenaddons.addons.intake import Intake  # noqa: E402
@@ -52,13 +49,7 @@ def in_process(blocks: int) -> dict[str, list[float]]:
     parts = bundle.addons()
     intake = next(p for p in parts if isinstance(p, Intake))
     out: dict[str, list[float]] = {"on": [], "off": []}
-    with tempfile.TemporaryDirectory() as tmp, socket.create_server(("127.0.0.1", 0)) as upstream, \
-            taddons.context(*bundle.loaded(parts)) as tctx:
-        tctx.options.store_path = str(Path(tmp) / "events.db")
-        tctx.options.intercept_all_hosts = True  # the flows go to a local stand-in, not a provider host
-        port = upstream.getsockname()[1]
-        loop = asyncio.new_event_loop()
-        loop.run_until_complete(run(parts, port, [f"warm{i}" for i in range(60)]))
+    with running(parts, warm=60) as (loop, port):
         for block in range(blocks):
             mode = "on" if block % 2 == 0 else "off"
             intake.history = History() if mode == "on" else None
@@ -66,7 +57,6 @@ def in_process(blocks: int) -> dict[str, list[float]]:
             start = time.thread_time()
             loop.run_until_complete(run(parts, port, [f"b{block}-{i}" for i in range(BLOCK)]))
             out[mode].append((time.thread_time() - start) / BLOCK * 1e6)
-        next(p for p in parts if type(p).__name__ == "Store").done()
     return out
 
 

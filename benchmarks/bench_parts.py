@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import functools
 import gc
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 from mitmproxy import hooks, http
@@ -177,18 +179,28 @@ def main() -> None:
     spent: dict[str, float] = defaultdict(float)
     spent_cpu: dict[str, float] = defaultdict(float)
     timed_parts(parts, spent, spent_cpu)  # before the bundle's dispatcher picks the hooks up
+    with running(parts) as (loop, port):
+        names = [f"m{i}" for i in range(args.requests)]
+        phase("misses", loop, parts, port, names, spent, spent_cpu, args.profile)
+        phase("hits", loop, parts, port, names, spent, spent_cpu, args.profile)
+
+
+@contextlib.contextmanager
+def running(parts: list, warm: int = 30) -> Iterator[tuple[asyncio.AbstractEventLoop, int]]:
+    """The bundle's `parts` in this process as in a running proxy, after `warm`
+    requests: its event loop and the port of the upstream stand-in."""
     with tempfile.TemporaryDirectory() as tmp, socket.create_server(("127.0.0.1", 0)) as upstream, \
             taddons.context(*bundle.loaded(parts)) as tctx:
         tctx.options.store_path = str(Path(tmp) / "events.db")
         tctx.options.intercept_all_hosts = True  # the flows go to a local stand-in, not a provider host
         port = upstream.getsockname()[1]
         loop = asyncio.new_event_loop()
-        loop.run_until_complete(run(parts, port, [f"warm{i}" for i in range(30)]))
+        loop.run_until_complete(run(parts, port, [f"warm{i}" for i in range(warm)]))
         next(p for p in parts if type(p).__name__ == "Heap").running()  # as in a running proxy
-        names = [f"m{i}" for i in range(args.requests)]
-        phase("misses", loop, parts, port, names, spent, spent_cpu, args.profile)
-        phase("hits", loop, parts, port, names, spent, spent_cpu, args.profile)
-        next(p for p in parts if type(p).__name__ == "Store").done()
+        try:
+            yield loop, port
+        finally:
+            next(p for p in parts if type(p).__name__ == "Store").done()
 
 
 if __name__ == "__main__":
