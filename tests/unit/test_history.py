@@ -53,6 +53,17 @@ def test_a_request_continues_the_one_it_extends_or_branches_from():
     assert h.match(conversation(6), kind="openai.chat").earlier is None  # the same JSON in another API
 
 
+def test_sessions_whose_first_turns_start_alike_are_told_apart():
+    """An agent's first message starts with the same reminders in every session:
+    more sessions than a first turn keeps branches for still find their own."""
+    h = History()
+    reminders = "<system-reminder>" + "The project's conventions. " * 100 + "</system-reminder>"
+    sessions = [[{"role": "user", "content": f"{reminders} Task {i}: fix bug {i}."}] for i in range(12)]
+    firsts = [h.match(turns) for turns in sessions]
+    later = [h.match(turns + conversation(3)[1:]) for turns in sessions]
+    assert [c.earlier for c in later] == [c.number for c in firsts]
+
+
 def test_turns_it_cannot_write_are_never_matched_and_nothing_is_kept():
     h = History()
     assert h.match([{"role": "user", "content": [{"n": 2 ** 70}]}]) is None

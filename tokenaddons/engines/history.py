@@ -32,8 +32,10 @@ REQUESTS = 2_000
 # And the bytes of their turns' JSON, each record counted whole (the turns it
 # shares with another are held once: the memory used is less).
 MAX_BYTES = 64 * 1024 * 1024
-# A request is found by the start of its first turn's JSON.
-FIRST_BYTES = 512
+# A request is found by its first turn's JSON: its length, head and tail
+# (an agent's first message starts with the same reminders in every session
+# of a project; the user's own words come after them).
+FIRST_BYTES = 256
 # Requests remembered per first turn: conversations that begin alike (one
 # prompt run by several agents, a retry with a different last turn).
 BRANCHES = 4
@@ -57,9 +59,9 @@ class History:
         self.size = size
         self.max_bytes = max_bytes
         self.bytes = 0  # of the records, each counted whole
-        # request number -> (kind and its first turn's start, its turns' JSON, its size)
-        self._records: OrderedDict[int, tuple[tuple[str, bytes], tuple[bytes, ...], int]] = OrderedDict()
-        self._by_first: dict[tuple[str, bytes], list[int]] = {}
+        # request number -> (kind and its first turn's key, its turns' JSON, its size)
+        self._records: OrderedDict[int, tuple[tuple, tuple[bytes, ...], int]] = OrderedDict()
+        self._by_first: dict[tuple, list[int]] = {}
         self._next = 0
 
     def match(self, turns: list, kind: str = "") -> Continued | None:
@@ -76,7 +78,7 @@ class History:
         if not written:
             return Continued(number, None, 0)
         earlier, shared = None, 0
-        first = (kind, written[0][:FIRST_BYTES])
+        first = (kind, len(written[0]), written[0][:FIRST_BYTES], written[0][-FIRST_BYTES:])
         branches = self._by_first.get(first, [])
         for candidate in reversed(branches):
             record = self._records.get(candidate)
@@ -97,7 +99,7 @@ class History:
         self._remember(number, first, written, [b for b in branches if b in self._records])
         return Continued(number, earlier, shared)
 
-    def _remember(self, number: int, first: tuple[str, bytes], written: tuple[bytes, ...],
+    def _remember(self, number: int, first: tuple, written: tuple[bytes, ...],
                   branches: list[int]) -> None:
         size = sum(map(len, written))
         self._records[number] = (first, written, size)
