@@ -44,7 +44,7 @@ from tokenaddons.engines import jsonio
 # produces gets a new VERSION, and history compressed by an older one keeps
 # the bytes it had (the memo returns them), so an upgrade never rewrites a
 # prefix the provider has cached.
-VERSION = 1
+VERSION = 2  # 2: the steps run again until a pass keeps none (idempotent)
 LOSSLESS = ("terminal", "json", "whitespace", "repeats")
 LOSSY = ("cap",)
 # what the conversation allows besides: an output identical to an earlier one
@@ -350,6 +350,9 @@ class Result:
         return self.after < self.before
 
 
+PASSES = 4  # each pass that keeps a step removes tokens; in practice the second keeps nothing
+
+
 def compress(text: str, count: Count, max_tokens: int | None = None, file: bool = False) -> Result:
     """The lossless steps (and, with `max_tokens`, the cap) in order, each kept
     only if the text got smaller in tokens. A `file` (what a file read
@@ -363,12 +366,19 @@ def compress(text: str, count: Count, max_tokens: int | None = None, file: bool 
         ("repeats", collapse_repeats)]
     if max_tokens is not None:
         steps.append(("cap", lambda t: cap(t, max_tokens, count)))
-    for name, step in steps:
-        out = step(current)
-        if out == current:
-            continue
-        n = count(out)
-        if n < tokens:
-            saved[name] = tokens - n
-            current, tokens = out, n
+    # Again until a pass keeps nothing: a step that did not pay off may pay off
+    # after a later one (CRLF redraws once trailing tabs are gone), and what
+    # this returns must come back unchanged if compressed again.
+    for _ in range(PASSES):
+        kept = False
+        for name, step in steps:
+            out = step(current)
+            if out == current:
+                continue
+            n = count(out)
+            if n < tokens:
+                saved[name] = saved.get(name, 0) + tokens - n
+                current, tokens, kept = out, n, True
+        if not kept:
+            break
     return Result(current, before, tokens, saved)
