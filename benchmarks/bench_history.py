@@ -9,9 +9,13 @@ interleaved in blocks so both meet the same machine load:
 - in process (the bundle's hooks through mitmproxy's addon manager, as
   bench_parts.py runs them): the event loop thread's CPU per miss;
 - with --real, also through two real mitmdump processes (one with history
-  off) at 32 concurrent clients: each process's CPU per request and requests/s.
+  off) at 32 concurrent clients: each process's CPU per request and requests/s;
+- with --flows FILE, in process on a captured session instead (its
+  /v1/messages requests in order, answered with their recorded answers; each
+  block a session of its own: its first message marked with the block's
+  number, so nothing is a cache hit or a body seen before), per request.
 
-    .venv/bin/python benchmarks/bench_history.py [--blocks 24] [--real]
+    .venv/bin/python benchmarks/bench_history.py [--blocks 24] [--real] [--flows tests/flows/claude_code.flow]
 
 Prints medians of the blocks and the ratio on/off.
 """
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
+import json
 import statistics
 import sys
 import tempfile
@@ -28,11 +34,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_hotpath import concurrent, cpu_seconds, start_upstream  # noqa: E402
 from bench_parts import run, running  # noqa: E402
+from mitmproxy import http, io  # noqa: E402
 
 from tokenaddons import bundle  # noqa: E402
 from tokenaddons.addons.intake import Intake  # noqa: E402
 from tokenaddons.engines.history import History  # noqa: E402
 from tokenaddons.process import Mitmdump  # noqa: E402
+from tokenaddons.test.flows import make_flow  # noqa: E402
+from tokenaddons.test.pipeline import arun_flow  # noqa: E402
 
 # a launcher for the mitmdump without history: the bundle, its intake remembering no turns
 WITHOUT = '''from tokenaddons.bundle import addons, loaded
@@ -57,6 +66,47 @@ def in_process(blocks: int) -> dict[str, list[float]]:
             start = time.thread_time()
             loop.run_until_complete(run(parts, port, [f"b{block}-{i}" for i in range(BLOCK)]))
             out[mode].append((time.thread_time() - start) / BLOCK * 1e6)
+    return out
+
+
+def session(path: Path) -> list[http.HTTPFlow]:
+    """The captured session's Messages requests, in order."""
+    with path.open("rb") as f:
+        return [fl for fl in io.FlowReader(f).stream() if isinstance(fl, http.HTTPFlow) and fl.response
+                and fl.request.path.split("?")[0] == "/v1/messages"]
+
+
+def marked(flow: http.HTTPFlow, block: int) -> bytes:
+    """The request's body with its first message marked as the block's own."""
+    body = json.loads(flow.request.content)
+    first = body["messages"][0]
+    if isinstance(first["content"], str):
+        first["content"] += f" (session {block})"
+    else:
+        first["content"].append({"type": "text", "text": f"(session {block})"})
+    return json.dumps(body).encode()
+
+
+def in_process_session(path: Path, blocks: int) -> dict[str, list[float]]:
+    """Event-loop CPU µs per request of each block (one session), history on and off in turn."""
+    flows = session(path)
+    parts = bundle.addons()
+    intake = next(p for p in parts if isinstance(p, Intake))
+    out: dict[str, list[float]] = {"on": [], "off": []}
+    with running(parts) as (loop, port):
+        for block in range(-2, blocks):  # two sessions to warm up
+            mode = "on" if block % 2 == 0 else "off"
+            intake.history = History() if mode == "on" else None
+            bodies = [marked(fl, block) for fl in flows]  # made before the clock starts
+            spent = 0.0
+            for fl, body in zip(flows, bodies):
+                flow = make_flow(fl.request.path, body, dict(fl.request.headers), copy.copy(fl.response))
+                flow.request.host, flow.request.port = "127.0.0.1", port
+                start = time.thread_time()
+                loop.run_until_complete(arun_flow(parts, flow))
+                spent += time.thread_time() - start
+            if block >= 0:
+                out[mode].append(spent / len(flows) * 1e6)
     return out
 
 
@@ -95,7 +145,11 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=24, help=f"in-process blocks of {BLOCK} misses, alternating")
     ap.add_argument("--real", action="store_true", help="also two real mitmdumps, 32-way rounds")
     ap.add_argument("--rounds", type=int, default=10, help="32-way rounds per mitmdump, alternating")
+    ap.add_argument("--flows", type=Path, default=None, help="a captured session instead of the hot path's request")
     args = ap.parse_args()
+    if args.flows is not None:
+        report(f"{args.flows.name}, event loop CPU per request", "µs", in_process_session(args.flows, args.blocks))
+        return
     report("in process, event loop CPU per miss", "µs", in_process(args.blocks))
     if args.real:
         cpu, rates = real(args.rounds)
