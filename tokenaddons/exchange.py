@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -156,7 +156,7 @@ class Exchange:
     settlers: list[tuple[str, Settler]] = field(default_factory=list)
     state: dict = field(default_factory=dict)  # per-addon scratch, keyed by addon name
     _input_tokens: tuple[int, int] | None = None  # (body_version, count)
-    _text_refs: tuple[int, Any, int, list[TextRef]] | None = None  # (body_version, body, start, refs)
+    _text_refs: tuple[int, Any, Any, list[TextRef]] | None = None  # (body_version, body, only, refs)
     _source_digest: bytes | None = None
     history: History | None = None  # the turns of recent requests (Intake's), for `continued`
     _continued: Continued | None | bool = False  # False: not matched yet
@@ -221,14 +221,15 @@ class Exchange:
         changed it), else None."""
         return self.source_digest() if self.body_version == 0 and self._body is not None else None
 
-    def text_refs(self, start: int = 0) -> list[TextRef]:
-        """The client's texts in the body (`client_api.text_refs`), but for its
-        first `start` turns, walked once per body version: guard and scrub read
-        the same list."""
+    def text_refs(self, only: Sequence[int] | None = None) -> list[TextRef]:
+        """The client's texts in the body (`client_api.text_refs`), of its turns
+        only those at the indexes `only` (None: all), walked once per body
+        version: guard and scrub read the same list."""
+        key = None if only is None else tuple(only)
         cached = self._text_refs
-        if cached is None or cached[0] != self.body_version or cached[1] is not self.body or cached[2] != start:
-            refs = list(self.client_api.text_refs(self.body, start)) if self.known else []
-            cached = self._text_refs = (self.body_version, self.body, start, refs)
+        if cached is None or cached[0] != self.body_version or cached[1] is not self.body or cached[2] != key:
+            refs = list(self.client_api.text_refs(self.body, key)) if self.known else []
+            cached = self._text_refs = (self.body_version, self.body, key, refs)
         return cached[3]
 
     def turns(self) -> list | None:

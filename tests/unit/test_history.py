@@ -12,7 +12,7 @@ from tokenaddons.addons.guard import Guard
 from tokenaddons.addons.intake import Intake
 from tokenaddons.addons.outlet import Outlet
 from tokenaddons.addons.scrub import Scrub
-from tokenaddons.engines.history import CleanTurns, History, first_turn
+from tokenaddons.engines.history import FoundTurns, History, turns_holding
 from tokenaddons.exchange import Exchange
 from tokenaddons.test.flows import make_flow
 from tokenaddons.test.pipeline import arun_flow
@@ -99,26 +99,27 @@ def test_a_growing_conversation_is_held_once_and_the_bytes_are_bounded():
     assert small.bytes <= 2_000 and 1 <= len(small) < 20
 
 
-def test_clean_turns_start_at_the_shorter_of_what_is_shared_and_what_was_clean():
-    h, clean = History(), CleanTurns()
+def test_the_turns_to_scan_are_the_new_ones_and_those_that_held_a_finding():
+    h, found = History(), FoundTurns()
     a = h.match(conversation(6))
-    assert clean.start(a) == 0
-    clean.record(a, 3)  # a finding in turn 3
+    assert found.to_scan(a, 6) is None  # nothing known: all
+    found.found(a, 6, {3})  # a finding in turn 3
     b = h.match(conversation(8))
-    assert clean.start(b) == 3
-    clean.record(b, 8)
+    assert found.to_scan(b, 8) == [3, 6, 7]
+    found.found(b, 8, {3, 7})
     edited = conversation(10)
-    edited[5]["content"][0]["input"]["command"] = "rm -rf /"
-    assert clean.start(h.match(edited)) == 5
+    edited[5]["content"][0]["input"]["command"] = "rm -rf /"  # history rewritten at turn 5
+    assert found.to_scan(h.match(edited), 10) == [3, 5, 6, 7, 8, 9]
+    assert found.to_scan(h.match([{"role": "user", "content": "elsewhere"}]), 1) is None
 
 
-def test_first_turn_finds_a_container_at_any_depth():
+def test_turns_holding_finds_containers_at_any_depth():
     turns = conversation(6)
     inner = turns[4]["content"][0]
-    assert first_turn(turns, [inner]) == 4
-    assert first_turn(turns, [turns[3]["content"][0]["input"], inner]) == 3
-    assert first_turn(turns, [inner], start=5) is None
-    assert first_turn(turns, [{"not": "there"}]) is None
+    assert turns_holding(turns, [inner]) == {4}
+    assert turns_holding(turns, [turns[3]["content"][0]["input"], inner]) == {3, 4}
+    assert turns_holding(turns, [inner], only=[5]) == set()
+    assert turns_holding(turns, [{"not": "there"}]) == set()
 
 
 # ---------------------------------------------------------------- guard and scrub
@@ -126,20 +127,20 @@ def test_first_turn_finds_a_container_at_any_depth():
 @pytest.fixture
 def pipeline(monkeypatch):
     """Intake, guard, scrub and outlet, one instance each for every request (as
-    in a running proxy); `starts`: the first turn each text walk began at."""
+    in a running proxy); `walks`: the turns each text walk took (None: all)."""
     parts = [Intake(), Guard(), Scrub(), Outlet()]
-    starts: list[int] = []
+    walks: list = []
     real = Exchange.text_refs
 
-    def text_refs(ex, start=0):
-        starts.append(start)
-        return real(ex, start)
+    def text_refs(ex, only=None):
+        walks.append(None if only is None else list(only))
+        return real(ex, only)
 
     monkeypatch.setattr(Exchange, "text_refs", text_refs)
     with taddons.context(*parts) as tctx:
         for p in parts:
             tctx.configure(p)
-        yield parts, tctx, starts
+        yield parts, tctx, walks
 
 
 def send(parts, turns: list[dict]):
@@ -149,26 +150,27 @@ def send(parts, turns: list[dict]):
 
 
 def test_each_turn_of_a_clean_conversation_scans_only_what_it_adds(pipeline):
-    parts, _, starts = pipeline
+    parts, _, walks = pipeline
     for n in (3, 5, 7, 9):
-        starts.clear()
+        walks.clear()
         flow = send(parts, conversation(n))
         assert flow.response is None
-        assert set(starts) == {0 if n == 3 else n - 2}  # guard and scrub: the same walk
+        assert walks == [None if n == 3 else [n - 2, n - 1]] * 2  # guard and scrub: the same walk
 
 
 def test_a_finding_in_history_is_found_on_every_later_turn(pipeline):
-    parts, _, starts = pipeline
+    parts, _, walks = pipeline
     texts = {"t2": ATTACK, "t4": f"mail {EMAIL} the report"}
     for n in (5, 7, 9):
-        starts.clear()
+        walks.clear()
         flow = send(parts, conversation(n, **texts))
         ex = Exchange.of(flow)
-        assert {d.addon for d in ex.decisions} == {"guard", "scrub"}
+        assert [(d.addon, d.detail.get("counts")) for d in ex.decisions] == [
+            ("guard", None), ("scrub", {"EMAIL_ADDRESS": 1})]
         assert EMAIL not in flow.request.get_text()
         assert ATTACK in flow.request.get_text()  # guard_action log: recorded, sent
-        if n > 5:
-            assert min(starts) <= 2  # from the first turn with a finding on
+        if n > 5:  # the turns with a finding again (each addon its own), and the new ones
+            assert walks[0] == [2, n - 2, n - 1] and walks[-1] == [4, n - 2, n - 1]
 
 
 def test_history_rewritten_before_the_newest_turn_is_scanned_again(pipeline):
@@ -180,16 +182,16 @@ def test_history_rewritten_before_the_newest_turn_is_scanned_again(pipeline):
 
 
 def test_new_options_forget_what_was_found_clean(pipeline):
-    parts, tctx, starts = pipeline
+    parts, tctx, walks = pipeline
     send(parts, conversation(5))
     tctx.configure(parts[1], guard_roles="user,assistant")
-    starts.clear()
+    walks.clear()
     send(parts, conversation(7))
-    assert starts == [0, 5]  # guard from the start, scrub after what it found clean
+    assert walks == [None, [5, 6]]  # guard all of it, scrub what it did not find clean
     tctx.configure(parts[2], scrub_threshold="0.5")
-    starts.clear()
+    walks.clear()
     send(parts, conversation(9))
-    assert starts == [7, 0]
+    assert walks == [[7, 8], None]
 
 
 def test_what_is_sent_is_the_same_with_and_without_history(pipeline):
@@ -210,15 +212,15 @@ def test_what_is_sent_is_the_same_with_and_without_history(pipeline):
 
 
 def test_a_failing_match_means_every_turn_is_scanned(pipeline, monkeypatch):
-    parts, _, starts = pipeline
+    parts, _, walks = pipeline
     send(parts, conversation(5))
 
     def broken(self, turns, kind=""):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(History, "match", broken)
-    starts.clear()
+    walks.clear()
     flow = send(parts, conversation(7, t2=f"mail {EMAIL}"))
-    assert set(starts) == {0}
+    assert walks and all(w is None for w in walks)  # every text walk took every turn
     assert EMAIL not in flow.request.get_text()
     assert [d.addon for d in Exchange.of(flow).decisions] == ["scrub"]

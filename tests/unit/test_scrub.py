@@ -452,7 +452,7 @@ def test_an_identical_body_again_is_not_walked_unless_something_was_found(scrub,
     s, tctx = scrub
     walked = {}  # the exchanges whose body was walked (kept alive: their ids stay theirs)
     real = Exchange.text_refs
-    monkeypatch.setattr(Exchange, "text_refs", lambda ex, start=0: walked.setdefault(id(ex), ex) and real(ex, start))
+    monkeypatch.setattr(Exchange, "text_refs", lambda ex, only=None: walked.setdefault(id(ex), ex) and real(ex, only))
     clean = {"model": "m", "messages": [{"role": "user", "content": "rename the helper in utils.py"}]}
     leaky = {"model": "m", "messages": [{"role": "user", "content": "mail jane.roe@acme.io"}]}
     assert [json.loads(sent(run(scrub, clean))) for _ in range(2)] == [clean, clean]

@@ -17,7 +17,7 @@ import logging
 
 from mitmproxy import ctx, exceptions, http
 
-from tokenaddons.engines.history import CleanTurns, first_turn
+from tokenaddons.engines.history import FoundTurns, turns_holding
 from tokenaddons.engines.injection import sanitize, scan
 from tokenaddons.engines.memo import INLINE_CHARS, SEEN_BODIES, Memo
 from tokenaddons.errors import refuse
@@ -38,9 +38,10 @@ class Guard:
         # bodies (by source digest) found clean under the current options: an
         # identical request again (a retry, a cache hit) is not walked again
         self.clean_bodies: Memo[bool] = Memo(size=SEEN_BODIES)
-        # and the leading turns of requests found clean: the next turn of the
-        # conversation scans only what it adds (and the texts outside the turns)
-        self.clean_turns = CleanTurns()
+        # and which turns of recent requests held a finding: the next turn of the
+        # conversation scans only what it adds, those turns again, and the
+        # texts outside the turns
+        self.found_turns = FoundTurns()
         # options, parsed in configure
         self.enabled = True
         self.action = "log"
@@ -63,7 +64,7 @@ class Guard:
         self.roles = frozenset(r.strip() for r in ctx.options.guard_roles.split(",") if r.strip())
         if updated & OPTIONS:  # what was found clean may not be now
             self.clean_bodies = Memo(size=SEEN_BODIES)
-            self.clean_turns = CleanTurns()
+            self.found_turns = FoundTurns()
 
     async def request(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
@@ -73,9 +74,10 @@ class Guard:
         if body_key is not None and self.clean_bodies.peek(body_key):
             return
         continued = ex.continued()
-        start = self.clean_turns.start(continued)
+        turns = ex.turns() or []
+        only = self.found_turns.to_scan(continued, len(turns))
         roles = self.roles
-        refs = [ref for ref in ex.text_refs(start) if ref.role in roles and not ref.json_text and not ref.number]
+        refs = [ref for ref in ex.text_refs(only) if ref.role in roles and not ref.json_text and not ref.number]
         try:
             # texts seen before are looked up on the event loop, a few new characters scanned
             # there too; a worker thread only for more
@@ -91,12 +93,11 @@ class Guard:
                     verdicts[i] = verdict
             threshold = self.threshold
             flagged = [(ref, verdict) for ref, verdict in zip(refs, verdicts) if verdict.score >= threshold]
-            turns = ex.turns() or []
             if flagged and self._guard(flow, ex, flagged):
-                found = first_turn(turns, [ref.container for ref, _ in flagged], start)
-                self.clean_turns.record(continued, len(turns) if found is None else found)
+                self.found_turns.found(continued, len(turns),
+                                       turns_holding(turns, [ref.container for ref, _ in flagged], only))
             else:
-                self.clean_turns.record(continued, len(turns))
+                self.found_turns.found(continued, len(turns), set())
                 if body_key is not None:
                     self.clean_bodies.remember(body_key, True)
         except Exception:

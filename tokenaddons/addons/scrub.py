@@ -33,7 +33,7 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
-from tokenaddons.engines.history import CleanTurns, first_turn
+from tokenaddons.engines.history import FoundTurns, turns_holding
 from tokenaddons.engines.memo import INLINE_CHARS, SEEN_BODIES, Memo
 from tokenaddons.engines.pii import ALL_ENTITIES, Detector
 from tokenaddons.engines.placeholders import LABELS, Pseudonyms, Restorer, RestoreTap, restore_strings
@@ -99,9 +99,10 @@ class Scrub:
         # bodies (by source digest) this detector found nothing in: an identical
         # request again (a retry, a cache hit) is not walked again
         self.clean_bodies: Memo[bool] = Memo(size=SEEN_BODIES)
-        # and the leading turns of requests found clean: the next turn of the
-        # conversation scans only what it adds (and the texts outside the turns)
-        self.clean_turns = CleanTurns()
+        # and which turns of recent requests held a finding: the next turn of the
+        # conversation scans only what it adds, those turns again, and the
+        # texts outside the turns
+        self.found_turns = FoundTurns()
         self.pseudonyms = Pseudonyms()
         self.actions: dict[str, str] = {}
         self._pseudonyms_for: str | None = None
@@ -137,7 +138,7 @@ class Scrub:
                                                   private_ips=ctx.options.scrub_private_ips)
             self.clean_json = Memo(size=self.detector.memo.size)
             self.clean_bodies = Memo(size=SEEN_BODIES)
-            self.clean_turns = CleanTurns()
+            self.found_turns = FoundTurns()
         except ValueError as e:
             raise exceptions.OptionsError(f"scrub_entities: {e}") from None
         actions = {e: ctx.options.scrub_action for e in entities}
@@ -219,18 +220,17 @@ class Scrub:
         if body_key is not None and self.clean_bodies.peek(body_key):
             return
         continued = ex.continued()
-        start = self.clean_turns.start(continued)
+        turns = ex.turns() or []
+        only = self.found_turns.to_scan(continued, len(turns))
         try:
-            clean = self._seen_clean(ex, self.detector, start)
-            outcome = None if clean else await asyncio.to_thread(self._scan, ex, self.detector, start)
-            turns = ex.turns() or []
+            clean = self._seen_clean(ex, self.detector, only)
+            outcome = None if clean else await asyncio.to_thread(self._scan, ex, self.detector, only)
             if clean or not outcome.counts:
-                self.clean_turns.record(continued, len(turns))
+                self.found_turns.found(continued, len(turns), set())
                 if body_key is not None:
                     self.clean_bodies.remember(body_key, True)
             else:
-                found = first_turn(turns, outcome.found_in, start)
-                self.clean_turns.record(continued, len(turns) if found is None else found)
+                self.found_turns.found(continued, len(turns), turns_holding(turns, outcome.found_in, only))
             if clean:
                 return
         except Exception:
@@ -260,15 +260,16 @@ class Scrub:
                f"the request body {ex.unreadable}, so it could not be scanned for PII and secrets and was not "
                "sent (scrub_fail_open=true sends such requests unscanned)", status=400)
 
-    def _seen_clean(self, ex: Exchange, detector: Detector, start: int = 0) -> bool:
+    def _seen_clean(self, ex: Exchange, detector: Detector, only: list[int] | None = None) -> bool:
         """True if the request is clean, decided on the event loop: every text
         scanned before and found clean (an agent resends its whole history every
         turn), and the few new characters, if any, scanned here and clean too. A
         finding, or more new text, goes to the worker thread (replacing may touch
-        the pseudonym store). `start`: the leading turns known to hold nothing."""
+        the pseudonym store). `only`: the turns to look at (the others are
+        known to hold nothing); None: all."""
         texts = []
         clean_json = self.clean_json.peek
-        for ref in ex.text_refs(start):
+        for ref in ex.text_refs(only):
             if ref.json_text:
                 if not clean_json(ref.text):
                     return False
@@ -288,13 +289,13 @@ class Scrub:
                 return False
         return not any(detector.find(text) for text in new)
 
-    def _scan(self, ex: Exchange, detector: Detector, start: int = 0) -> Outcome:
+    def _scan(self, ex: Exchange, detector: Detector, only: list[int] | None = None) -> Outcome:
         """Runs in a worker thread: finds and replaces, in the body itself (no
-        other hook touches this flow meanwhile), but for the first `start` turns
-        (known to hold nothing)."""
+        other hook touches this flow meanwhile), in the turns `only` (the
+        others are known to hold nothing; None: all) and the rest of the body."""
         out = Outcome()
         caller = ex.auth_hash or ""
-        for ref in list(ex.text_refs(start)):
+        for ref in list(ex.text_refs(only)):
             found = out.counts.total()
             if ref.json_text:
                 self._json_text(ref, detector, caller, out)

@@ -164,30 +164,42 @@ class TurnRecords(Generic[T]):
         return len(self.memo)
 
 
-class CleanTurns(TurnRecords[int]):
-    """How many leading turns of recent requests an addon found nothing in: a
-    request continuing one starts its work after those it shares with it.
-    Cleared when the addon's options change what it would find."""
+class FoundTurns(TurnRecords[tuple[int, frozenset[int]]]):
+    """Which turns of recent requests held what an addon looks for (a
+    finding): a request continuing one works on the turns it adds and on the
+    shared ones that held a finding (to find it and act on it again), not on
+    the shared turns found clean. Cleared when the addon's options change what
+    it would find."""
 
-    def start(self, continued: Continued | None) -> int:
-        """How many leading turns of this request are known to hold nothing."""
-        clean = self.earlier(continued)
-        return 0 if clean is None else min(continued.shared, clean)
+    def to_scan(self, continued: Continued | None, count: int) -> list[int] | None:
+        """The indexes of this request's `count` turns to scan; None: all."""
+        known = self.earlier(continued)
+        if known is None:
+            return None
+        seen, found = known
+        shared = min(continued.shared, seen)
+        return sorted(i for i in found if i < shared) + list(range(shared, count))
+
+    def found(self, continued: Continued | None, count: int, found: set[int]) -> None:
+        """This request's `count` turns, of which those in `found` held a finding."""
+        self.record(continued, (count, frozenset(found)))
 
 
-def first_turn(turns: list, containers: list, start: int = 0) -> int | None:
-    """The index of the first turn from `start` that holds one of `containers`
-    (itself, or anywhere inside it), or None: where the first finding of a
-    request sits. A walk of the turns, for the rare request with a finding."""
+def turns_holding(turns: list, containers: list, only: list[int] | None = None) -> set[int]:
+    """The indexes of the turns (of `only`, if given) that hold one of
+    `containers` (itself, or anywhere inside it): where a request's findings
+    sit. A walk of those turns, for the requests with a finding."""
     wanted = {id(c) for c in containers}
-    for i in range(start, len(turns)):
+    out = set()
+    for i in range(len(turns)) if only is None else only:
         stack = [turns[i]]
         while stack:
             value = stack.pop()
             if id(value) in wanted:
-                return i
+                out.add(i)
+                break
             if type(value) is dict:
                 stack.extend(v for v in value.values() if type(v) is dict or type(v) is list)
             elif type(value) is list:
                 stack.extend(v for v in value if type(v) is dict or type(v) is list)
-    return None
+    return out

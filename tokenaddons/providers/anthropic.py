@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from tokenaddons.engines.usage import Usage
@@ -11,6 +11,7 @@ from tokenaddons.providers.base import (
     Api,
     StreamState,
     TextRef,
+    picked,
     string_ref,
     strings_into,
     walk_block,
@@ -186,7 +187,7 @@ class Messages(Api):
         messages = body.get("messages") if isinstance(body, dict) else None
         return messages if isinstance(messages, list) else None
 
-    def text_refs(self, body: Any, start: int = 0) -> list[TextRef]:
+    def text_refs(self, body: Any, only: Sequence[int] | None = None) -> list[TextRef]:
         out: list[TextRef] = []
         if not isinstance(body, dict):
             return out
@@ -196,7 +197,7 @@ class Messages(Api):
         else:
             _content_into(out, system, "system")
         messages = body.get("messages") or []
-        for msg in messages[start:] if start else messages:
+        for msg in picked(messages, only):
             if not isinstance(msg, dict):
                 continue
             role = msg.get("role") if msg.get("role") in ("user", "assistant", "system") else "user"

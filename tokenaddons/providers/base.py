@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,11 @@ def model_name(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, default=repr)[:200]
+
+
+def picked(items: list, only: Sequence[int] | None) -> list:
+    """`items`, or only those at the indexes `only` (`Api.text_refs`)."""
+    return items if only is None else [items[i] for i in only]
 
 
 @dataclass(slots=True)
@@ -119,10 +124,10 @@ class Api:
         agent resends on every request; None if the body has no list of them."""
         return None
 
-    def text_refs(self, body: Any, start: int = 0) -> Iterator[TextRef]:
+    def text_refs(self, body: Any, only: Sequence[int] | None = None) -> Iterator[TextRef]:
         """Every user/tool-authored string in a request, in order; never JSON
-        structure, ids, or base64 media. `start`: leave out the first `start`
-        turns (`turns`), only them."""
+        structure, ids, or base64 media. `only`: of the turns (`turns`), only
+        those at these indexes (the rest of the body whole)."""
         return iter(())
 
     def response_text_refs(self, response: Any) -> Iterator[TextRef]:

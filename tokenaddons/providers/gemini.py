@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from tokenaddons.engines.usage import Usage
-from tokenaddons.providers.base import Api, StreamState, TextRef, string_ref, walk_block, walk_strings
+from tokenaddons.providers.base import Api, StreamState, TextRef, picked, string_ref, walk_block, walk_strings
 from tokenaddons.providers.sse import Event
 
 PATH = re.compile(r"/models/(?P<model>[^/:?]+):(?P<method>generateContent|streamGenerateContent)\b")
@@ -135,12 +135,12 @@ class Generate(Api):
         contents = body.get("contents") if isinstance(body, dict) else None
         return contents if isinstance(contents, list) else None
 
-    def text_refs(self, body: Any, start: int = 0) -> Iterator[TextRef]:
+    def text_refs(self, body: Any, only: Sequence[int] | None = None) -> Iterator[TextRef]:
         if not isinstance(body, dict):
             return
         yield from _parts(_field(body, "systemInstruction"), "system")
         contents = body.get("contents") or []
-        for content in contents[start:] if start else contents:
+        for content in picked(contents, only):
             if isinstance(content, dict):
                 yield from _parts(content, "assistant" if content.get("role") == "model" else "user")
 

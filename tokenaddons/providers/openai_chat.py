@@ -2,11 +2,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from tokenaddons.engines.usage import Usage
-from tokenaddons.providers.base import OPAQUE_TYPES, Api, StreamState, TextRef, parsed_arguments, string_ref, walk_block
+from tokenaddons.providers.base import (
+    OPAQUE_TYPES,
+    Api,
+    StreamState,
+    TextRef,
+    parsed_arguments,
+    picked,
+    string_ref,
+    walk_block,
+)
 from tokenaddons.providers.sse import Event
 
 ERROR_TYPES = {
@@ -142,11 +151,11 @@ class ChatCompletions(OpenAIApi):
         messages = body.get("messages") if isinstance(body, dict) else None
         return messages if isinstance(messages, list) else None
 
-    def text_refs(self, body: Any, start: int = 0) -> Iterator[TextRef]:
+    def text_refs(self, body: Any, only: Sequence[int] | None = None) -> Iterator[TextRef]:
         if not isinstance(body, dict):
             return
         messages = body.get("messages") or []
-        for msg in messages[start:] if start else messages:
+        for msg in picked(messages, only):
             if not isinstance(msg, dict):
                 continue
             role = ROLES.get(msg.get("role"), "user")

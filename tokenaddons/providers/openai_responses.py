@@ -1,11 +1,19 @@
 """OpenAI Responses API (/v1/responses)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from tokenaddons.engines.usage import Usage
-from tokenaddons.providers.base import OPAQUE_TYPES, StreamState, TextRef, parsed_arguments, string_ref, walk_block
+from tokenaddons.providers.base import (
+    OPAQUE_TYPES,
+    StreamState,
+    TextRef,
+    parsed_arguments,
+    picked,
+    string_ref,
+    walk_block,
+)
 from tokenaddons.providers.openai_chat import ROLES, OpenAIApi, content_refs, request_metadata
 from tokenaddons.providers.sse import Event
 
@@ -87,14 +95,14 @@ class Responses(OpenAIApi):
         items = body.get("input") if isinstance(body, dict) else None
         return items if isinstance(items, list) else None
 
-    def text_refs(self, body: Any, start: int = 0) -> Iterator[TextRef]:
+    def text_refs(self, body: Any, only: Sequence[int] | None = None) -> Iterator[TextRef]:
         if not isinstance(body, dict):
             return
         yield from string_ref(body, "instructions", "system")
         items = body.get("input")
         if isinstance(items, str):
             yield TextRef(body, "input", "user")
-        for item in items[start:] if isinstance(items, list) else []:
+        for item in picked(items, only) if isinstance(items, list) else []:
             if isinstance(item, dict):
                 yield from _item_refs(item)
         prompt = body.get("prompt")  # a stored prompt's variables
