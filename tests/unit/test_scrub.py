@@ -466,10 +466,11 @@ def test_an_identical_body_again_is_not_walked_unless_something_was_found(scrub,
 
 
 def test_texts_seen_clean_are_decided_on_the_event_loop(scrub, monkeypatch):
-    """A request whose texts were all scanned before and found clean, or whose
-    new text is short and clean, needs no worker thread; more new text, a text
-    holding a finding, and tool-call arguments not seen clean go to one, with
-    the same outcome as before."""
+    """A request whose texts were all scanned before, or whose new text is
+    short, needs no worker thread, and neither does replacing findings already
+    known in short texts; more new text, long texts holding findings, and
+    tool-call arguments not seen clean go to one, with the same outcome as
+    before."""
     import tokenaddons.addons.scrub as scrub_module
 
     hops = thread_hops(monkeypatch, scrub_module)
@@ -492,8 +493,14 @@ def test_texts_seen_clean_are_decided_on_the_event_loop(scrub, monkeypatch):
     assert json.loads(sent(run(scrub, short))) == short and not hops
 
     leaky = {"model": "m", "messages": [{"role": "user", "content": "mail jane.roe@acme.io"}]}
-    for _ in range(2):  # a text with a finding is replaced every time, so it always goes to the thread
+    for _ in range(2):  # a short text with a finding: found (or known) and replaced here, every time
         assert "jane.roe@acme.io" not in sent(run(scrub, leaky))
+    assert not hops
+    from tokenaddons.addons.scrub import INLINE_REPLACE_CHARS
+
+    long = {"model": "m", "messages": [{"role": "user", "content": "x " * INLINE_REPLACE_CHARS + "jane.roe@acme.io"}]}
+    for _ in range(2):  # a long text holding one: new, then known, but too long to rewrite on the loop
+        assert "jane.roe@acme.io" not in sent(run(scrub, long))
     assert len(hops) == 2
     inner = json.loads(json.dumps(chat))
     inner["messages"][0]["tool_calls"][0]["function"]["arguments"] = json.dumps({"to": "jane.roe@acme.io"})

@@ -47,6 +47,12 @@ from tokenaddons.store import connect
 log = logging.getLogger(__name__)
 
 ACTIONS = ("pseudonymize", "redact", "hash", "log", "block")
+# Where a request is scanned (Scrub._where)
+CLEAN, LOOP, THREAD = "clean", "loop", "thread"
+# Texts holding findings already known are replaced on the event loop up to
+# this many characters in all (string slicing and joining: tens of µs); more
+# goes to a worker thread.
+INLINE_REPLACE_CHARS = 64 * 1024
 SWITCH_INTERVAL = 0.0005  # seconds
 
 
@@ -223,8 +229,12 @@ class Scrub:
         turns = ex.turns() or []
         only = self.found_turns.to_scan(continued, len(turns))
         try:
-            clean = self._seen_clean(ex, self.detector, only)
-            outcome = None if clean else await asyncio.to_thread(self._scan, ex, self.detector, only)
+            where = self._where(ex, self.detector, only)
+            clean = where == CLEAN
+            if where == LOOP:  # every finding known, the texts holding them short: replaced here
+                outcome = self._scan(ex, self.detector, only)
+            elif where == THREAD:
+                outcome = await asyncio.to_thread(self._scan, ex, self.detector, only)
             if clean or not outcome.counts:
                 self.found_turns.found(continued, len(turns), set())
                 if body_key is not None:
@@ -260,34 +270,40 @@ class Scrub:
                f"the request body {ex.unreadable}, so it could not be scanned for PII and secrets and was not "
                "sent (scrub_fail_open=true sends such requests unscanned)", status=400)
 
-    def _seen_clean(self, ex: Exchange, detector: Detector, only: list[int] | None = None) -> bool:
-        """True if the request is clean, decided on the event loop: every text
-        scanned before and found clean (an agent resends its whole history every
-        turn), and the few new characters, if any, scanned here and clean too. A
-        finding, or more new text, goes to the worker thread (replacing may touch
-        the pseudonym store). `only`: the turns to look at (the others are
-        known to hold nothing); None: all."""
+    def _where(self, ex: Exchange, detector: Detector, only: list[int] | None = None) -> str:
+        """Where the request is scanned, decided on the event loop. CLEAN: every
+        text scanned before and found clean (an agent resends its whole history
+        every turn), and the few new characters, if any, scanned here and clean
+        too. LOOP: the same, but some texts hold findings, all of them known
+        and in texts short enough to be replaced here (an email in an earlier
+        tool output, replaced again on every turn). THREAD: more new text,
+        longer texts with findings, or tool-call arguments not seen clean.
+        `only`: the turns to look at (the others are known to hold nothing);
+        None: all."""
         texts = []
         clean_json = self.clean_json.peek
         for ref in ex.text_refs(only):
             if ref.json_text:
                 if not clean_json(ref.text):
-                    return False
+                    return THREAD
                 continue
             text = ref.text
             if ref.number and isinstance(ref.key, str):
                 text = f"{ref.key}: {text}"
             texts.append(text)
-        new, chars = [], 0
+        new, chars, holding = [], 0, 0
         for text, found in zip(texts, detector.memo.peek_many(texts)):
             if found is None:
                 chars += len(text)
                 if chars > INLINE_CHARS:
-                    return False
+                    return THREAD
                 new.append(text)
             elif found:
-                return False
-        return not any(detector.find(text) for text in new)
+                holding += len(text)
+        holding += sum(len(text) for text in new if detector.find(text))
+        if holding > INLINE_REPLACE_CHARS:
+            return THREAD
+        return LOOP if holding else CLEAN
 
     def _scan(self, ex: Exchange, detector: Detector, only: list[int] | None = None) -> Outcome:
         """Runs in a worker thread: finds and replaces, in the body itself (no
