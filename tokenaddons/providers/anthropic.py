@@ -167,6 +167,7 @@ class Messages(Api):
     name = "anthropic.messages"
     provider = "anthropic"
     suffix = "/v1/messages"
+    turns_key = "messages"
 
     def usage(self, response: Any) -> Usage | None:
         return usage_of(response.get("usage")) if isinstance(response, dict) else None
@@ -182,10 +183,6 @@ class Messages(Api):
         if isinstance(response, dict) and isinstance(response.get("error"), dict):
             return response["error"].get("type")
         return None
-
-    def turns(self, body: Any) -> list | None:
-        messages = body.get("messages") if isinstance(body, dict) else None
-        return messages if isinstance(messages, list) else None
 
     def text_refs(self, body: Any, only: Sequence[int] | None = None) -> list[TextRef]:
         out: list[TextRef] = []

@@ -78,6 +78,7 @@ class Api:
     name: str  # e.g. "anthropic.messages"
     provider: str  # "anthropic" | "openai" | "gemini"
     suffix: str = ""  # the API's path ends so (a reverse proxy may put a prefix before it)
+    turns_key: str | None = None  # the body's list of turns (`turns`), if it has one
 
     def matches(self, method: str, path: str) -> bool:
         return method == "POST" and path.split("?")[0].rstrip("/").endswith(self.suffix)
@@ -120,9 +121,11 @@ class Api:
         return None
 
     def turns(self, body: Any) -> list | None:
-        """The conversation's turns (messages, input items, contents), which an
-        agent resends on every request; None if the body has no list of them."""
-        return None
+        """The conversation's turns (messages, input items, contents: the list
+        under `turns_key`), which an agent resends on every request; None if
+        the body has no list of them."""
+        turns = body.get(self.turns_key) if self.turns_key and isinstance(body, dict) else None
+        return turns if isinstance(turns, list) else None
 
     def text_refs(self, body: Any, only: Sequence[int] | None = None) -> Iterator[TextRef]:
         """Every user/tool-authored string in a request, in order; never JSON

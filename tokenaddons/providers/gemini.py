@@ -92,6 +92,7 @@ def _parts(content: Any, role: str) -> Iterator[TextRef]:
 class Generate(Api):
     name = "gemini.generate"
     provider = "gemini"
+    turns_key = "contents"
 
     def matches(self, method: str, path: str) -> bool:
         return method == "POST" and PATH.search(path) is not None
@@ -130,10 +131,6 @@ class Generate(Api):
         if isinstance(response, dict) and isinstance(response.get("error"), dict):
             return response["error"].get("status")
         return None
-
-    def turns(self, body: Any) -> list | None:
-        contents = body.get("contents") if isinstance(body, dict) else None
-        return contents if isinstance(contents, list) else None
 
     def text_refs(self, body: Any, only: Sequence[int] | None = None) -> Iterator[TextRef]:
         if not isinstance(body, dict):

@@ -132,6 +132,7 @@ class OpenAIApi(Api):
 class ChatCompletions(OpenAIApi):
     name = "openai.chat"
     suffix = "/chat/completions"
+    turns_key = "messages"
     usage_of = staticmethod(usage_of)
 
     def stream_state(self) -> StreamState:
@@ -146,10 +147,6 @@ class ChatCompletions(OpenAIApi):
 
     def hide_usage_event(self, event: Event) -> bool:
         return is_usage_only_chunk(event.json())
-
-    def turns(self, body: Any) -> list | None:
-        messages = body.get("messages") if isinstance(body, dict) else None
-        return messages if isinstance(messages, list) else None
 
     def text_refs(self, body: Any, only: Sequence[int] | None = None) -> Iterator[TextRef]:
         if not isinstance(body, dict):

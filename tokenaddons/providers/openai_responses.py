@@ -86,14 +86,11 @@ def _item_refs(item: dict) -> Iterator[TextRef]:
 class Responses(OpenAIApi):
     name = "openai.responses"
     suffix = "/responses"
+    turns_key = "input"
     usage_of = staticmethod(usage_of)
 
     def stream_state(self) -> StreamState:
         return ResponsesStream()
-
-    def turns(self, body: Any) -> list | None:
-        items = body.get("input") if isinstance(body, dict) else None
-        return items if isinstance(items, list) else None
 
     def text_refs(self, body: Any, only: Sequence[int] | None = None) -> Iterator[TextRef]:
         if not isinstance(body, dict):
