@@ -103,10 +103,12 @@ def test_the_turns_to_scan_are_the_new_ones_and_those_that_held_a_finding():
     h, found = History(), FoundTurns()
     a = h.match(conversation(6))
     assert found.to_scan(a, 6) is None  # nothing known: all
-    found.found(a, 6, {3})  # a finding in turn 3
+    turns_a = conversation(6)
+    found.found(a, turns_a, [turns_a[3]["content"][0]["input"]])  # a finding in turn 3
     b = h.match(conversation(8))
     assert found.to_scan(b, 8) == [3, 6, 7]
-    found.found(b, 8, {3, 7})
+    turns_b = conversation(8)
+    found.found(b, turns_b, [turns_b[3]["content"][0], turns_b[7]["content"][0]], [3, 6, 7])
     edited = conversation(10)
     edited[5]["content"][0]["input"]["command"] = "rm -rf /"  # history rewritten at turn 5
     assert found.to_scan(h.match(edited), 10) == [3, 5, 6, 7, 8, 9]

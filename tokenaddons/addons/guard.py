@@ -17,7 +17,7 @@ import logging
 
 from mitmproxy import ctx, exceptions, http
 
-from tokenaddons.engines.history import FoundTurns, turns_holding
+from tokenaddons.engines.history import FoundTurns
 from tokenaddons.engines.injection import sanitize, scan
 from tokenaddons.engines.memo import INLINE_CHARS, SEEN_BODIES, Memo
 from tokenaddons.errors import refuse
@@ -93,13 +93,10 @@ class Guard:
                     verdicts[i] = verdict
             threshold = self.threshold
             flagged = [(ref, verdict) for ref, verdict in zip(refs, verdicts) if verdict.score >= threshold]
-            if flagged and self._guard(flow, ex, flagged):
-                self.found_turns.found(continued, len(turns),
-                                       turns_holding(turns, [ref.container for ref, _ in flagged], only))
-            else:
-                self.found_turns.found(continued, len(turns), set())
-                if body_key is not None:
-                    self.clean_bodies.remember(body_key, True)
+            acted = bool(flagged) and self._guard(flow, ex, flagged)
+            self.found_turns.found(continued, turns, [ref.container for ref, _ in flagged] if acted else [], only)
+            if not acted and body_key is not None:
+                self.clean_bodies.remember(body_key, True)
         except Exception:
             log.exception("tokenaddons guard: scanning %s failed; passing it on", flow.request.path)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 
 from tokenaddons.addons.store import Store
-from tokenaddons.engines.history import FoundTurns, turns_holding
+from tokenaddons.engines.history import FoundTurns
 from tokenaddons.engines.memo import INLINE_CHARS, SEEN_BODIES, Memo
 from tokenaddons.engines.pii import ALL_ENTITIES, Detector
 from tokenaddons.engines.placeholders import LABELS, Pseudonyms, Restorer, RestoreTap, restore_strings
@@ -235,12 +235,10 @@ class Scrub:
                 outcome = self._scan(ex, self.detector, only)
             elif where == THREAD:
                 outcome = await asyncio.to_thread(self._scan, ex, self.detector, only)
-            if clean or not outcome.counts:
-                self.found_turns.found(continued, len(turns), set())
-                if body_key is not None:
-                    self.clean_bodies.remember(body_key, True)
-            else:
-                self.found_turns.found(continued, len(turns), turns_holding(turns, outcome.found_in, only))
+            found = not clean and bool(outcome.counts)
+            self.found_turns.found(continued, turns, outcome.found_in if found else [], only)
+            if not found and body_key is not None:
+                self.clean_bodies.remember(body_key, True)
             if clean:
                 return
         except Exception:

@@ -180,9 +180,14 @@ class FoundTurns(TurnRecords[tuple[int, frozenset[int]]]):
         shared = min(continued.shared, seen)
         return sorted(i for i in found if i < shared) + list(range(shared, count))
 
-    def found(self, continued: Continued | None, count: int, found: set[int]) -> None:
-        """This request's `count` turns, of which those in `found` held a finding."""
-        self.record(continued, (count, frozenset(found)))
+    def found(self, continued: Continued | None, turns: list, containers: list,
+              only: list[int] | None = None) -> None:
+        """This request's `turns`, of which those holding one of `containers`
+        (where the findings sat; none: the request was clean) held a finding.
+        `only`: the turns that were scanned (`to_scan`)."""
+        if continued is not None:
+            found = turns_holding(turns, containers, only) if containers else set()
+            self.record(continued, (len(turns), frozenset(found)))
 
 
 def turns_holding(turns: list, containers: list, only: list[int] | None = None) -> set[int]:
