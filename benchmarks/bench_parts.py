@@ -11,7 +11,10 @@ per request, the process's CPU time per request, and how it splits between the
 event loop's thread and the event store's writer thread (its own CPU clock:
 rows, rollup triggers, cache fills, commits).
 
-    .venv/bin/python benchmarks/bench_parts.py [--requests 300] [--profile FILE]
+    .venv/bin/python benchmarks/bench_parts.py [--requests 300] [--profile FILE] [--set OPTION=VALUE ...]
+
+With --set, the bundle runs with those options (`--set guard_enabled=false`:
+what the rest costs without guard).
 
 With --profile, each phase runs under cProfile and its top functions by own
 time are written to FILE.misses and FILE.hits (cProfile inflates Python-heavy code about 3x: read
@@ -174,25 +177,30 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--profile", type=Path, default=None,
                     help="write the top functions of each phase to FILE.misses and FILE.hits")
+    ap.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                    help="a bundle option, as mitmdump's --set (guard_enabled=false: the cost without guard)")
     args = ap.parse_args()
     parts = bundle.addons()
     spent: dict[str, float] = defaultdict(float)
     spent_cpu: dict[str, float] = defaultdict(float)
     timed_parts(parts, spent, spent_cpu)  # before the bundle's dispatcher picks the hooks up
-    with running(parts) as (loop, port):
+    with running(parts, sets=dict(o.split("=", 1) for o in args.set)) as (loop, port):
         names = [f"m{i}" for i in range(args.requests)]
         phase("misses", loop, parts, port, names, spent, spent_cpu, args.profile)
         phase("hits", loop, parts, port, names, spent, spent_cpu, args.profile)
 
 
 @contextlib.contextmanager
-def running(parts: list, warm: int = 30) -> Iterator[tuple[asyncio.AbstractEventLoop, int]]:
-    """The bundle's `parts` in this process as in a running proxy, after `warm`
-    requests: its event loop and the port of the upstream stand-in."""
+def running(parts: list, warm: int = 30, sets: dict | None = None) -> Iterator[tuple[asyncio.AbstractEventLoop, int]]:
+    """The bundle's `parts` in this process as in a running proxy (with the
+    options `sets`), after `warm` requests: its event loop and the port of the
+    upstream stand-in."""
     with tempfile.TemporaryDirectory() as tmp, socket.create_server(("127.0.0.1", 0)) as upstream, \
             taddons.context(*bundle.loaded(parts)) as tctx:
         tctx.options.store_path = str(Path(tmp) / "events.db")
         tctx.options.intercept_all_hosts = True  # the flows go to a local stand-in, not a provider host
+        for name, value in (sets or {}).items():
+            tctx.options.set(f"{name}={value}")
         port = upstream.getsockname()[1]
         loop = asyncio.new_event_loop()
         loop.run_until_complete(run(parts, port, [f"warm{i}" for i in range(warm)]))
