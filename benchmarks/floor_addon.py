@@ -60,7 +60,10 @@ class Floor:
         usage = answer["usage"]
         self.rows.put((time.time(), answer["model"], flow.request.path, flow.response.status_code,
                        usage["input_tokens"], usage["output_tokens"], usage["input_tokens"] * 3e-6,
-                       self.digests.pop(flow).hex()))
+                       self.digests.pop(flow, b"").hex()))
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.digests.pop(flow, None)
 
 
 addons = [Floor()]
