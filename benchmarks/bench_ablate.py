@@ -27,7 +27,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench_hotpath import concurrent, cpu_seconds, start_upstream
+from bench_hotpath import concurrent, measured_round, start_upstream
 
 from tokenaddons.process import Mitmdump
 
@@ -95,12 +95,10 @@ def main() -> None:
               f"{args.concurrency}-way{' (pinned)' if pinned else ''}")
         for r in range(args.rounds):
             for name, proxy in proxies.items():
-                before = cpu_seconds(proxy.proc.pid)
-                rate = asyncio.run(concurrent(proxy.port, [f"{name}-{r}-{i}" for i in range(args.requests)],
-                                              args.concurrency))
-                after = cpu_seconds(proxy.proc.pid)
+                rate, main_s, other_s = measured_round(
+                    proxy, [f"{name}-{r}-{i}" for i in range(args.requests)], args.concurrency)
                 results.setdefault(name, []).append(
-                    (rate, *((after[k] - before[k]) / args.requests * 1000 for k in (0, 1))))
+                    (rate, main_s / args.requests * 1000, other_s / args.requests * 1000))
     finally:
         for proxy in proxies.values():
             proxy.stop()

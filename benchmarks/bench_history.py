@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_hotpath import concurrent, cpu_seconds, start_upstream  # noqa: E402
+from bench_hotpath import concurrent, measured_round, start_upstream  # noqa: E402
 from bench_parts import run, running  # noqa: E402
 from mitmproxy import http, io  # noqa: E402
 
@@ -125,11 +125,9 @@ def real(rounds: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
                 asyncio.run(concurrent(proxy.port, [f"warm-{name}{i}" for i in range(100)], 4))
             for r in range(rounds):
                 for name, proxy in (proxies.items() if r % 2 == 0 else reversed(proxies.items())):
-                    before = cpu_seconds(proxy.proc.pid)
-                    rates[name].append(asyncio.run(
-                        concurrent(proxy.port, [f"{name}{r}-{i}" for i in range(320)], 32)))
-                    after = cpu_seconds(proxy.proc.pid)
-                    cpu[name].append((after[0] - before[0] + after[1] - before[1]) / 320 * 1000)
+                    rate, main_s, other_s = measured_round(proxy, [f"{name}{r}-{i}" for i in range(320)], 32)
+                    rates[name].append(rate)
+                    cpu[name].append((main_s + other_s) / 320 * 1000)
     finally:
         upstream.terminate()
     return cpu, rates

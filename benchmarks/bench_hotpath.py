@@ -207,6 +207,15 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return main, other
 
 
+def measured_round(proxy: Mitmdump, names: list[str], width: int) -> tuple[float, float, float]:
+    """One throughput round through `proxy`: requests/s, and the CPU seconds the
+    proxy used in it on its event loop and on its other threads (`cpu_seconds`)."""
+    before = cpu_seconds(proxy.proc.pid)
+    rate = asyncio.run(concurrent(proxy.port, names, width))
+    after = cpu_seconds(proxy.proc.pid)
+    return rate, after[0] - before[0], after[1] - before[1]
+
+
 def p(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q / 100 * len(values)))]
@@ -236,12 +245,11 @@ def main() -> None:
             results = {k: v[n:] for k, v in results.items()}
             for r in range(args.rounds):
                 for name, proxy_, tag in (("bare mitmdump", bare, "bc"), ("bundle misses", proxy, "mc")):
-                    before = cpu_seconds(proxy_.proc.pid)
-                    rates[name].append(asyncio.run(
-                        concurrent(proxy_.port, [f"{tag}{r}-{i}" for i in range(10 * width)], width)))
-                    after = cpu_seconds(proxy_.proc.pid)
-                    for k in (0, 1):
-                        cpu[name][k] += after[k] - before[k]
+                    rate, main_s, other_s = measured_round(proxy_, [f"{tag}{r}-{i}" for i in range(10 * width)],
+                                                           width)
+                    rates[name].append(rate)
+                    cpu[name][0] += main_s
+                    cpu[name][1] += other_s
     finally:
         upstream.terminate()
     print(f"{'path':<28}{'p50 ms':>9}{'p99 ms':>9}{'first ' + str(n) + ' p50':>16}")
