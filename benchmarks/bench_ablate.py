@@ -32,6 +32,7 @@ from bench_hotpath import concurrent, measured_round, start_upstream
 from tokenaddons.process import Mitmdump
 
 FLOOR = Path(__file__).with_name("floor_addon.py")
+OFFLOAD = Path(__file__).with_name("offload_addon.py")
 FEATURES = {"guard": "guard_enabled", "scrub": "scrub_enabled", "cache": "cache_enabled",
             "compress": "compress", "hints": "cache_hints"}
 
@@ -43,6 +44,7 @@ def variants() -> dict[str, dict | None]:
     for name, option in FEATURES.items():
         out[f"only {name}"] = {**off, option: "true"}
     out["full bundle"] = {}
+    out["offload"] = "offload"  # the whole bundle in a worker process (offload_addon.py)
     return out
 
 
@@ -52,6 +54,8 @@ def start(name: str, sets, upstream: str, work: Path) -> Mitmdump:
         return Mitmdump(upstream, folder, script=False)
     if sets == "floor":
         return Mitmdump(upstream, folder, launcher=FLOOR, sets={"floor_db": folder / "floor.db"})
+    if sets == "offload":
+        return Mitmdump(upstream, folder, launcher=OFFLOAD)
     return Mitmdump(upstream, folder, sets=sets)
 
 

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tokenaddons.process import Mitmdump, free_port, wait_port
+from tokenaddons.process import LAUNCHER, Mitmdump, free_port, wait_port
 
 HEADERS = {"x-api-key": "bench-key", "anthropic-version": "2023-06-01", "content-type": "application/json"}
 ANSWER = json.dumps({
@@ -190,13 +190,19 @@ async def concurrent(port: int, names: list[str], width: int) -> float:
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """CPU time (user + system) a process has used: its main thread (mitmproxy's
     event loop), and its other threads together (the event store's writer,
-    worker threads)."""
+    worker threads) with its child processes' (a worker process)."""
     tick = os.sysconf("SC_CLK_TCK")
     main = other = 0.0
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:  # a child process that ended meanwhile
+        return main, other
+    for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children = [int(c) for c in f.read().split()]
         except OSError:  # a thread that ended meanwhile
             continue
         used = (int(fields[11]) + int(fields[12])) / tick
@@ -204,6 +210,7 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
             main += used
         else:
             other += used
+        other += sum(sum(cpu_seconds(child)) for child in children)
     return main, other
 
 
@@ -227,6 +234,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5, help="alternating throughput rounds per proxy")
     ap.add_argument("--profile", type=Path, default=None)
+    ap.add_argument("--launcher", type=lambda p: Path(p).resolve(), default=LAUNCHER,
+                    help="the bundle's launcher (benchmarks/offload_addon.py: the bundle in a worker process)")
     args = ap.parse_args()
     n, width = args.requests, args.concurrency
     work = Path(tempfile.mkdtemp(prefix="bench-hotpath-"))
@@ -237,7 +246,7 @@ def main() -> None:
     cpu = {name: [0.0, 0.0] for name in rates}  # seconds used in the throughput rounds: event loop, other threads
     try:
         with Mitmdump(url, work / "bare", script=False) as bare, \
-                Mitmdump(url, work / "bundle", profile=args.profile) as proxy:
+                Mitmdump(url, work / "bundle", launcher=args.launcher, profile=args.profile) as proxy:
             asyncio.run(concurrent(bare.port, [f"warm{i}" for i in range(50)], 1))
             # a fresh bundle: its first requests, then the steady state, each beside bare mitmdump
             results = asyncio.run(interleaved(bare.port, proxy.port, 2 * n))
