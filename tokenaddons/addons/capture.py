@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 
 class Capture:
+    after_send = True  # (dispatch.py)
+
     def __init__(self) -> None:
         self.file: BinaryIO | None = None
         self.writer: io.FlowWriter | None = None

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class Heap:
+    after_send = True  # (dispatch.py)
+
     def running(self) -> None:
         gc.collect()  # what start-up left as garbage is freed first, not frozen with the rest
         gc.freeze()

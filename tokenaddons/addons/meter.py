@@ -68,6 +68,8 @@ def _json(raw: bytes | None):
 
 
 class Meter:
+    after_send = True  # its response and error hooks run once the answer has left (dispatch.py)
+
     def __init__(self, store: Store):
         self.store = store
         self.stream_usage = True

@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 
 
 class Settle:
+    after_send = True  # (dispatch.py)
+
     def response(self, flow: http.HTTPFlow) -> None:
         self._settle(flow)
 

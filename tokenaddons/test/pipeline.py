@@ -48,6 +48,7 @@ async def arun_flow(addons, flow: http.HTTPFlow, stream_chunks: int | None = Non
     if flow.response is not None:  # an addon answered locally
         await m.handle_lifecycle(HttpResponseHeadersHook(flow))
         await m.handle_lifecycle(HttpResponseHook(flow))
+        await answered()
         return flow
     if recorded is None:
         return flow
@@ -70,7 +71,14 @@ async def arun_flow(addons, flow: http.HTTPFlow, stream_chunks: int | None = Non
         await m.handle_lifecycle(HttpErrorHook(flow))
     else:
         await m.handle_lifecycle(HttpResponseHook(flow))
+    await answered()
     return flow
+
+
+async def answered() -> None:
+    """One turn of the event loop: what the bundle runs once an answer has left
+    (tokenaddons.dispatch, `after_send`) runs then, as in a running proxy."""
+    await asyncio.sleep(0)
 
 
 def run_flow(addons, flow: http.HTTPFlow, stream_chunks: int | None = None) -> http.HTTPFlow:
