@@ -278,6 +278,18 @@ async def test_disk_cap_evicts_least_recently_used(pipe):
     assert total <= 3000 and 0 < n < 8
 
 
+async def test_a_hit_records_its_use_for_the_least_recently_used_eviction(pipe):
+    addons, store, cache, clock, tctx = pipe
+    await send(addons, BODY)
+    clock.now += 100
+    hit = await send(addons, BODY)
+    assert hit.response.headers["x-tokenaddons-cache"] == "HIT"
+    store.events.flush()
+    conn = sqlite3.connect(store.events.path)
+    ((created, last_used),) = conn.execute("SELECT created, last_used FROM cache_entries").fetchall()
+    assert last_used == created + 100
+
+
 # ------------------------------------------------------------- caller identity
 
 import hashlib  # noqa: E402

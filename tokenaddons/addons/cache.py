@@ -321,7 +321,7 @@ class Cache:
         saved = entry.usage.get("input_tokens", 0) + entry.usage.get("output_tokens", 0)
         detail = {"team": True} if team else {}
         ex.decide("cache", "hit", tokens_saved=saved, usd_saved=entry.cost_usd or 0.0, age_s=age, **detail)
-        self.tiers.touch(key)
+        ex.state["cache"]["served"] = True  # its use is recorded as the exchange settles, once the answer has left
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)
@@ -338,6 +338,8 @@ class Cache:
         if state is None or "follows" in state:
             return
         entry = None
+        if state.get("served"):
+            self.tiers.touch(state["key"])
         if not ex.answered_by:  # an answer made here (a refusal, a hit) is never stored
             try:
                 entry = self._entry(flow, ex, state)
