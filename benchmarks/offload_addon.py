@@ -71,7 +71,7 @@ class Offload:
             status, headers = head
             flow.response = http.Response.make(status, body, dict(headers))
             return
-        headers, self.added[flow] = head
+        _, self.added[flow] = head  # (the worker's request headers: nothing these requests send changes them)
         self.rid[flow] = rid
         if body != req.raw_content:
             req.raw_content = body
@@ -88,6 +88,7 @@ class Offload:
             self.writer.write(frame(RESPONSE, rid, [r.status_code, list(r.headers.items())], r.raw_content or b""))
 
     def error(self, flow: http.HTTPFlow) -> None:
+        # (the worker keeps such a flow unmetered: errors are outside this measurement)
         self.rid.pop(flow, None)
         self.added.pop(flow, None)
 
