@@ -12,8 +12,9 @@ from tokenaddons.addons.guard import Guard
 from tokenaddons.addons.intake import Intake
 from tokenaddons.addons.outlet import Outlet
 from tokenaddons.addons.scrub import Scrub
-from tokenaddons.engines.history import FoundTurns, History, turns_holding
+from tokenaddons.engines.history import FoundTurns, History
 from tokenaddons.exchange import Exchange
+from tokenaddons.providers import anthropic, gemini, openai_chat, openai_responses
 from tokenaddons.test.flows import make_flow
 from tokenaddons.test.pipeline import arun_flow
 
@@ -103,25 +104,32 @@ def test_the_turns_to_scan_are_the_new_ones_and_those_that_held_a_finding():
     h, found = History(), FoundTurns()
     a = h.match(conversation(6))
     assert found.to_scan(a, 6) is None  # nothing known: all
-    turns_a = conversation(6)
-    found.found(a, turns_a, [turns_a[3]["content"][0]["input"]])  # a finding in turn 3
+    found.found(a, 6, [3, None])  # a finding in turn 3 (and one outside the turns)
     b = h.match(conversation(8))
     assert found.to_scan(b, 8) == [3, 6, 7]
-    turns_b = conversation(8)
-    found.found(b, turns_b, [turns_b[3]["content"][0], turns_b[7]["content"][0]], [3, 6, 7])
+    found.found(b, 8, [3, 7])
     edited = conversation(10)
     edited[5]["content"][0]["input"]["command"] = "rm -rf /"  # history rewritten at turn 5
     assert found.to_scan(h.match(edited), 10) == [3, 5, 6, 7, 8, 9]
     assert found.to_scan(h.match([{"role": "user", "content": "elsewhere"}]), 1) is None
 
 
-def test_turns_holding_finds_containers_at_any_depth():
-    turns = conversation(6)
-    inner = turns[4]["content"][0]
-    assert turns_holding(turns, [inner]) == {4}
-    assert turns_holding(turns, [turns[3]["content"][0]["input"], inner]) == {3, 4}
-    assert turns_holding(turns, [inner], only=[5]) == set()
-    assert turns_holding(turns, [{"not": "there"}]) == set()
+def test_each_text_knows_its_turn_at_any_depth_in_every_api():
+    body = {"system": "be brief", "messages": conversation(6), "metadata": {"user_id": "u1"}}
+    refs = anthropic.Messages().text_refs(body)
+    inner = body["messages"][4]["content"][0]
+    assert {ref.turn for ref in refs if ref.container is inner} == {4}
+    assert {ref.turn for ref in refs if ref.container is body["messages"][3]["content"][0]["input"]} == {3}
+    assert [ref.turn for ref in refs if ref.role in ("system", "metadata")] == [None, None]  # outside the turns
+    assert {ref.turn for ref in anthropic.Messages().text_refs(body, [3, 5])} == {None, 3, 5}
+    chat = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+                         {"role": "assistant", "tool_calls": [{"function": {"arguments": "{}"}}]}]}
+    assert [ref.turn for ref in openai_chat.ChatCompletions().text_refs(chat)] == [0, 1, 2]
+    responses = {"instructions": "be brief", "input": [{"role": "user", "content": "hi"},
+                                                       {"type": "function_call_output", "output": "ok"}]}
+    assert [ref.turn for ref in openai_responses.Responses().text_refs(responses)] == [None, 0, 1]
+    contents = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}, {"role": "model", "parts": [{"text": "yo"}]}]}
+    assert [ref.turn for ref in gemini.Generate().text_refs(contents, [1])] == [1]
 
 
 # ---------------------------------------------------------------- guard and scrub

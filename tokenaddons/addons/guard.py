@@ -94,7 +94,7 @@ class Guard:
             threshold = self.threshold
             flagged = [(ref, verdict) for ref, verdict in zip(refs, verdicts) if verdict.score >= threshold]
             acted = bool(flagged) and self._guard(flow, ex, flagged)
-            self.found_turns.found(continued, turns, [ref.container for ref, _ in flagged] if acted else [], only)
+            self.found_turns.found(continued, len(turns), [ref.turn for ref, _ in flagged] if acted else [])
             if not acted and body_key is not None:
                 self.clean_bodies.remember(body_key, True)
         except Exception:

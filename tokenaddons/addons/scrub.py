@@ -93,7 +93,7 @@ class Outcome:
     blocked: set[str] = field(default_factory=set)
     changed: bool = False
     restorer: Restorer = field(default_factory=Restorer)
-    found_in: list = field(default_factory=list)  # the containers of the texts with a finding
+    found_in: list = field(default_factory=list)  # the turns (`TextRef.turn`) of the texts with a finding
 
 
 class Scrub:
@@ -236,7 +236,7 @@ class Scrub:
             elif where == THREAD:
                 outcome = await asyncio.to_thread(self._scan, ex, self.detector, only)
             found = not clean and bool(outcome.counts)
-            self.found_turns.found(continued, turns, outcome.found_in if found else [], only)
+            self.found_turns.found(continued, len(turns), outcome.found_in if found else [])
             if not found and body_key is not None:
                 self.clean_bodies.remember(body_key, True)
             if clean:
@@ -316,7 +316,7 @@ class Scrub:
             else:
                 out.changed |= self._text(ref, detector, caller, out)
             if out.counts.total() != found:
-                out.found_in.append(ref.container)
+                out.found_in.append(ref.turn)
         return out
 
     def _json_text(self, ref: TextRef, detector: Detector, caller: str, out: Outcome) -> None:

@@ -18,6 +18,7 @@ of an earlier one's turns replaces it.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Generic, NamedTuple, TypeVar
 
 import orjson
@@ -180,31 +181,9 @@ class FoundTurns(TurnRecords[tuple[int, frozenset[int]]]):
         shared = min(continued.shared, seen)
         return sorted(i for i in found if i < shared) + list(range(shared, count))
 
-    def found(self, continued: Continued | None, turns: list, containers: list,
-              only: list[int] | None = None) -> None:
-        """This request's `turns`, of which those holding one of `containers`
-        (where the findings sat; none: the request was clean) held a finding.
-        `only`: the turns that were scanned (`to_scan`)."""
+    def found(self, continued: Continued | None, count: int, found: Iterable[int | None]) -> None:
+        """This request has `count` turns, and its findings sat in the turns
+        `found` (the `TextRef.turn` of the texts holding them; None, a text
+        outside the turns, is left out; none: the request was clean)."""
         if continued is not None:
-            found = turns_holding(turns, containers, only) if containers else set()
-            self.record(continued, (len(turns), frozenset(found)))
-
-
-def turns_holding(turns: list, containers: list, only: list[int] | None = None) -> set[int]:
-    """The indexes of the turns (of `only`, if given) that hold one of
-    `containers` (itself, or anywhere inside it): where a request's findings
-    sit. A walk of those turns, for the requests with a finding."""
-    wanted = {id(c) for c in containers}
-    out = set()
-    for i in range(len(turns)) if only is None else only:
-        stack = [turns[i]]
-        while stack:
-            value = stack.pop()
-            if id(value) in wanted:
-                out.add(i)
-                break
-            if type(value) is dict:
-                stack.extend(v for v in value.values() if type(v) is dict or type(v) is list)
-            elif type(value) is list:
-                stack.extend(v for v in value if type(v) is dict or type(v) is list)
-    return out
+            self.record(continued, (count, frozenset(i for i in found if i is not None)))

@@ -11,7 +11,7 @@ from tokenaddons.providers.base import (
     Api,
     StreamState,
     TextRef,
-    picked,
+    in_turns,
     string_ref,
     strings_into,
     walk_block,
@@ -163,6 +163,18 @@ def _document(block: dict, role: str, call: str | None = None) -> Iterator[TextR
     # base64, url and file sources are media or references, not text
 
 
+def _message_refs(msg: Any) -> list[TextRef]:
+    """The texts of one message (`Messages.text_refs`)."""
+    out: list[TextRef] = []
+    if isinstance(msg, dict):
+        role = msg.get("role") if msg.get("role") in ("user", "assistant", "system") else "user"
+        if isinstance(msg.get("content"), str):
+            out.append(TextRef(msg, "content", role))
+        else:
+            _content_into(out, msg.get("content"), role)
+    return out
+
+
 class Messages(Api):
     name = "anthropic.messages"
     provider = "anthropic"
@@ -193,15 +205,7 @@ class Messages(Api):
             out.append(TextRef(body, "system", "system"))
         else:
             _content_into(out, system, "system")
-        messages = body.get("messages") or []
-        for msg in picked(messages, only):
-            if not isinstance(msg, dict):
-                continue
-            role = msg.get("role") if msg.get("role") in ("user", "assistant", "system") else "user"
-            if isinstance(msg.get("content"), str):
-                out.append(TextRef(msg, "content", role))
-            else:
-                _content_into(out, msg.get("content"), role)
+        out.extend(in_turns(body.get("messages"), only, _message_refs))
         out.extend(string_ref(body.get("metadata"), "user_id", "metadata"))
         return out
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from tokenaddons.engines.usage import Usage
@@ -19,9 +19,17 @@ def model_name(value: Any) -> str | None:
     return json.dumps(value, default=repr)[:200]
 
 
-def picked(items: list, only: Sequence[int] | None) -> list:
-    """`items`, or only those at the indexes `only` (`Api.text_refs`)."""
-    return items if only is None else [items[i] for i in only]
+def in_turns(turns: Any, only: Sequence[int] | None, refs_of: Callable[[Any], Iterable[TextRef]]) -> Iterator[TextRef]:
+    """What `refs_of` finds in each of the turns (`Api.turns`; of those at the
+    indexes `only`, if given), each ref marked with its turn's index
+    (`TextRef.turn`): where a finding sits is known without walking the turns
+    again. Nothing if `turns` is not a list."""
+    if not isinstance(turns, list):
+        return
+    for i in range(len(turns)) if only is None else only:
+        for ref in refs_of(turns[i]):
+            ref.turn = i
+            yield ref
 
 
 @dataclass(slots=True)
@@ -44,6 +52,8 @@ class TextRef:
     json_text: bool = False
     number: bool = False
     call: str | None = None  # for a tool output: the id of the tool call it answers
+    # the index of the turn (`Api.turns`) it sits in, set by `Api.text_refs`; None outside the turns
+    turn: int | None = field(default=None, compare=False)
 
     @property
     def text(self) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from tokenaddons.engines.usage import Usage
-from tokenaddons.providers.base import Api, StreamState, TextRef, picked, string_ref, walk_block, walk_strings
+from tokenaddons.providers.base import Api, StreamState, TextRef, in_turns, string_ref, walk_block, walk_strings
 from tokenaddons.providers.sse import Event
 
 PATH = re.compile(r"/models/(?P<model>[^/:?]+):(?P<method>generateContent|streamGenerateContent)\b")
@@ -89,6 +89,12 @@ def _parts(content: Any, role: str) -> Iterator[TextRef]:
             yield from walk_block(part, role)  # parts to come
 
 
+def _content_refs(content: Any) -> Iterator[TextRef]:
+    """The texts of one content (`Generate.text_refs`)."""
+    if isinstance(content, dict):
+        yield from _parts(content, "assistant" if content.get("role") == "model" else "user")
+
+
 class Generate(Api):
     name = "gemini.generate"
     provider = "gemini"
@@ -136,10 +142,7 @@ class Generate(Api):
         if not isinstance(body, dict):
             return
         yield from _parts(_field(body, "systemInstruction"), "system")
-        contents = body.get("contents") or []
-        for content in picked(contents, only):
-            if isinstance(content, dict):
-                yield from _parts(content, "assistant" if content.get("role") == "model" else "user")
+        yield from in_turns(body.get("contents"), only, _content_refs)
 
     def tool_calls(self, body: Any) -> dict[str, tuple[str, Any]]:
         out = {}

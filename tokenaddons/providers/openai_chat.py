@@ -11,8 +11,8 @@ from tokenaddons.providers.base import (
     Api,
     StreamState,
     TextRef,
+    in_turns,
     parsed_arguments,
-    picked,
     string_ref,
     walk_block,
 )
@@ -129,6 +129,25 @@ class OpenAIApi(Api):
         return None
 
 
+def _message_refs(msg: Any) -> Iterator[TextRef]:
+    """The texts of one message (`ChatCompletions.text_refs`)."""
+    if not isinstance(msg, dict):
+        return
+    role = ROLES.get(msg.get("role"), "user")
+    yield from content_refs(msg, "content", role, _answers(msg) if role == "tool" else None)
+    yield from string_ref(msg, "refusal", role)
+    for call in msg.get("tool_calls") or []:
+        if not isinstance(call, dict):
+            continue
+        fn = call.get("function")
+        if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+            yield TextRef(fn, "arguments", "tool_input", json_text=True)
+        yield from string_ref(call.get("custom"), "input", "tool_input")  # custom tools: free text
+    fn = msg.get("function_call")  # the legacy function calling
+    if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+        yield TextRef(fn, "arguments", "tool_input", json_text=True)
+
+
 class ChatCompletions(OpenAIApi):
     name = "openai.chat"
     suffix = "/chat/completions"
@@ -151,23 +170,7 @@ class ChatCompletions(OpenAIApi):
     def text_refs(self, body: Any, only: Sequence[int] | None = None) -> Iterator[TextRef]:
         if not isinstance(body, dict):
             return
-        messages = body.get("messages") or []
-        for msg in picked(messages, only):
-            if not isinstance(msg, dict):
-                continue
-            role = ROLES.get(msg.get("role"), "user")
-            yield from content_refs(msg, "content", role, _answers(msg) if role == "tool" else None)
-            yield from string_ref(msg, "refusal", role)
-            for call in msg.get("tool_calls") or []:
-                if not isinstance(call, dict):
-                    continue
-                fn = call.get("function")
-                if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-                    yield TextRef(fn, "arguments", "tool_input", json_text=True)
-                yield from string_ref(call.get("custom"), "input", "tool_input")  # custom tools: free text
-            fn = msg.get("function_call")  # the legacy function calling
-            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-                yield TextRef(fn, "arguments", "tool_input", json_text=True)
+        yield from in_turns(body.get("messages"), only, _message_refs)
         prediction = body.get("prediction")
         if isinstance(prediction, dict):  # predicted output: the file being regenerated
             yield from content_refs(prediction, "content", "prediction")

@@ -9,8 +9,8 @@ from tokenaddons.providers.base import (
     OPAQUE_TYPES,
     StreamState,
     TextRef,
+    in_turns,
     parsed_arguments,
-    picked,
     string_ref,
     walk_block,
 )
@@ -83,6 +83,12 @@ def _item_refs(item: dict) -> Iterator[TextRef]:
         yield from walk_block(item, "tool" if kind.endswith("_output") else "tool_input", item.get("call_id"))
 
 
+def _turn_refs(item: Any) -> Iterator[TextRef]:
+    """The texts of one input item (`Responses.text_refs`)."""
+    if isinstance(item, dict):
+        yield from _item_refs(item)
+
+
 class Responses(OpenAIApi):
     name = "openai.responses"
     suffix = "/responses"
@@ -99,9 +105,7 @@ class Responses(OpenAIApi):
         items = body.get("input")
         if isinstance(items, str):
             yield TextRef(body, "input", "user")
-        for item in picked(items, only) if isinstance(items, list) else []:
-            if isinstance(item, dict):
-                yield from _item_refs(item)
+        yield from in_turns(items, only, _turn_refs)
         prompt = body.get("prompt")  # a stored prompt's variables
         if isinstance(prompt, dict) and isinstance(prompt.get("variables"), dict):
             variables = prompt["variables"]
