@@ -14,8 +14,13 @@ the others: throughput is CPU-bound), and the three ratios the bundle must meet:
   miss p50 - bare p50          <= 1 ms
   hit p50 / bare p50           <= 0.8
   32-way misses / bare 32-way  >= 0.8
+The bundle has mitmproxy dispatch its events leanly (tokenaddons/lean_dispatch.py),
+which takes work off mitmproxy's own share of every request: a third proxy,
+mitmdump with that alone (benchmarks/lean_launcher.py), shows how much, and
+the same three figures against it are the bundle's own work.
 With --profile, the bundle's mitmdump runs under cProfile and the top
-functions of each phase are written to DIR.
+functions of each phase are written to DIR. --set OPTION=VALUE sets a bundle option
+(`--set lean_dispatch=false`: the bundle on mitmproxy's own dispatch).
 """
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ from pathlib import Path
 
 from tokenaddons.process import LAUNCHER, Mitmdump, free_port, wait_port
 
+BARE, LEAN = "bare mitmdump", "mitmdump, lean dispatch"
+LEAN_LAUNCHER = Path(__file__).with_name("lean_launcher.py")
 HEADERS = {"x-api-key": "bench-key", "anthropic-version": "2023-06-01", "content-type": "application/json"}
 ANSWER = json.dumps({
     "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5-20250929",
@@ -157,17 +164,18 @@ class Connection:
         self.writer.close()
 
 
-async def interleaved(bare_port: int, bundle_port: int, n: int) -> dict[str, list[float]]:
-    """Bare mitmdump, a bundle miss and the same request again (a hit), one after
-    the other, n times: all three meet the same machine load."""
-    bare, bundle = await Connection(bare_port).open(), await Connection(bundle_port).open()
-    out: dict[str, list[float]] = {"bare mitmdump": [], "bundle miss": [], "bundle hit": []}
+async def interleaved(bare_port: int, lean_port: int, bundle_port: int, n: int) -> dict[str, list[float]]:
+    """Bare mitmdump, lean mitmdump, a bundle miss and the same request again (a
+    hit), one after the other, n times: all of them meet the same machine load."""
+    bare, lean, bundle = [await Connection(port).open() for port in (bare_port, lean_port, bundle_port)]
+    out: dict[str, list[float]] = {BARE: [], LEAN: [], "bundle miss": [], "bundle hit": []}
     for i in range(n):
-        out["bare mitmdump"].append(await bare.timed(f"b{i}"))
+        for name, conn in ((BARE, bare), (LEAN, lean))[:: 1 if i % 2 else -1]:
+            out[name].append(await conn.timed(f"b{i}"))
         out["bundle miss"].append(await bundle.timed(f"m{i}", b"MISS"))
         out["bundle hit"].append(await bundle.timed(f"m{i}", b"HIT"))
-    bare.close()
-    bundle.close()
+    for conn in (bare, lean, bundle):
+        conn.close()
     return out
 
 
@@ -236,24 +244,29 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, default=None)
     ap.add_argument("--launcher", type=lambda p: Path(p).resolve(), default=LAUNCHER,
                     help="the bundle's launcher (benchmarks/offload_addon.py: the bundle in a worker process)")
+    ap.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", help="a bundle option")
     args = ap.parse_args()
+    sets = dict(s.split("=", 1) for s in args.set)
     n, width = args.requests, args.concurrency
     work = Path(tempfile.mkdtemp(prefix="bench-hotpath-"))
     upstream, url = start_upstream()
     print(f"request body {len(request(0)) / 1024:.1f} KB; {n} interleaved sequential requests per path; "
           f"{args.rounds} alternating rounds of {10 * width} requests at {width}-way concurrency")
-    rates: dict[str, list[float]] = {"bare mitmdump": [], "bundle misses": []}
+    rates: dict[str, list[float]] = {BARE: [], LEAN: [], "bundle misses": []}
     cpu = {name: [0.0, 0.0] for name in rates}  # seconds used in the throughput rounds: event loop, other threads
     try:
         with Mitmdump(url, work / "bare", script=False) as bare, \
-                Mitmdump(url, work / "bundle", launcher=args.launcher, profile=args.profile) as proxy:
-            asyncio.run(concurrent(bare.port, [f"warm{i}" for i in range(50)], 1))
+                Mitmdump(url, work / "lean", launcher=LEAN_LAUNCHER) as lean, \
+                Mitmdump(url, work / "bundle", launcher=args.launcher, profile=args.profile, sets=sets) as proxy:
+            for warmed in (bare, lean):
+                asyncio.run(concurrent(warmed.port, [f"warm{i}" for i in range(50)], 1))
             # a fresh bundle: its first requests, then the steady state, each beside bare mitmdump
-            results = asyncio.run(interleaved(bare.port, proxy.port, 2 * n))
+            results = asyncio.run(interleaved(bare.port, lean.port, proxy.port, 2 * n))
             first = {k: v[:n] for k, v in results.items()}
             results = {k: v[n:] for k, v in results.items()}
             for r in range(args.rounds):
-                for name, proxy_, tag in (("bare mitmdump", bare, "bc"), ("bundle misses", proxy, "mc")):
+                order = ((BARE, bare, "bc"), (LEAN, lean, "lc"), ("bundle misses", proxy, "mc"))
+                for name, proxy_, tag in order[:: 1 if r % 2 == 0 else -1]:
                     rate, main_s, other_s = measured_round(proxy_, [f"{tag}{r}-{i}" for i in range(10 * width)],
                                                            width)
                     rates[name].append(rate)
@@ -272,16 +285,22 @@ def main() -> None:
     for name, (main, other) in cpu.items():
         print(f"{name + ' CPU':<28}{(main + other) / served * 1000:>9.2f} ms per request   "
               f"(event loop {main / served * 1000:.2f}, other threads {other / served * 1000:.2f})")
-    bare_p50 = statistics.median(results["bare mitmdump"])
+    bare_p50, lean_p50 = statistics.median(results[BARE]), statistics.median(results[LEAN])
     miss_p50 = statistics.median(results["bundle miss"])
     hit_p50 = statistics.median(results["bundle hit"])
-    throughput = statistics.median(b / a for a, b in zip(rates["bare mitmdump"], rates["bundle misses"]))
-    fresh = (statistics.median(first["bundle miss"]) / statistics.median(first["bare mitmdump"])) / (
-        miss_p50 / bare_p50)
+
+    def per_round(base: str) -> float:
+        return statistics.median(b / a for a, b in zip(rates[base], rates["bundle misses"]))
+
+    fresh = (statistics.median(first["bundle miss"]) / statistics.median(first[BARE])) / (miss_p50 / bare_p50)
     print(f"miss p50 - bare p50:            {miss_p50 - bare_p50:+.2f} ms  (target <= +1 ms)")
     print(f"hit p50 / bare p50:             {hit_p50 / bare_p50:.2f}      (target <= 0.80)")
-    print(f"{width}-way misses / bare (per round): {throughput:.2f}      (target >= 0.80)")
+    print(f"{width}-way misses / bare (per round): {per_round(BARE):.2f}      (target >= 0.80)")
     print(f"fresh proxy: first {n} misses / next {n}, relative to bare: {fresh:.2f}x")
+    lean_rate = statistics.median(b / a for a, b in zip(rates[BARE], rates[LEAN]))
+    print(f"lean dispatch alone: p50 {lean_p50 - bare_p50:+.2f} ms, {width}-way {lean_rate:.2f}x bare; "
+          f"the bundle's own work over it: miss {miss_p50 - lean_p50:+.2f} ms, hit {hit_p50 / lean_p50:.2f}x, "
+          f"{width}-way {per_round(LEAN):.2f}x")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ them. An addon after the bundle that reads the summary in its own response
 hook, or a flow file being written (`-w`: mitmproxy's save addon writes each
 flow in its response hook), needs them done first: `account_after_send` off
 (the latter turns it off by itself).
+
+mitmproxy's own dispatch over the rest of its chain costs the same per addon:
+the pipeline has mitmproxy offer its events through tokenaddons/lean_dispatch.py
+instead (`lean_dispatch`, on by default), the same calls without that cost.
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ import mitmproxy.log  # noqa: F401
 import mitmproxy.proxy.layers  # noqa: F401
 import mitmproxy.proxy.server_hooks  # noqa: F401
 from mitmproxy import ctx, exceptions, hooks
+
+from tokenaddons import lean_dispatch
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,7 @@ class Pipeline:
         # the parts' own, called by the pipeline's (which adds its option)
         self._parts_load = self.__dict__.pop("load", None)
         self._parts_configure = self.__dict__.pop("configure", None)
+        self._parts_done = self.__dict__.pop("done", None)
 
     def load(self, loader) -> None:
         loader.add_option("account_after_send", bool, True,
@@ -64,6 +71,10 @@ class Pipeline:
                           "(it does not wait for them). Off: before, for an addon after the bundle that reads "
                           "flow.metadata['tokenaddons'] in its response hook; writing a flow file (-w) turns it "
                           "off by itself.")
+        loader.add_option("lean_dispatch", bool, True,
+                          "mitmproxy offers its events to its addons without its cost per addon (the same "
+                          "calls in the same order, about 1 ms less CPU per request). Off: mitmproxy's own "
+                          "dispatch.")
         if self._parts_load is not None:
             self._parts_load(loader)
 
@@ -72,6 +83,18 @@ class Pipeline:
             self._parts_configure(updated)
         # mitmproxy's save addon writes each flow in its response hook: the summary must be in it by then
         self.deferring = ctx.options.account_after_send and not getattr(ctx.options, "save_stream_file", None)
+        if "lean_dispatch" in updated:
+            if ctx.options.lean_dispatch:
+                lean_dispatch.install(ctx.master.addons, self)
+            else:
+                lean_dispatch.uninstall(ctx.master.addons, self)
+
+    async def done(self) -> None:
+        lean_dispatch.uninstall(ctx.master.addons, self)
+        if self._parts_done is not None:
+            res = self._parts_done()
+            if res is not None and inspect.isawaitable(res):
+                await res
 
     def _answered(self, event: str, now: list[tuple[Any, Callable]], later: list[tuple[Any, Callable]]) -> None:
         """`event`'s dispatch: the parts that shape the answer, then the `after_send` parts, deferred."""
