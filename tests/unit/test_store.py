@@ -31,6 +31,21 @@ def test_close_flushes_the_queue(tmp_path):
     assert sqlite3.connect(tmp_path / "e.db").execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 10
 
 
+def test_rows_gather_for_the_interval_and_a_flush_writes_them_at_once(tmp_path):
+    store = EventStore(tmp_path / "e.db", flush_interval=60)
+    store.start()
+    for i in range(10):
+        store.put_request({"ts": float(i)})
+    reader = connect(tmp_path / "e.db", readonly=True)
+    assert reader.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 0  # still gathering
+    assert store.flush(timeout=10)  # not after the minute: the batch is written now
+    assert reader.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 10
+    store.put_request({"ts": 11.0})  # a new batch gathers again
+    assert reader.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 10
+    store.close()
+    assert reader.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 11
+
+
 def test_schema_is_versioned_and_migrations_run_once(tmp_path):
     conn = connect(tmp_path / "e.db")
     assert migrate(conn) == len(MIGRATIONS)
@@ -290,3 +305,21 @@ def test_a_path_with_uri_characters_is_read_where_it_is_written(tmp_path):
     store.flush()
     store.close()
     assert connect(folder / "e.db", readonly=True).execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 1
+
+
+def test_the_store_addon_takes_its_batch_interval_from_its_option(tmp_path):
+    import pytest
+    from mitmproxy import exceptions
+    from mitmproxy.test import taddons
+
+    from tokenaddons.addons.store import Store
+
+    store = Store()
+    with taddons.context(store) as tctx:
+        tctx.configure(store, store_path=str(tmp_path / "e.db"), store_batch_s="1.5")
+        assert store.events.flush_interval == 1.5
+        tctx.configure(store, store_batch_s="0.1")  # the running writer takes it
+        assert store.events.flush_interval == 0.1
+        with pytest.raises(exceptions.OptionsError, match="store_batch_s"):
+            tctx.configure(store, store_batch_s="soon")
+        store.done()

@@ -1,7 +1,9 @@
 """The event store's writer: one thread, WAL, rows and jobs committed in batches.
 
 Addons never touch SQLite on mitmproxy's event loop: they put rows (or
-statements) on a queue, and the writer thread commits them in batches.
+statements) on a queue, and the writer thread commits them in batches, one
+every `flush_interval` at most while rows come in (`store_batch_s`; a `flush`
+or `close` does not wait for it).
 Readers (report, stats, budget rebuild) open their own connections.
 
 Nothing one exchange holds may cost another its row: values SQLite cannot
@@ -39,6 +41,7 @@ INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 # the database is busy (another process writes): the batch waits, it is not the rows' fault
 BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 WARNINGS_PER_BATCH = 10  # dropped items named one by one, then counted
+FLUSH_INTERVAL = 0.05  # seconds a batch gathers (store_batch_s)
 
 
 def coerce(value: Any) -> Any:
@@ -98,7 +101,7 @@ class EventStore:
     starts, never inside one of its batches (a migration commits).
     """
 
-    def __init__(self, path: str | Path, batch_max: int = 500, flush_interval: float = 0.05,
+    def __init__(self, path: str | Path, batch_max: int = 500, flush_interval: float = FLUSH_INTERVAL,
                  schemas: dict[str, list[str]] | None = None, stall_after: float = 30.0,
                  watch_every: float = 1.0, busy_pause: float = 1.0):
         self.path = Path(path).expanduser()
@@ -112,6 +115,7 @@ class EventStore:
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
         self._closing = threading.Event()
+        self._hurry = threading.Event()  # a flush or close waits: the batch gathering now is written at once
         self._conn: sqlite3.Connection | None = None
         self.written = 0  # rows committed, for tests and the stats view
         self.dropped = 0  # items that failed on their own and were dropped
@@ -186,6 +190,7 @@ class EventStore:
             return False
         done = threading.Event()
         self._queue.put(done)
+        self._hurry.set()
         if done.wait(timeout):
             return True
         log.error("tokenaddons store: the writer did not catch up in %.0f s; %d events are queued", timeout,
@@ -196,6 +201,7 @@ class EventStore:
         self._closing.set()
         if self.running:
             self._queue.put(None)
+            self._hurry.set()
             assert self._thread
             self._thread.join(10)
             if self._thread.is_alive():
@@ -228,7 +234,8 @@ class EventStore:
         if not isinstance(item, threading.Event) and item is not None:
             # Let the batch gather without waking on every put: each wake-up of
             # this thread takes the GIL from mitmproxy's event loop.
-            time.sleep(self.flush_interval)
+            self._hurry.wait(self.flush_interval)
+        self._hurry.clear()
         while len(batch) < self.batch_max:
             try:
                 batch.append(self._queue.get_nowait())
