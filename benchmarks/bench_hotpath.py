@@ -14,13 +14,14 @@ the others: throughput is CPU-bound), and the three ratios the bundle must meet:
   miss p50 - bare p50          <= 1 ms
   hit p50 / bare p50           <= 0.8
   32-way misses / bare 32-way  >= 0.8
-The bundle has mitmproxy dispatch its events leanly (tokenaddons/lean_dispatch.py),
-which takes work off mitmproxy's own share of every request: a third proxy,
-mitmdump with that alone (benchmarks/lean_launcher.py), shows how much, and
-the same three figures against it are the bundle's own work.
+The bundle installs tokenaddons.lean (mitmproxy's event dispatch and message
+type checks without their overhead), which takes work off mitmproxy's own
+share of every request: a third proxy, mitmdump with that alone
+(benchmarks/lean_launcher.py), shows how much, and the same three figures
+against it are the bundle's own work.
 With --profile, the bundle's mitmdump runs under cProfile and the top
 functions of each phase are written to DIR. --set OPTION=VALUE sets a bundle option
-(`--set lean_dispatch=false`: the bundle on mitmproxy's own dispatch).
+(`--set lean_mitmproxy=false`: the bundle on mitmproxy's own dispatch and checks).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from tokenaddons.process import LAUNCHER, Mitmdump, free_port, wait_port
 
-BARE, LEAN = "bare mitmdump", "mitmdump, lean dispatch"
+BARE, LEAN = "bare mitmdump", "mitmdump, lean"
 LEAN_LAUNCHER = Path(__file__).with_name("lean_launcher.py")
 HEADERS = {"x-api-key": "bench-key", "anthropic-version": "2023-06-01", "content-type": "application/json"}
 ANSWER = json.dumps({
@@ -298,7 +299,7 @@ def main() -> None:
     print(f"{width}-way misses / bare (per round): {per_round(BARE):.2f}      (target >= 0.80)")
     print(f"fresh proxy: first {n} misses / next {n}, relative to bare: {fresh:.2f}x")
     lean_rate = statistics.median(b / a for a, b in zip(rates[BARE], rates[LEAN]))
-    print(f"lean dispatch alone: p50 {lean_p50 - bare_p50:+.2f} ms, {width}-way {lean_rate:.2f}x bare; "
+    print(f"tokenaddons.lean alone: p50 {lean_p50 - bare_p50:+.2f} ms, {width}-way {lean_rate:.2f}x bare; "
           f"the bundle's own work over it: miss {miss_p50 - lean_p50:+.2f} ms, hit {hit_p50 / lean_p50:.2f}x, "
           f"{width}-way {per_round(LEAN):.2f}x")
 

@@ -1,6 +1,6 @@
-"""mitmdump with tokenaddons/lean_dispatch.py and nothing else: what mitmproxy's
-event dispatch costs a request, apart from the bundle's own work
-(bench_hotpath.py runs it beside bare mitmdump and the bundle).
+"""mitmdump with tokenaddons.lean and nothing else: what mitmproxy's event
+dispatch and message type checks cost a request, apart from the bundle's own
+work (bench_hotpath.py runs it beside bare mitmdump and the bundle).
 
     mitmdump -s benchmarks/lean_launcher.py ...
 """
@@ -11,12 +11,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mitmproxy import ctx  # noqa: E402
 
-from tokenaddons import lean_dispatch  # noqa: E402
+from tokenaddons import lean  # noqa: E402
 
 
 class Lean:
     def running(self) -> None:
-        lean_dispatch.install(ctx.master.addons, self)
+        lean.install(ctx.master.addons, self)
 
 
 addons = [Lean()]
