@@ -3,7 +3,11 @@
 Addons never touch SQLite on mitmproxy's event loop: they put rows (or
 statements) on a queue, and the writer thread commits them in batches, one
 every `flush_interval` at most while rows come in (`store_batch_s`; a `flush`
-or `close` does not wait for it).
+or `close` does not wait for it). Each commit writes the pages it touched (the
+rollups', the indexes' last pages) to the WAL again, and each wake-up of the
+thread takes the GIL from mitmproxy's event loop: a quarter second's batch
+costs the writer a quarter less CPU per exchange than a 50 ms one
+(benchmarks/bench_hotpath.py, "other threads").
 Readers (report, stats, budget rebuild) open their own connections.
 
 Nothing one exchange holds may cost another its row: values SQLite cannot
@@ -41,7 +45,7 @@ INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 # the database is busy (another process writes): the batch waits, it is not the rows' fault
 BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 WARNINGS_PER_BATCH = 10  # dropped items named one by one, then counted
-FLUSH_INTERVAL = 0.05  # seconds a batch gathers (store_batch_s)
+FLUSH_INTERVAL = 0.25  # seconds a batch gathers (store_batch_s)
 
 
 def coerce(value: Any) -> Any:
