@@ -263,7 +263,7 @@ def test_a_status_left_by_a_process_that_is_gone_is_ignored(tmp_path):
 
 def test_other_tables_are_migrated_before_the_writer_starts(tmp_path):
     extra = ["CREATE TABLE things (x INTEGER);"]
-    store = EventStore(tmp_path / "e.db", schemas={"things_schema": extra})
+    store = EventStore(tmp_path / "e.db", schemas={"things_schema": extra}, flush_interval=0.05)
     store.start()
     try:
         conn = sqlite3.connect(tmp_path / "e.db")

@@ -268,6 +268,7 @@ async def test_an_entry_on_this_proxys_disk_is_shared_and_a_large_one_stays_here
     await asyncio.sleep(0.1)
     assert await shared_entries(hub) == {}  # over 10 bytes: this proxy's own tiers only
     assert (await send(addons)).response.headers["x-tokenaddons-cache"] == "HIT"
+    await asyncio.to_thread(store.events.flush)  # on this proxy's disk (the writer's batch is committed)
     tctx.options.cache_redis_max_entry_bytes = 1 << 20
     cache.tiers.memory.clear()
     cache.tiers.memory_bytes = 0
