@@ -47,8 +47,11 @@ async def trigger_event(self: addonmanager.AddonManager, event: hooks.Hook) -> N
         try:
             if hasattr(top, "addons"):
                 walk = _walk((top,), name)
-            else:  # most addons: one lookup
-                func = _hook(top, name)
+            else:  # most addons: one lookup, and most have no such hook
+                func = getattr(top, name, None)
+                if not func:
+                    continue
+                func = func if callable(func) else _hook(top, name)
                 if func is not None:
                     if args is None:
                         args = event.args()
@@ -81,7 +84,10 @@ def trigger(self: addonmanager.AddonManager, event: hooks.Hook) -> None:
             if hasattr(top, "addons"):
                 walk = _walk((top,), name)
             else:
-                func = _hook(top, name)
+                func = getattr(top, name, None)
+                if not func:
+                    continue
+                func = func if callable(func) else _hook(top, name)
                 if func is not None:
                     args = _call_sync(top, func, name, event, args)
                 if not hasattr(top, "addons"):
