@@ -45,23 +45,9 @@ async def trigger_event(self: addonmanager.AddonManager, event: hooks.Hook) -> N
     args = None
     for top in self.chain:
         try:
-            if hasattr(top, "addons"):
-                walk = _walk((top,), name)
-            else:  # most addons: one lookup, and most have no such hook
-                func = getattr(top, name, None)
-                if not func:
-                    continue
-                func = func if callable(func) else _hook(top, name)
-                if func is not None:
-                    if args is None:
-                        args = event.args()
-                    res = func(*args)
-                    if res is not None and inspect.isawaitable(res):
-                        await res
-                if not hasattr(top, "addons"):
-                    continue
-                walk = _walk(top.addons, name)  # children its own hook gave it
-            for _, func in walk:
+            if not (hasattr(top, "addons") or getattr(top, name, None)):
+                continue  # most addons: no children, no such hook
+            for _, func in _offered(top, name):
                 if args is None:
                     args = event.args()
                 res = func(*args)
@@ -81,19 +67,9 @@ def trigger(self: addonmanager.AddonManager, event: hooks.Hook) -> None:
     args = None
     for top in self.chain:
         try:
-            if hasattr(top, "addons"):
-                walk = _walk((top,), name)
-            else:
-                func = getattr(top, name, None)
-                if not func:
-                    continue
-                func = func if callable(func) else _hook(top, name)
-                if func is not None:
-                    args = _call_sync(top, func, name, event, args)
-                if not hasattr(top, "addons"):
-                    continue
-                walk = _walk(top.addons, name)
-            for addon, func in walk:
+            if not (hasattr(top, "addons") or getattr(top, name, None)):
+                continue
+            for addon, func in _offered(top, name):
                 args = _call_sync(addon, func, name, event, args)
         except exceptions.AddonHalt:
             return
@@ -101,6 +77,25 @@ def trigger(self: addonmanager.AddonManager, event: hooks.Hook) -> None:
             raise
         except Exception:
             _failed()
+
+
+def _offered(top: Any, name: str) -> Iterable[tuple[Any, Callable]]:
+    """(addon, hook) of an addon of the chain and of its children, in order."""
+    if hasattr(top, "addons"):
+        return _walk((top,), name)
+    func = getattr(top, name, None)
+    if not func:
+        return ()
+    return _own_then_given(top, func, name)
+
+
+def _own_then_given(top: Any, func: Any, name: str) -> Iterator[tuple[Any, Callable]]:
+    """An addon without children's hook, then the children that hook gave it, if any."""
+    func = func if callable(func) else _hook(top, name)
+    if func is not None:
+        yield top, func
+    if hasattr(top, "addons"):
+        yield from _walk(top.addons, name)
 
 
 def _call_sync(addon: Any, func: Callable, name: str, event: hooks.Hook, args: list | None) -> list:
@@ -149,7 +144,7 @@ def _walk(addons: Iterable, name: str) -> Iterator[tuple[Any, Callable]]:
 def _failed() -> None:
     """An addon's failure, logged as mitmproxy's `safecall` logs it: the traceback from the hook on."""
     etype, value, tb = sys.exc_info()
-    for frame in ("_walk", "trigger_event", "trigger", "_call_sync"):
+    for frame in ("_own_then_given", "_walk", "trigger_event", "trigger", "_call_sync"):
         tb = addonmanager.cut_traceback(tb, frame)
     addonmanager.logger.error(f"Addon error: {value}", exc_info=(etype, value, tb))
 
