@@ -1,5 +1,6 @@
 import sqlite3
 import threading
+import time
 
 from tokenaddons.store import MIGRATIONS, EventStore, connect, migrate
 
@@ -131,7 +132,6 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import stat  # noqa: E402
-import time  # noqa: E402
 from decimal import Decimal  # noqa: E402
 
 import pytest  # noqa: E402
@@ -323,3 +323,17 @@ def test_the_store_addon_takes_its_batch_interval_from_its_option(tmp_path):
         with pytest.raises(exceptions.OptionsError, match="store_batch_s"):
             tctx.configure(store, store_batch_s="soon")
         store.done()
+
+
+def test_a_full_batch_is_written_without_waiting_out_the_interval(tmp_path):
+    store = EventStore(tmp_path / "e.db", batch_max=10, flush_interval=60)
+    store.start()
+    for i in range(25):
+        store.put_request({"ts": float(i)})
+    reader = connect(tmp_path / "e.db", readonly=True)
+    deadline = time.monotonic() + 10
+    while reader.execute("SELECT COUNT(*) FROM requests").fetchone()[0] < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reader.execute("SELECT COUNT(*) FROM requests").fetchone()[0] >= 10  # not after the minute
+    store.close()
+    assert reader.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 25

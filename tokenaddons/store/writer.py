@@ -235,9 +235,11 @@ class EventStore:
         """Write one batch; True when asked to stop."""
         item = self._queue.get()  # idle: wait for work
         batch = [item]
-        if not isinstance(item, threading.Event) and item is not None:
+        if not isinstance(item, threading.Event) and item is not None and self._queue.qsize() < self.batch_max:
             # Let the batch gather without waking on every put: each wake-up of
-            # this thread takes the GIL from mitmproxy's event loop.
+            # this thread takes the GIL from mitmproxy's event loop (a full
+            # batch already waiting is written at once: the writer keeps up
+            # with any rate, not batch_max per interval).
             self._hurry.wait(self.flush_interval)
         self._hurry.clear()
         while len(batch) < self.batch_max:
