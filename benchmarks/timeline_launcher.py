@@ -8,10 +8,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from mitmproxy import ctx  # noqa: E402
-
-from tokenaddons import lean  # noqa: E402
+from lean_launcher import Lean  # noqa: E402
 
 MOMENTS: dict[str, dict[str, int]] = {}  # flow id -> moment -> ns
 DONE: list[dict[str, int]] = []
@@ -49,11 +48,6 @@ class Last:
     def response(self, flow) -> None:
         note(flow, "response hooks done")
         DONE.append(MOMENTS.pop(flow.id, {}))
-
-
-class Lean:
-    def running(self) -> None:
-        lean.install(ctx.master.addons, self)
 
 
 if os.environ.get("TIMELINE_BUNDLE"):
