@@ -8,17 +8,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+import typing
 
 import pytest
-from mitmproxy import addonmanager, exceptions, http
+from mitmproxy import addonmanager, exceptions, http, optmanager
 from mitmproxy.hooks import ConfigureHook
 from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHook
 from mitmproxy.test import taddons, tflow
 
 from tokenaddons import lean
 from tokenaddons.dispatch import Pipeline
-from tokenaddons.lean import dispatch, typecheck
+from tokenaddons.lean import dispatch, headers, options, typecheck
 from tokenaddons.lean.mirror import Mirror
+
+ALL = ["event dispatch", "message type check", "header lookups", "option reads"]
+SHARED = ALL[1:]  # every manager's: classes of mitmproxy, not one manager's methods
 
 
 class Named:
@@ -147,7 +151,7 @@ async def dispatched(kinds: tuple, leaned: bool, caplog) -> tuple[list, list]:
         manager = tctx.master.addons
         manager.add(*chain(calls, *kinds))
         if leaned:
-            assert lean.install(manager, "test") == ["event dispatch", "message type check"]
+            assert lean.install(manager, "test") == ALL
         f = tflow.tflow(resp=True)
         for event in (HttpRequestHook(f), HttpResponseHook(f)):
             await manager.handle_lifecycle(event)
@@ -221,8 +225,8 @@ def test_another_mitmproxy_keeps_its_own(monkeypatch, caplog):
     monkeypatch.setattr(dispatch, "MIRROR", Mirror("event dispatch", dispatch.MIRROR.functions, "0" * 64))
     with taddons.context() as tctx, caplog.at_level(logging.INFO):
         manager = tctx.master.addons
-        assert lean.install(manager, "test") == ["message type check"]
-        assert lean.installed(manager) == ["message type check"]
+        assert lean.install(manager, "test") == SHARED
+        assert lean.installed(manager) == SHARED
         assert manager.trigger_event.__func__ is addonmanager.AddonManager.trigger_event
         lean.uninstall(manager, "test")
     assert "mitmproxy's event dispatch is not the one tokenaddons.lean mirrors" in caplog.text
@@ -235,14 +239,18 @@ def test_the_last_owner_to_leave_restores_mitmproxys():
         lean.install(manager, "two")
         lean.install(other.master.addons, "three")
         lean.uninstall(manager, "one")
-        assert lean.installed(manager) == ["event dispatch", "message type check"]
+        assert lean.installed(manager) == ALL
         lean.uninstall(manager, "two")
-        assert lean.installed(manager) == ["message type check"]  # every manager's messages: another still wants it
+        assert lean.installed(manager) == SHARED  # every manager's messages, headers, options: another still wants them
         assert manager.trigger_event.__func__ is addonmanager.AddonManager.trigger_event
         assert manager.trigger.__func__ is addonmanager.AddonManager.trigger
         lean.uninstall(other.master.addons, "three")
         assert lean.installed(manager) == lean.installed(other.master.addons) == []
         assert http.MessageData.__post_init__ is typecheck.ORIGINAL
+        assert http.Headers.get_all is headers.ORIGINAL["get_all"]
+        assert "get" not in http.Headers.__dict__ and "__contains__" not in http.Headers.__dict__
+        assert optmanager._Option.current is options.ORIGINAL_CURRENT
+        assert optmanager.OptManager.__getattr__ is options.ORIGINAL_GETATTR
 
 
 async def test_the_pipeline_installs_it_by_its_option_and_takes_it_out_when_done():
@@ -251,7 +259,7 @@ async def test_the_pipeline_installs_it_by_its_option_and_takes_it_out_when_done
         manager = tctx.master.addons
         assert lean.installed(manager) == []  # until configured, as mitmproxy does once loaded
         tctx.configure(pipeline, lean_mitmproxy=True)
-        assert lean.installed(manager) == ["event dispatch", "message type check"]
+        assert lean.installed(manager) == ALL
         tctx.configure(pipeline, lean_mitmproxy=False)
         assert lean.installed(manager) == []
         tctx.configure(pipeline, lean_mitmproxy=True)
@@ -296,3 +304,108 @@ def test_messages_pass_and_fail_as_with_mitmproxys_check(change):
     assert (mitmproxys[0] == "ok") == (change in ({}, {"content": None}, {"trailers": http.Headers()},
                                                   {"timestamp_start": 2}, {"timestamp_start": True},
                                                   {"timestamp_end": 3}, {"port": True}))
+
+
+# ------------------------------------------------------------- header lookups
+
+FIELDS = [(), ((b"Host", b"example.com"),), ((b"Accept", b"text/html"), (b"accept", b"application/xml"),
+                                             (b"X-Empty", b""), (b"Content-Length", b"12")),
+          ((b"X-Caf\xc3\xa9", b"cr\xc3\xa8me"), (b"x-raw", b"\xff\xfe"), (b"SET-COOKIE", b"a=1"), (b"set-cookie", b"b=2"))]
+NAMES = ["host", "Host", b"HOST", "accept", b"accept", "x-empty", "content-length", "missing", "", "x-caf\xe9",
+         "X-CAF\xc3\xa9".encode().decode("utf-8", "surrogateescape"), b"x-caf\xc3\xa9", "x-raw", "set-cookie",
+         "x_empty", None, 5, ["host"]]
+
+
+class StrName(str):
+    pass
+
+
+def looked_up(h: http.Headers, name) -> list:
+    """What each lookup of `name` gives (a value, or the exception it raises)."""
+    out = []
+    for lookup in (lambda: h.get(name), lambda: h.get(name, "default"), lambda: h[name], lambda: name in h,
+                   lambda: h.get_all(name)):
+        try:
+            out.append(("ok", lookup()))
+        except Exception as e:  # noqa: BLE001 (the same exception, whatever it is)
+            out.append((type(e).__name__, str(e)))
+    return out
+
+
+class SubHeaders(http.Headers):
+    @staticmethod
+    def _reduce_values(values) -> str:
+        return " | ".join(values)
+
+
+@pytest.mark.parametrize("fields", FIELDS, ids=[str(len(f)) for f in FIELDS])
+def test_header_lookups_give_what_mitmproxys_give(fields):
+    made = [http.Headers(fields), SubHeaders(fields)]
+    names = [*NAMES, StrName("host")]
+    mitmproxys = [looked_up(h, name) for h in made for name in names]
+    headers.apply()
+    try:
+        assert headers.applied()
+        leaned = [looked_up(h, name) for h in made for name in names]
+    finally:
+        headers.remove()
+    assert leaned == mitmproxys
+    assert not headers.applied()
+
+
+def test_header_lookups_follow_changes_to_the_headers():
+    headers.apply()
+    try:
+        h = http.Headers(content_type="application/json")
+        h["Content-Length"] = "5"
+        h.add("accept", "a")
+        h.add("Accept", "b")
+        assert h.get("content-length") == "5" and h["accept"] == "a, b" and h.get_all("ACCEPT") == ["a", "b"]
+        del h["accept"]
+        assert "accept" not in h and h.get("accept", "none") == "none"
+        with pytest.raises(KeyError):
+            h["accept"]
+        h.fields = ((b"Accept", b"c"),)  # the raw fields, set directly
+        assert h.get("accept") == "c"
+    finally:
+        headers.remove()
+
+
+# ------------------------------------------------------------- option reads
+
+def option_reads(o: optmanager.OptManager) -> list:
+    out = []
+    for name in ("text", "number", "flag", "maybe", "names", "ratio", "absent"):
+        try:
+            out.append(("ok", getattr(o, name)))
+        except AttributeError as e:
+            out.append(("AttributeError", str(e)))
+    out.append(("current", [o._options[n].current() for n in ("text", "names")]))
+    return out
+
+
+def test_option_reads_give_what_mitmproxys_give_and_never_the_stored_list():
+    def made() -> optmanager.OptManager:
+        o = optmanager.OptManager()
+        o.add_option("text", str, "a", "")
+        o.add_option("number", int, 3, "")
+        o.add_option("flag", bool, False, "")
+        o.add_option("maybe", typing.Optional[str], None, "")
+        o.add_option("names", typing.Sequence[str], ["x"], "")
+        o.add_option("ratio", float, 0.5, "")
+        o.update(number=7, names=["y", "z"])
+        return o
+
+    mitmproxys = option_reads(made())
+    options.apply()
+    try:
+        o = made()
+        assert option_reads(o) == mitmproxys
+        got = o.names
+        got.append("changed by a caller")  # a copy: the option is not changed through it
+        assert o.names == ["y", "z"] and o.names is not o.names
+        o.text = "b"
+        assert o.text == "b"
+    finally:
+        options.remove()
+    assert not options.applied()

@@ -4,7 +4,9 @@ A replacement does what the mitmproxy functions it stands for do, as their
 source reads in the mitmproxy it was written from (11.0.2): it is installed
 only where that source is the same, byte for byte. Another mitmproxy keeps
 its own functions (logged once), until the replacement is checked against it
-and its digest taken.
+and its digest taken. A function Python holds without its source (the
+standard library's frozen modules: `Mapping.get`) counts by its qualified
+name: what matters there is that mitmproxy still inherits it.
 """
 from __future__ import annotations
 
@@ -24,13 +26,16 @@ class Mirror:
         self.digest = digest
 
     def source_digest(self) -> str | None:
-        """The SHA-256 of the functions' source as installed, None without their source."""
+        """The SHA-256 of the functions' source as installed, None without the
+        source of one of mitmproxy's."""
         h = hashlib.sha256()
-        try:
-            for fn in self.functions:
+        for fn in self.functions:
+            try:
                 h.update(inspect.getsource(fn).encode())
-        except (OSError, TypeError):
-            return None
+            except (OSError, TypeError):
+                if not getattr(fn, "__module__", "").startswith("collections"):
+                    return None
+                h.update(f"{fn.__module__}.{fn.__qualname__}".encode())
         return h.hexdigest()
 
     @functools.cached_property
