@@ -159,6 +159,7 @@ class Exchange:
     _text_refs: tuple[int, Any, Any, list[TextRef]] | None = None  # (body_version, body, only, refs)
     _source_digest: bytes | None = None
     history: History | None = None  # the turns of recent requests (Intake's), for `continued`
+    turns_json: tuple[bytes, ...] | None = None  # the client's turns as History writes them, if Intake did
     _continued: Continued | None | bool = False  # False: not matched yet
 
     def __post_init__(self) -> None:
@@ -246,7 +247,7 @@ class Exchange:
             if self.body_version != 0 or self.history is None or (turns := self.turns()) is None:
                 return None
             try:
-                found = self.history.match(turns, self.client_api.name)
+                found = self.history.match(turns, self.client_api.name, self.turns_json)
             except Exception:  # never a reason to scan less: the addons walk every turn
                 log.exception("tokenaddons: matching %s with earlier requests failed", self.path)
                 found = None
@@ -263,6 +264,7 @@ class Exchange:
         each collection until then would walk them."""
         self.body = None
         self.source = None
+        self.turns_json = None
         self._text_refs = None
         self.upstream_body = None
         self.taps = []

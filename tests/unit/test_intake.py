@@ -237,3 +237,37 @@ def test_bytes_read_before_are_parsed_only_when_an_addon_reads_them(pipe):
     for f in bad:
         intake.request(f)
         assert Exchange.of(f).unreadable.startswith("is not JSON") and not Exchange.of(f).known
+
+
+@pytest.mark.parametrize("where", ["messages", "tools"])
+def test_a_body_is_refused_past_the_depth_limit_whether_the_depth_is_in_a_turn_or_not(pipe, where):
+    """The turns are written one by one (History keeps that JSON), each as nested as it sits in the body."""
+    from tokenaddons.addons.intake import MAX_DEPTH
+
+    def body(depth: int) -> bytes:  # the body itself, its list, then `depth` more levels
+        deep: object = "leaf"
+        for _ in range(depth):
+            deep = [deep]
+        other = "tools" if where == "messages" else "messages"
+        return json.dumps({"model": "m", where: [deep], other: [{"role": "user", "content": "hi"}]}).encode()
+
+    seen = []
+    for depth in (MAX_DEPTH - 2, MAX_DEPTH - 1):
+        f = make_flow("/v1/messages", body(depth))
+        run_flow(pipe[0], f)
+        seen.append(Exchange.of(f).unreadable)
+    assert seen[0] is None
+    assert seen[1] == f"is nested deeper than {MAX_DEPTH} levels"
+
+
+def test_the_turns_intake_wrote_are_those_history_writes():
+    from tokenaddons.addons.intake import Intake
+    from tokenaddons.engines.history import write_turns
+
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": [{"type": "text", "text": "b"}]}]
+    body, unreadable, written = Intake._parse(json.dumps({"model": "m", "messages": turns}).encode(), MESSAGES)
+    assert unreadable is None and written == write_turns(turns) == (
+        b'[[{"role":"user","content":"a"}]]', b'[[{"role":"assistant","content":[{"type":"text","text":"b"}]}]]')
+    # a value orjson does not write: no turns written here, the depth still checked (by the walk)
+    body, unreadable, written = Intake._parse(b'{"model": "m", "messages": [{"content": "\\ud800"}]}', MESSAGES)
+    assert unreadable is None and written is None and body["messages"][0]["content"] == "\ud800"

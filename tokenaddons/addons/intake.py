@@ -18,7 +18,7 @@ from mitmproxy import ctx, http
 from tokenaddons import providers
 from tokenaddons.engines import jsonio, tokens
 from tokenaddons.engines.credentials import AUTH_HEADERS, QUERY_KEY
-from tokenaddons.engines.history import History
+from tokenaddons.engines.history import History, write_turns
 from tokenaddons.engines.memo import SEEN_BODIES, Memo
 from tokenaddons.exchange import OBSERVE, Exchange, passed_through
 from tokenaddons.headers import Names
@@ -72,6 +72,24 @@ def _walk_too_deep(value: Any, limit: int) -> bool:
         level = below
         depth += 1
     return False
+
+
+def _too_deep_with_turns(body: dict, api: providers.Api, size: int) -> tuple[bool, tuple[bytes, ...] | None]:
+    """too_deep(body), and the turns as History writes them when that check
+    wrote them: each turn written as nested as it is in the body (its two
+    lists around it: orjson refuses it where it would refuse the body), then
+    the rest of the body. The turns are then written once a request, not once
+    here and once more to find the request they continue."""
+    turns = api.turns(body) if size <= WRITE_CHECK_MAX else None
+    if turns is None:
+        return too_deep(body, size=size), None
+    try:
+        written = write_turns(turns)
+    except orjson.JSONEncodeError as e:
+        if "ecursion" in str(e):
+            return True, None
+        return too_deep(body, size=size), None  # a value orjson does not write: walked
+    return too_deep({k: v for k, v in body.items() if k != api.turns_key}, size=size), written
 
 
 READ = Names(PROJECT_HEADER, "user-agent", *AUTH_HEADERS)
@@ -131,20 +149,20 @@ class Intake:
             return
         req = flow.request
         api = providers.detect(req.method, req.path)
-        body = unreadable = source = digest = facts = None
+        body = unreadable = source = digest = facts = turns_json = None
         if api is not None:
             source, digest, unreadable = self._read(req)
         if digest is not None:
             seen = digest + req.path.encode()  # the model and stream flag can come from the path too
             facts = self.facts.peek(seen)
             if facts is None:
-                body, unreadable = self._parse(source)
+                body, unreadable, turns_json = self._parse(source, api)
                 if body is None:
                     source = digest = None
         if body is None and unreadable is None and facts is None:
             api = None  # no body: passes through byte for byte, metered as other
         ex = Exchange(client_api=api, path=req.path, body=body, unreadable=unreadable, source=source,
-                      _source_digest=digest, history=self.history)
+                      _source_digest=digest, history=self.history, turns_json=turns_json)
         headers = READ.read(req.headers)
         if PROJECT_HEADER in headers:  # ours: never sent upstream
             ex.project = headers[PROJECT_HEADER][0]
@@ -186,25 +204,27 @@ class Intake:
         return content, hashlib.sha256(content).digest(), None
 
     @staticmethod
-    def _parse(content: bytes) -> tuple[dict | None, str | None]:
-        """The body as a JSON object, or why it cannot be read."""
+    def _parse(content: bytes, api: providers.Api) -> tuple[dict | None, str | None, tuple[bytes, ...] | None]:
+        """The body as a JSON object, or why it cannot be read; and its turns
+        as History writes them, when writing them checked their depth."""
         try:
             text = content.decode("utf-8")
         except UnicodeDecodeError as e:
-            return None, f"is not UTF-8 (byte {e.start})"
+            return None, f"is not UTF-8 (byte {e.start})", None
         try:
             body = jsonio.loads(text)
         except RecursionError:
-            return None, "is nested too deep to parse"
+            return None, "is nested too deep to parse", None
         except ValueError as e:
             msg = getattr(e, "msg", str(e))
             what = "has bytes after its JSON" if msg == "Extra data" else f"is not JSON ({msg})"
-            return None, f"{what} at character {e.pos}" if hasattr(e, "pos") else what
+            return None, f"{what} at character {e.pos}" if hasattr(e, "pos") else what, None
         if not isinstance(body, dict):
-            return None, "is not a JSON object"
-        if too_deep(body, size=len(content)):
-            return None, f"is nested deeper than {MAX_DEPTH} levels"
-        return body, None
+            return None, "is not a JSON object", None
+        deep, turns_json = _too_deep_with_turns(body, api, len(content))
+        if deep:
+            return None, f"is nested deeper than {MAX_DEPTH} levels", None
+        return body, None, turns_json
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex = Exchange.of(flow)

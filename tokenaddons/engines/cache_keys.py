@@ -2,6 +2,7 @@
 change the answer, and nothing that cannot."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterable
@@ -57,8 +58,13 @@ def cache_key(provider: str, path: str, query: Iterable[tuple[str, str]], caller
               headers: Iterable[tuple[str, str | None]], body_hash: bytes) -> str:
     """Provider, path, caller identity, answer-changing headers and the normalized
     body (its `body_digest`)."""
-    h = hashlib.sha256()
-    h.update(json.dumps([provider, path, sorted((k, v) for k, v in query if k not in IGNORED_QUERY), caller,
-                         list(headers)]).encode())
-    h.update(body_hash)
-    return h.hexdigest()
+    return hashlib.sha256(_head(provider, path, tuple(query), caller, tuple(headers)) + body_hash).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _head(provider: str, path: str, query: tuple[tuple[str, str], ...], caller: str | None,
+          headers: tuple[tuple[str, str | None], ...]) -> bytes:
+    """What the key hashes before the body: the same few values on every request
+    of a client, written once (the same bytes as ever: stored keys stay found)."""
+    return json.dumps([provider, path, sorted((k, v) for k, v in query if k not in IGNORED_QUERY), caller,
+                       [list(h) for h in headers]]).encode()

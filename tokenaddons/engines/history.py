@@ -8,7 +8,10 @@ request under that request's number, and the next request that shares its
 leading turns starts where that knowledge ends.
 
 A turn is known by its compact JSON, compared byte for byte with the earlier
-request's (no hash anyone could aim a collision at). A request's record is
+request's (no hash anyone could aim a collision at), written inside the two
+lists it sits in within a body (`[[turn]]`, `write_turns`): Intake writes them
+as it checks the body's depth (orjson refuses a turn nested too deep there as
+it would the body), so a request's turns are written once. A request's record is
 its turns' JSON, a tuple; a request continuing another shares the objects it
 has in common with it, so a conversation's turns are held once however many
 of its requests are remembered. The records are bounded in number and in
@@ -42,6 +45,20 @@ FIRST_BYTES = 256
 BRANCHES = 4
 
 
+def write_turns(turns: list) -> tuple[bytes, ...]:
+    """Each turn's compact JSON as History keeps it (`[[turn]]`, nested as deep
+    as in the body it came in). orjson.JSONEncodeError for a turn nested
+    deeper than orjson writes (intake.MAX_DEPTH, counted from the body), or
+    holding a value orjson does not write; TypeError for one that is not JSON."""
+    holder: list = [None]
+    outer = [holder]
+    out = []
+    for turn in turns:
+        holder[0] = turn
+        out.append(orjson.dumps(outer))
+    return tuple(out)
+
+
 class Continued(NamedTuple):
     """What `History.match` found for one request."""
 
@@ -65,15 +82,19 @@ class History:
         self._by_first: dict[tuple, list[int]] = {}
         self._next = 0
 
-    def match(self, turns: list, kind: str = "") -> Continued | None:
+    def match(self, turns: list, kind: str = "", known: tuple[bytes, ...] | None = None) -> Continued | None:
         """Remember `turns` (a request's, before any addon changed them) and
         say which earlier request of the same `kind` (its API: the same JSON
         reads differently in another) shares the most of its leading ones.
-        None for turns that cannot be written as JSON (nothing is remembered)."""
-        try:
-            written = tuple(map(orjson.dumps, turns))
-        except (TypeError, orjson.JSONEncodeError):  # a value orjson will not write: no sharing, never wrong
-            return None
+        `known`: their `write_turns`, if the caller has it. None for turns
+        that cannot be written as JSON (nothing is remembered)."""
+        if known is not None:
+            written = known
+        else:
+            try:
+                written = write_turns(turns)
+            except (TypeError, orjson.JSONEncodeError):  # a value orjson will not write: no sharing, never wrong
+                return None
         self._next += 1
         number = self._next
         if not written:
