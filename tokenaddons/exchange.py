@@ -160,6 +160,7 @@ class Exchange:
     _source_digest: bytes | None = None
     history: History | None = None  # the turns of recent requests (Intake's), for `continued`
     turns_json: tuple[bytes, ...] | None = None  # the client's turns as History writes them, if Intake did
+    _parse_from: bytes | None = None  # what a shelved body is parsed from again (`shelve`), if not `source`
     _continued: Continued | None | bool = False  # False: not matched yet
 
     def __post_init__(self) -> None:
@@ -177,6 +178,30 @@ class Exchange:
         answered from what is remembered of its bytes (a cache hit, a body
         found clean before) needs no parse at all."""
         self._body = _UNPARSED
+
+    def shelve(self, sent: bytes | None) -> bool:
+        """Let go of the parsed body once the request has gone upstream (`sent`:
+        its body's bytes as sent, uncompressed). With many requests waiting on
+        upstream at once, each parsed body would otherwise sit in memory, and
+        in each garbage collection's walk, until its answer comes back; freed
+        now, while it is fresh in the CPU's caches, it costs a fraction. An
+        addon that reads it later (a fallback to another provider, an estimate
+        of usage the answer did not report) parses it again from those bytes
+        (the client's own while no addon changed it): the same body.
+        True if it was let go of."""
+        body = self._body
+        if body is None or body is _UNPARSED:
+            return False
+        if self.body_version == 0 and self.source is not None:
+            self._parse_from = None
+        elif sent is not None and not self.dirty:
+            self._parse_from = sent
+        else:
+            return False
+        self._body = _UNPARSED
+        self._text_refs = None
+        self.turns_json = None
+        return True
 
     @property
     def provider(self) -> str:
@@ -264,6 +289,7 @@ class Exchange:
         each collection until then would walk them."""
         self.body = None
         self.source = None
+        self._parse_from = None
         self.turns_json = None
         self._text_refs = None
         self.upstream_body = None
@@ -309,7 +335,7 @@ _UNPARSED = object()
 def _get_body(ex: Exchange) -> Any:
     body = ex._body
     if body is _UNPARSED:
-        body = ex._body = jsonio.loads(ex.source)
+        body = ex._body = jsonio.loads(ex._parse_from if ex._parse_from is not None else ex.source)
     return body
 
 

@@ -50,3 +50,43 @@ def test_an_ended_exchange_lets_go_of_its_body_at_once():
         assert ex.state == {"metered": True}  # its flags stay: a late error hook finds it metered
     finally:
         gc.enable()
+
+
+async def test_a_sent_request_lets_go_of_its_parsed_body_and_a_later_reader_parses_it_again():
+    """With many requests waiting on upstream, each parsed body would wait out its
+    answer in memory; the request's bytes are what a later reader parses."""
+    import asyncio
+    import json
+
+    from tokenaddons.addons.outlet import Outlet
+    from tokenaddons.exchange import Exchange
+    from tokenaddons.providers.anthropic import MESSAGES
+    from tokenaddons.test.flows import make_flow
+
+    sent = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
+    flow = make_flow("/v1/messages", json.dumps(sent).encode())
+    ex = Exchange(client_api=MESSAGES, body=json.loads(flow.request.content), source=flow.request.content)
+    ex.attach(flow)
+    first = ex.body
+    heap = Heap()
+    heap.request(flow)
+    assert ex.body is first  # still there until the loop's next turn: mitmproxy writes the request first
+    await asyncio.sleep(0)
+    assert ex._body is not first and ex.known
+    assert ex.body == sent and ex.body is not first  # parsed again, from the client's bytes
+
+    # changed by an addon and serialized (Outlet): parsed again from what was sent
+    changed = make_flow("/v1/messages", json.dumps(sent).encode())
+    ex = Exchange(client_api=MESSAGES, body=json.loads(changed.request.content), source=changed.request.content)
+    ex.attach(changed)
+    ex.body["messages"][0]["content"] = "[EMAIL_1]"
+    ex.mark_changed()
+    Outlet().request(changed)
+    assert ex.shelve(changed.request.raw_content)
+    assert ex.body["messages"][0]["content"] == "[EMAIL_1]" and ex.body_version == 1
+    # a change not yet serialized is never let go of; nor a body already let go of, or released
+    ex.body["model"] = "other"
+    ex.mark_changed()
+    assert not ex.shelve(b'{"model": "m"}') and ex.body["model"] == "other"
+    heap.response(changed)
+    assert not ex.shelve(None) and ex.body is None
