@@ -98,8 +98,9 @@ class Decision:
     """One thing an addon did to an exchange (one `decisions` row).
 
     `settle`, if set, completes the decision from what the provider billed
-    (`exchange.usage`, `exchange.cost_usd`): the meter calls it just before
-    writing the row."""
+    (`exchange.usage`, `exchange.cost_usd`): the meter calls it with the
+    decision and the exchange just before writing the row (a plain function,
+    not one bound to the decision: no cycle for the collector to find)."""
 
     addon: str
     action: str
@@ -107,7 +108,7 @@ class Decision:
     tokens_saved: int = 0
     usd_saved: float = 0.0
     about: tuple[str, str] | None = None  # (provider, model) it concerns, if not the exchange's (a fallback target)
-    settle: Callable[[Exchange], None] | None = None
+    settle: Callable[[Decision, Exchange], None] | None = None
 
 
 Settler = Callable[[http.HTTPFlow, "Exchange"], None]

@@ -32,7 +32,6 @@ from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, NamedTuple
 
 from mitmproxy import ctx, exceptions, http
@@ -92,12 +91,14 @@ class Output(NamedTuple):
 
 
 class Seen(NamedTuple):
-    """What `_blocks` found in one request's Anthropic messages, as the client sent them."""
+    """What `_blocks` found in one request's Anthropic messages, as the client sent them.
+    Tuples of plain values only: the collector stops tracking them, so the
+    records of 2,000 recent requests are not walked by every full collection."""
 
     context: bytes  # the first output's context (the model's encoding, the steps): the keys hold under it only
-    outputs: list[Output]  # in order
-    calls: list[tuple[int, Any, int]]  # (message, id, block) of each tool call (Walk.called)
-    marks: list[tuple[int, Any]]  # Walk.marks
+    outputs: tuple[Output, ...]  # in order
+    calls: tuple[tuple[int, Any, int], ...]  # (message, id, block) of each tool call (Walk.called)
+    marks: tuple[tuple[int, Any], ...]  # Walk.marks
     marked: int | None  # Walk.first_marked
 
 
@@ -221,10 +222,10 @@ class Compress:
         seen = self.seen.earlier(continued)
         start = continued.shared if seen is not None and seen.context == context else 0
         walk = _anthropic_outputs(body, start)
-        kept = _kept(seen, start) if start else Seen(context, [], [], [], None)
+        kept = _kept(seen, start) if start else Seen(context, (), (), (), None)
         if walk.calls and any(o.call in walk.calls for o in kept.outputs):
             # a new call with the id of an earlier output's: what it reads (Block.file) changes, and every key after it
-            walk, kept = _anthropic_outputs(body), Seen(context, [], [], [], None)
+            walk, kept = _anthropic_outputs(body), Seen(context, (), (), (), None)
         messages = body.get("messages")
         earlier_calls = {call: (m, b) for m, call, b in kept.calls}
 
@@ -239,9 +240,9 @@ class Compress:
         outputs += self._keyed(walk.outputs, walk.places, call_of, kept.outputs[-1].key if kept.outputs else context)
         marked = kept.marked if kept.marked is not None else walk.first_marked
         if continued is not None:
-            self.seen.record(continued, Seen(context, [o for o, _ in outputs], kept.calls + walk.called,
-                                             kept.marks + walk.marks, marked))
-        return outputs, walk._replace(marks=kept.marks + walk.marks, first_marked=marked)
+            self.seen.record(continued, Seen(context, tuple(o for o, _ in outputs), (*kept.calls, *walk.called),
+                                             (*kept.marks, *walk.marks), marked))
+        return outputs, walk._replace(marks=[*kept.marks, *walk.marks], first_marked=marked)
 
     def _context(self, model: str | None) -> bytes:
         """The first output's context: what besides the texts decides a result."""
@@ -333,10 +334,10 @@ class Compress:
                 ex.decide("compress", step, tokens_saved=n, usd_saved=usd, blocks=count, billed_as=billed_as)
         if placed:
             d = ex.decide("compress", "hints", breakpoints=[p.where for p in placed], ttl=self.hints_ttl)
-            d.settle = partial(_settle_breakpoints, d)
+            d.settle = _settle_breakpoints
         elif key is not None:
             d = ex.decide("compress", "hints", prompt_cache_key=key)
-            d.settle = partial(_settle_cache_key, d)
+            d.settle = _settle_cache_key
 
     @staticmethod
     def _size(value: Any) -> int:

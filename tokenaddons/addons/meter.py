@@ -204,7 +204,7 @@ class Meter:
             for d in ex.decisions:
                 if d.settle is not None:  # a decision priced from what was billed
                     try:
-                        d.settle(ex)
+                        d.settle(d, ex)
                     except Exception:
                         log.exception("tokenaddons meter: settling a %s decision failed", d.addon)
                 provider, d_model = d.about or (ex.provider, model)

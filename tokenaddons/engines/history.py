@@ -186,7 +186,7 @@ class TurnRecords(Generic[T]):
         return len(self.memo)
 
 
-class FoundTurns(TurnRecords[tuple[int, frozenset[int]]]):
+class FoundTurns(TurnRecords[tuple[int, tuple[int, ...]]]):
     """Which turns of recent requests held what an addon looks for (a
     finding): a request continuing one works on the turns it adds and on the
     shared ones that held a finding (to find it and act on it again), not on
@@ -207,4 +207,5 @@ class FoundTurns(TurnRecords[tuple[int, frozenset[int]]]):
         `found` (the `TextRef.turn` of the texts holding them; None, a text
         outside the turns, is left out; none: the request was clean)."""
         if continued is not None:
-            self.record(continued, (count, frozenset(i for i in found if i is not None)))
+            # a tuple of ints: the collector stops tracking it (a frozenset it would walk for good)
+            self.record(continued, (count, tuple(sorted({i for i in found if i is not None}))))
