@@ -74,6 +74,7 @@ class Settings:
         self.published = published if published is not None else Published()
         self._stamp: tuple | None = None  # (mtime_ns, size) of the file last read
         self._checked = 0.0
+        self.path = ""  # settings_path, as configured
 
     def load(self, loader) -> None:
         loader.add_option("settings_path", str, "",
@@ -87,6 +88,7 @@ class Settings:
         path = ctx.options.settings_path
         self._stamp = _stamp(path) if path else None
         self._apply(load_file(path) if path else Values(), path)
+        self.path = path  # (a file that cannot be read is refused, and the option with it)
 
     def request(self, flow) -> None:
         self.check()
@@ -97,7 +99,7 @@ class Settings:
 
     def check(self) -> None:
         """Load the file again if it changed (looked at once per RELOAD_CHECK_S at most)."""
-        path = ctx.options.settings_path
+        path = self.path
         now = self.clock()
         if not path or now - self._checked < self.RELOAD_CHECK_S:
             return
