@@ -53,12 +53,9 @@ async def trigger_event(self: addonmanager.AddonManager, event: hooks.Hook) -> N
                 res = func(*args)
                 if res is not None and inspect.isawaitable(res):
                     await res
-        except exceptions.AddonHalt:
-            return
-        except exceptions.OptionsError:
-            raise
-        except Exception:
-            _failed()
+        except Exception as e:
+            if _ends_event(e):
+                return
 
 
 def trigger(self: addonmanager.AddonManager, event: hooks.Hook) -> None:
@@ -71,12 +68,9 @@ def trigger(self: addonmanager.AddonManager, event: hooks.Hook) -> None:
                 continue
             for addon, func in _offered(top, name):
                 args = _call_sync(addon, func, name, event, args)
-        except exceptions.AddonHalt:
-            return
-        except exceptions.OptionsError:
-            raise
-        except Exception:
-            _failed()
+        except Exception as e:
+            if _ends_event(e):
+                return
 
 
 def _offered(top: Any, name: str) -> Iterable[tuple[Any, Callable]]:
@@ -139,6 +133,19 @@ def _walk(addons: Iterable, name: str) -> Iterator[tuple[Any, Callable]]:
             yield addon, func
         if hasattr(addon, "addons"):
             stack.append(iter(addon.addons))
+
+
+def _ends_event(e: Exception) -> bool:
+    """What mitmproxy's `safecall` makes of a hook's exception (called only
+    when one was raised: no cost per addon): AddonHalt ends the event (True),
+    OptionsError is raised on, anything else is logged (`_failed`) and the
+    next addon is offered the event."""
+    if isinstance(e, exceptions.AddonHalt):
+        return True
+    if isinstance(e, exceptions.OptionsError):
+        raise
+    _failed()
+    return False
 
 
 def _failed() -> None:
