@@ -162,6 +162,9 @@ class Exchange:
     history: History | None = None  # the turns of recent requests (Intake's), for `continued`
     turns_json: tuple[bytes, ...] | None = None  # the client's turns as History writes them, if Intake did
     _parse_from: bytes | None = None  # what a shelved body is parsed from again (`shelve`), if not `source`
+    # an addon reads the parsed body once the request has gone upstream (route's
+    # relay builds each attempt from it): it is kept, never shelved and parsed again
+    keeps_body: bool = False
     _continued: Continued | None | bool = False  # False: not matched yet
 
     def __post_init__(self) -> None:
@@ -191,7 +194,7 @@ class Exchange:
         (the client's own while no addon changed it): the same body.
         True if it was let go of."""
         body = self._body
-        if body is None or body is _UNPARSED:
+        if body is None or body is _UNPARSED or self.keeps_body:
             return False
         if self.body_version == 0 and self.source is not None:
             self._parse_from = None

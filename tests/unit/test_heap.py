@@ -90,3 +90,9 @@ async def test_a_sent_request_lets_go_of_its_parsed_body_and_a_later_reader_pars
     assert not ex.shelve(b'{"model": "m"}') and ex.body["model"] == "other"
     heap.response(changed)
     assert not ex.shelve(None) and ex.body is None
+
+    # an addon that builds on the parsed body after the request has gone (route's relay) keeps it
+    kept = Exchange(client_api=MESSAGES, body=json.loads(flow.request.content), source=flow.request.content,
+                    keeps_body=True)
+    body = kept.body
+    assert not kept.shelve(None) and kept.body is body

@@ -480,6 +480,7 @@ async def test_fallback_before_the_first_byte_pauses_the_refusing_provider(pipe,
     assert (ex.provider, ex.upstream_api, ex.model) == ("openai", CHAT, "gpt-4.1")
     assert [(d.action, d.detail["target"], d.detail.get("status")) for d in ex.decisions] == [
         ("failed", "anthropic/claude-sonnet-4-5", 429), ("fallback", "openai/gpt-4.1", 200)]
+    assert ex.keeps_body  # each attempt is built from the parsed body: Heap does not let go of it once sent
     assert ex.decisions[0].detail["retry_after_s"] == 7
     sent = o.requests[-1]
     assert sent.body["model"] == "gpt-4.1" and sent.body["stream_options"] == {"include_usage": True}

@@ -359,6 +359,7 @@ class Route:
             ex.decide("route", "rule", match=chain.rule.match, to=first.label, instead_of=instead.targets[0].label)
             ex.on_settle("route", self._settle)
         if len(planned) > 1 or first.key:  # a held key never enters the flow: the relay adds it
+            ex.keeps_body = True  # each attempt is built from it (_prepare)
             state["token"] = self.relay.add(lambda incoming: self._attempts(ex, planned, incoming))
             req = flow.request
             req.scheme, req.host, req.port = "http", "127.0.0.1", self.relay.port
@@ -407,6 +408,7 @@ class Route:
             if planned.key is None:
                 return refuse(flow, "route", "upstream", f"the key of {name} cannot be read: "
                               f"{self.key_errors.get(name, 'not read yet')}", status=503)
+            ex.keeps_body = True  # the attempt is built from it (_prepare)
             ex.state["route"] = {"token": self.relay.add(lambda incoming: self._attempts(ex, [planned], incoming))}
             req.scheme, req.host, req.port = "http", "127.0.0.1", self.relay.port
             req.headers[TOKEN_HEADER] = ex.state["route"]["token"]
